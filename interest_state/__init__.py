@@ -1,0 +1,46 @@
+"""Per-user interest state: the record, its update rule, its binary codec, and ranking.
+
+Pure numpy: no Kafka, Faust, ONNX Runtime or file I/O. The stream loads a state, calls
+:func:`update` and :func:`rank`, and stores :func:`encode_state` bytes.
+"""
+
+from __future__ import annotations
+
+from .codec import CODEC_VERSION, decode_state, encode_state
+from .errors import (
+    CodecError,
+    DimensionError,
+    InterestStateError,
+    ObservationError,
+    ParamsError,
+    StateError,
+)
+from .events import Event, EventType, Observation, event_id_hash
+from .params import UpdateParams
+from .rank import Catalog, Recommendation, nearest_titles, rank
+from .state import InterestState
+from .update import UpdateResult, update
+
+__all__ = [
+    "CODEC_VERSION",
+    "Catalog",
+    "CodecError",
+    "DimensionError",
+    "Event",
+    "EventType",
+    "InterestState",
+    "InterestStateError",
+    "Observation",
+    "ObservationError",
+    "ParamsError",
+    "Recommendation",
+    "StateError",
+    "UpdateParams",
+    "UpdateResult",
+    "decode_state",
+    "encode_state",
+    "event_id_hash",
+    "nearest_titles",
+    "rank",
+    "update",
+]

@@ -1,0 +1,191 @@
+"""Compact, versioned binary encoding of :class:`InterestState` (no pickle, no JSON).
+
+Layout of version 1, all little-endian::
+
+    header   2s B B I I        magic b"IS", version, flags (bit 0: long_term present),
+                               dim, total length in bytes (CRC included)
+    scalars  d d d d Q Q Q Q Q short_weight, short_norm, long_norm, updated_ts,
+                               n_events, n_browse, n_click, n_comment, n_duplicates
+    counts   H H H             history entries, dedupe hashes, long_term_version bytes
+    body     long_term_version (utf-8); short_term as float16 unit vector (dim * 2 bytes);
+             long_term likewise when flagged; history types (B each), history ts (d each),
+             history item ids (H length + utf-8 each); dedupe hashes (Q each)
+    trailer  I                 CRC-32 of everything before it
+
+Vectors are stored as their direction in float16 plus their norm in float64, so a large
+decayed sum cannot overflow float16 and precision is relative (about 1e-3 per component).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._arrays import FloatVector
+from .errors import CodecError, InterestStateError
+from .state import InterestState
+
+CODEC_VERSION = 1
+MAGIC = b"IS"
+_HEADER = struct.Struct("<2sBBII")
+_SCALARS = struct.Struct("<ddddQQQQQHHH")
+_CRC = struct.Struct("<I")
+_FLAG_LONG = 1
+_U16 = 0xFFFF
+
+
+def encode_state(state: InterestState) -> bytes:
+    """Encode ``state`` into bytes that :func:`decode_state` reads back."""
+    version = state.long_term_version.encode("utf-8")
+    ids = [item.encode("utf-8") for item in state.recent_items]
+    too_long = [len(b) for b in (version, *ids) if len(b) > _U16]
+    if too_long or max(len(ids), len(state.recent_event_ids)) > _U16:
+        raise CodecError("a string or ring is too long for the codec (max 65535)")
+    short_dir, short_norm = _direction(state.short_term)
+    long_dir, long_norm = (b"", 0.0) if state.long_term is None else _direction(state.long_term)
+    scalars = _SCALARS.pack(
+        state.short_weight,
+        short_norm,
+        long_norm,
+        state.updated_ts,
+        state.n_events,
+        *state.n_by_type,
+        state.n_duplicates,
+        len(ids),
+        len(state.recent_event_ids),
+        len(version),
+    )
+    body = b"".join(
+        [
+            scalars,
+            version,
+            short_dir,
+            long_dir,
+            bytes(state.recent_types),
+            struct.pack(f"<{len(ids)}d", *state.recent_ts),
+            b"".join(struct.pack("<H", len(b)) + b for b in ids),
+            struct.pack(f"<{len(state.recent_event_ids)}Q", *state.recent_event_ids),
+        ]
+    )
+    flags = _FLAG_LONG if state.long_term is not None else 0
+    total = _HEADER.size + len(body) + _CRC.size
+    head = _HEADER.pack(MAGIC, CODEC_VERSION, flags, state.dim, total) + body
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def decode_state(data: bytes) -> InterestState:
+    """Decode bytes from :func:`encode_state`; raise :class:`CodecError` when they are bad."""
+    flags, dim = _check_frame(data)
+    reader = _Reader(memoryview(data)[: len(data) - _CRC.size], _HEADER.size)
+    try:
+        return _read_state(reader, flags, dim)
+    except CodecError:
+        raise
+    except (InterestStateError, UnicodeDecodeError, struct.error, ValueError) as exc:
+        raise CodecError(f"corrupt interest state: {exc}") from exc
+
+
+def _direction(vector: FloatVector) -> tuple[bytes, float]:
+    as64 = vector.astype(np.float64)
+    norm = float(np.linalg.norm(as64))
+    unit = as64 / norm if norm > 0.0 else as64
+    return unit.astype("<f2").tobytes(), norm
+
+
+def _check_frame(data: bytes) -> tuple[int, int]:
+    """Validate magic, version, length and CRC; return ``(flags, dim)``."""
+    if len(data) < _HEADER.size + _CRC.size:
+        raise CodecError(f"truncated interest state: {len(data)} bytes, header needs more")
+    magic, version, flags, dim, total = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CodecError(f"not an interest state: magic {magic!r}, expected {MAGIC!r}")
+    if version != CODEC_VERSION:
+        raise CodecError(
+            f"unsupported interest state codec version {version} (this build reads {CODEC_VERSION})"
+        )
+    if len(data) < total:
+        raise CodecError(f"truncated interest state: {len(data)} of {total} bytes")
+    if len(data) > total:
+        raise CodecError(f"corrupt interest state: {len(data) - total} trailing bytes")
+    (crc,) = _CRC.unpack_from(data, total - _CRC.size)
+    if crc != zlib.crc32(memoryview(data)[: total - _CRC.size]):
+        raise CodecError("corrupt interest state: checksum mismatch")
+    if flags & ~_FLAG_LONG:
+        raise CodecError(f"corrupt interest state: unknown flags {flags:#x}")
+    return int(flags), int(dim)
+
+
+class _Reader:
+    """Reads consecutive fields from a buffer, failing with :class:`CodecError` at its end."""
+
+    def __init__(self, buffer: memoryview, offset: int) -> None:
+        self._buffer = buffer
+        self._offset = offset
+
+    def take(self, size: int) -> memoryview:
+        end = self._offset + size
+        if end > len(self._buffer):
+            raise CodecError(
+                f"corrupt interest state: field at offset {self._offset} needs {size} bytes, "
+                f"{len(self._buffer) - self._offset} left"
+            )
+        chunk = self._buffer[self._offset : end]
+        self._offset = end
+        return chunk
+
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def vector(self, dim: int, norm: float) -> npt.NDArray[np.float32]:
+        unit = np.frombuffer(self.take(2 * dim), dtype="<f2").astype(np.float64)
+        return (unit * norm).astype(np.float32)
+
+    def done(self) -> None:
+        if self._offset != len(self._buffer):
+            raise CodecError(
+                f"corrupt interest state: {len(self._buffer) - self._offset} unread bytes"
+            )
+
+
+def _read_state(reader: _Reader, flags: int, dim: int) -> InterestState:
+    (
+        weight,
+        short_norm,
+        long_norm,
+        updated_ts,
+        n_events,
+        n_browse,
+        n_click,
+        n_comment,
+        n_dup,
+        n_hist,
+        n_dedupe,
+        n_version,
+    ) = reader.unpack(_SCALARS.format)
+    version = str(reader.take(n_version), "utf-8")
+    short = reader.vector(dim, short_norm)
+    long = reader.vector(dim, long_norm) if flags & _FLAG_LONG else None
+    types = tuple(reader.take(n_hist))
+    stamps = reader.unpack(f"<{n_hist}d")
+    items = tuple(str(reader.take(reader.unpack("<H")[0]), "utf-8") for _ in range(n_hist))
+    hashes = reader.unpack(f"<{n_dedupe}Q")
+    reader.done()
+    return InterestState(
+        dim=dim,
+        short_term=short,
+        short_weight=weight,
+        long_term=long,
+        long_term_version=version,
+        updated_ts=updated_ts,
+        recent_items=items,
+        recent_types=types,
+        recent_ts=stamps,
+        recent_event_ids=hashes,
+        n_events=n_events,
+        n_by_type=(n_browse, n_click, n_comment),
+        n_duplicates=n_dup,
+    )

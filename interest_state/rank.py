@@ -1,0 +1,173 @@
+"""Ranking: score users' interest vectors against a catalog, filter seen items, explain.
+
+The catalog is anything shaped like :class:`Catalog` (``encoders.ItemIndex`` in the stream,
+a small in-memory class in the tests). All users of one call are scored with a single
+``catalog.search``; each user's explanations cost one small matrix product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ._arrays import FloatVector
+from .errors import DimensionError, ParamsError
+from .events import EventType
+from .state import InterestState
+
+_VERBS = {
+    EventType.BROWSE: "browsed",
+    EventType.CLICK: "clicked",
+    EventType.COMMENT: "commented on",
+}
+FALLBACK_REASON = "close to your recent interests"
+
+
+class Catalog(Protocol):
+    """The item index as ranking sees it."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """``(m, dim)`` queries -> scores and rows, each ``(m, min(k, len))``, best first."""
+        ...
+
+    def item_id_at(self, row: int) -> str: ...
+
+    def vector(self, item_id: str) -> FloatVector | None: ...
+
+    def title_of(self, item_id: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One recommended item, its score, and a short human-readable reason."""
+
+    item_id: str
+    score: float
+    reason: str
+
+
+def rank(
+    states: Sequence[InterestState],
+    catalog: Catalog,
+    k: int = 10,
+    *,
+    long_weight: float = 0.0,
+    exclude_seen: bool = True,
+) -> list[list[Recommendation]]:
+    """Top-``k`` recommendations for each state, in the order of ``states``.
+
+    States with no interest vector yet get ``[]``. When ``exclude_seen`` is true, items in a
+    state's history ring are never recommended; enough candidates are fetched that ``k``
+    remain whenever the catalog holds that many unseen items.
+    """
+    if k < 1:
+        raise ParamsError(f"k must be >= 1, got {k}")
+    queries = _queries(states, catalog, long_weight)
+    results: list[list[Recommendation]] = [[] for _ in states]
+    if not queries or len(catalog) == 0:
+        return results
+    seen = {i: states[i].seen_items() if exclude_seen else frozenset() for i in queries}
+    want = min(k + max(len(s) for s in seen.values()), len(catalog))
+    scores, rows = catalog.search(np.stack(list(queries.values())), want)
+    for n, i in enumerate(queries):
+        picked = _pick(scores[n], rows[n], catalog, seen[i], k)
+        results[i] = _explain(states[i], catalog, picked)
+    return results
+
+
+def nearest_titles(
+    state: InterestState, catalog: Catalog, k: int = 5, *, long_weight: float = 0.0
+) -> list[str]:
+    """Titles (item ids where untitled) of the items nearest the interest; seen ones included."""
+    if k < 1:
+        raise ParamsError(f"k must be >= 1, got {k}")
+    queries = _queries([state], catalog, long_weight)
+    if not queries or len(catalog) == 0:
+        return []
+    _, rows = catalog.search(np.stack(list(queries.values())), min(k, len(catalog)))
+    ids = [catalog.item_id_at(int(row)) for row in rows[0] if row >= 0]
+    return [catalog.title_of(item_id) or item_id for item_id in ids]
+
+
+def _queries(
+    states: Sequence[InterestState], catalog: Catalog, long_weight: float
+) -> dict[int, FloatVector]:
+    """Interest vectors by position in ``states``, for the states that have one."""
+    queries: dict[int, FloatVector] = {}
+    for i, state in enumerate(states):
+        if state.dim != catalog.dim:
+            raise DimensionError(f"state dim {state.dim} differs from catalog dim {catalog.dim}")
+        vector = state.interest_vector(long_weight)
+        if vector is not None:
+            queries[i] = vector
+    return queries
+
+
+def _pick(
+    scores: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    catalog: Catalog,
+    seen: frozenset[str],
+    k: int,
+) -> list[tuple[str, float]]:
+    picked: list[tuple[str, float]] = []
+    for score, row in zip(scores, rows, strict=True):
+        if row < 0:
+            continue
+        item_id = catalog.item_id_at(int(row))
+        if item_id not in seen:
+            picked.append((item_id, float(score)))
+            if len(picked) == k:
+                break
+    return picked
+
+
+def _explain(
+    state: InterestState, catalog: Catalog, picked: list[tuple[str, float]]
+) -> list[Recommendation]:
+    """Name, for each picked item, the user's recent item most similar to it."""
+    anchors, anchor_vectors = _anchors(state, catalog)
+    targets = [catalog.vector(item_id) for item_id, _ in picked]
+    reasons = [FALLBACK_REASON] * len(picked)
+    usable = [j for j, v in enumerate(targets) if v is not None]
+    if anchors and usable:
+        matrix = np.stack([np.asarray(targets[j], dtype=np.float32) for j in usable])
+        best = np.argmax(anchor_vectors @ matrix.T, axis=0)
+        for j, a in zip(usable, best, strict=True):
+            item_id, kind = anchors[int(a)]
+            title = catalog.title_of(item_id) or item_id
+            reasons[j] = f'like "{title}" you {_VERBS[EventType(kind)]}'
+    return [
+        Recommendation(item_id=item_id, score=score, reason=reason)
+        for (item_id, score), reason in zip(picked, reasons, strict=True)
+    ]
+
+
+def _anchors(
+    state: InterestState, catalog: Catalog
+) -> tuple[list[tuple[str, int]], npt.NDArray[np.float32]]:
+    """Recent items with a catalog vector, each with its strongest event type."""
+    strongest: dict[str, int] = {}
+    for item_id, kind in zip(state.recent_items, state.recent_types, strict=True):
+        strongest[item_id] = max(kind, strongest.get(item_id, kind))
+    anchors: list[tuple[str, int]] = []
+    vectors: list[FloatVector] = []
+    for item_id in reversed(strongest):
+        vector = catalog.vector(item_id)
+        if vector is not None:
+            anchors.append((item_id, strongest[item_id]))
+            vectors.append(np.asarray(vector, dtype=np.float32))
+    if not vectors:
+        return [], np.zeros((0, state.dim), dtype=np.float32)
+    return anchors, np.stack(vectors)

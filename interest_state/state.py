@@ -1,0 +1,122 @@
+"""The per-user interest state: an immutable record the stream loads, updates and stores."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from ._arrays import FloatVector, frozen_vector, unit
+from .errors import InterestStateError, ParamsError, StateError
+
+N_EVENT_TYPES = 3
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class InterestState:
+    """One user's interest.
+
+    ``short_term`` is the time-decayed weighted *sum* of pushed vectors (not normalised) as
+    of event time ``updated_ts``, and ``short_weight`` the equally decayed total weight.
+    ``long_term`` is an optional vector set by a sequence model, tagged ``long_term_version``.
+    The ``recent_*`` rings list events oldest to newest by event time; ``recent_event_ids``
+    holds 64-bit event-id hashes in arrival order for de-duplication.
+
+    Arrays are stored as read-only float32 copies, so a state cannot change once built.
+    Equality is identity (``eq=False``): compare fields, or encoded bytes, instead.
+    """
+
+    dim: int
+    short_term: FloatVector
+    short_weight: float
+    long_term: FloatVector | None
+    long_term_version: str
+    updated_ts: float
+    recent_items: tuple[str, ...]
+    recent_types: tuple[int, ...]
+    recent_ts: tuple[float, ...]
+    recent_event_ids: tuple[int, ...]
+    n_events: int
+    n_by_type: tuple[int, int, int]
+    n_duplicates: int
+
+    def __post_init__(self) -> None:
+        if self.dim < 1:
+            raise StateError(f"dim must be >= 1, got {self.dim}")
+        try:
+            short = frozen_vector(self.short_term, self.dim, "short_term")
+            long = None
+            if self.long_term is not None:
+                long = frozen_vector(self.long_term, self.dim, "long_term")
+        except InterestStateError as exc:
+            raise StateError(str(exc)) from exc
+        object.__setattr__(self, "short_term", short)
+        object.__setattr__(self, "long_term", long)
+        self._check_scalars()
+        self._check_rings()
+
+    def _check_scalars(self) -> None:
+        if not (math.isfinite(self.short_weight) and self.short_weight >= 0.0):
+            raise StateError(f"short_weight must be finite and >= 0, got {self.short_weight}")
+        if not math.isfinite(self.updated_ts):
+            raise StateError(f"updated_ts must be finite, got {self.updated_ts}")
+        counts = (self.n_events, self.n_duplicates, *self.n_by_type)
+        if len(self.n_by_type) != N_EVENT_TYPES or any(c < 0 for c in counts):
+            raise StateError(f"counters must be >= 0 with 3 event types, got {counts}")
+
+    def _check_rings(self) -> None:
+        lengths = {len(self.recent_items), len(self.recent_types), len(self.recent_ts)}
+        if len(lengths) != 1:
+            raise StateError("recent_items, recent_types and recent_ts differ in length")
+        if any(not 0 <= kind < N_EVENT_TYPES for kind in self.recent_types):
+            raise StateError(f"recent_types holds an unknown event type: {self.recent_types}")
+        if any(not 0 <= h < 2**64 for h in self.recent_event_ids):
+            raise StateError("recent_event_ids must be unsigned 64-bit integers")
+
+    @classmethod
+    def empty(cls, dim: int) -> InterestState:
+        """A state for a user with no events yet."""
+        return cls(
+            dim=dim,
+            short_term=np.zeros(dim, dtype=np.float32),
+            short_weight=0.0,
+            long_term=None,
+            long_term_version="",
+            updated_ts=0.0,
+            recent_items=(),
+            recent_types=(),
+            recent_ts=(),
+            recent_event_ids=(),
+            n_events=0,
+            n_by_type=(0, 0, 0),
+            n_duplicates=0,
+        )
+
+    def interest_vector(self, long_weight: float = 0.0) -> FloatVector | None:
+        """Unit vector blending the short-term and long-term interest, or ``None`` if neither.
+
+        With both present the result is the normalised ``(1 - long_weight) * unit(short) +
+        long_weight * unit(long)``; when only one of them exists it is used alone.
+        """
+        if not 0.0 <= long_weight <= 1.0:
+            raise ParamsError(f"long_weight must be in [0, 1], got {long_weight!r}")
+        short = unit(self.short_term)
+        long = None if self.long_term is None else unit(self.long_term)
+        if short is None or long is None:
+            return short if long is None else long
+        blend = unit((1.0 - long_weight) * short + long_weight * long)
+        return short if blend is None else blend
+
+    def seen_items(self) -> frozenset[str]:
+        """Item ids in the recent-history ring (what the ranking filters out)."""
+        return frozenset(self.recent_items)
+
+    def with_long_term(self, vector: npt.ArrayLike | None, version: str) -> InterestState:
+        """A copy with the long-term vector (from a sequence model) replaced."""
+        if vector is None:
+            return replace(self, long_term=None, long_term_version=version)
+        return replace(
+            self, long_term=np.asarray(vector, dtype=np.float32), long_term_version=version
+        )

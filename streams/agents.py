@@ -1,0 +1,151 @@
+"""The interest-updater agent: decode, validate, microbatch, update state, recommend.
+
+Each batch from ``stream.take_events`` is decoded (bad records go to the dead-letter topic),
+handed to :meth:`Pipeline.process` in an executor thread, and then written back: one table
+write and one recommendation message per user touched (coalescing), in the partition that
+received that user's events, whatever hash the producer used to put them there.
+
+A crash of the agent stops the worker (exit code != 0) instead of leaving a worker that is up
+but consumes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+import faust.streams
+from faust.types import EventT
+
+from interest_state import CodecError, Event, InterestState, decode_state, encode_state
+from streams.catalog import CatalogFeed
+from streams.dlq import dead_letter
+from streams.errors import EventRejected
+from streams.pipeline import BatchResult, Pipeline
+from streams.schemas import decode_event, encode_recommendations
+from streams.wiring import Wiring
+
+__all__ = ["register", "in_partition_of"]
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def in_partition_of(event: EventT) -> Iterator[None]:
+    """Make table reads and writes use ``event``'s partition.
+
+    Faust places a table write in the partition of the *current event*, which a batch from
+    ``take_events`` does not set. We set it to the user's own event, so the state lives in
+    the partition that receives the user's events (``use_partitioner`` would hash the key
+    with murmur2 instead, which disagrees with librdkafka producers).
+    """
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    settings = wiring.settings
+
+    @wiring.app.agent(wiring.events, name="interest-updater")
+    async def interest_updater(stream: faust.StreamT[bytes]) -> None:
+        try:
+            await feed.ready.wait()
+            async for batch in stream.take_events(settings.batch_size, settings.batch_wait_s):
+                await handle_batch(wiring, pipeline, executor, batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.critical("interest-updater crashed, stopping the worker: %r", exc, exc_info=True)
+            await wiring.app.crash(exc)
+            raise
+
+
+def _decode(wiring: Wiring, batch: Sequence[EventT]) -> tuple[list[Event], list[EventT], list[tuple[EventT, str]]]:
+    settings = wiring.settings
+    good: list[Event] = []
+    sources: list[EventT] = []
+    bad: list[tuple[EventT, str]] = []
+    for ev in batch:
+        msg = ev.message
+        try:
+            event_type = settings.topics.event_type_of(msg.topic)
+            good.append(decode_event(msg.value, event_type, msg.key, settings.max_user_id_len))
+            sources.append(ev)
+        except EventRejected as exc:
+            bad.append((ev, exc.reason))
+    return good, sources, bad
+
+
+def _load_states(wiring: Wiring, events: Sequence[Event], sources: Sequence[EventT]) -> dict[str, InterestState | None]:
+    states: dict[str, InterestState | None] = {}
+    for event, source in zip(events, sources, strict=True):
+        if event.user_id in states:
+            continue
+        with in_partition_of(source):
+            raw = wiring.table.get(event.user_id.encode())
+        try:
+            states[event.user_id] = decode_state(raw) if raw is not None else None
+        except CodecError as exc:
+            log.error("state of user %r does not decode (%s); starting it afresh", event.user_id, exc)
+            states[event.user_id] = None
+    return states
+
+
+async def handle_batch(
+    wiring: Wiring, pipeline: Pipeline, executor: ThreadPoolExecutor, batch: Sequence[EventT]
+) -> None:
+    stats = wiring.stats
+    stats.batches += 1
+    stats.events_in += len(batch)
+    stats.batch_sizes.append(len(batch))
+    events, sources, bad = _decode(wiring, batch)
+    for ev, reason in bad:
+        await dead_letter(wiring, ev.message, reason)
+    if not events:
+        return
+    states = _load_states(wiring, events, sources)
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(executor, pipeline.process, events, states)
+    for position, reason in result.rejected:
+        await dead_letter(wiring, sources[position].message, reason)
+    _write_back(wiring, pipeline, events, sources, result)
+
+
+def _write_back(
+    wiring: Wiring, pipeline: Pipeline, events: Sequence[Event], sources: Sequence[EventT],
+    result: BatchResult,
+) -> None:
+    """One state write and one recommendation message per user touched."""
+    stats = wiring.stats
+    last_source: dict[str, EventT] = {}
+    first_arrival: dict[str, float] = {}
+    for event, source in zip(events, sources, strict=True):
+        last_source[event.user_id] = source
+        arrival = source.message.timestamp
+        first_arrival[event.user_id] = min(first_arrival.get(event.user_id, arrival), arrival)
+    now = time.time()
+    for user_id, outcome in result.users.items():
+        key = user_id.encode()
+        if outcome.applied:
+            with in_partition_of(last_source[user_id]):
+                wiring.table[key] = encode_state(outcome.state)
+        latency_ms = (now - first_arrival[user_id]) * 1000.0
+        event_ids = outcome.applied + outcome.duplicates
+        payload = encode_recommendations(
+            user_id, event_ids, outcome.recommendations, pipeline.model_version, latency_ms, now
+        )
+        wiring.recommendations.send_soon(key=key, value=payload)
+        stats.events_applied += len(outcome.applied)
+        stats.duplicates += len(outcome.duplicates)
+        stats.recommendations_out += 1
+        stats.latencies_ms.append(latency_ms)

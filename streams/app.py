@@ -1,0 +1,94 @@
+"""``create_app(settings, pipeline) -> faust.App``: the one place where the stream is wired.
+
+Topics, agents, the catalog feed and web views live in their own modules; this factory
+creates the app with settings that suit a low-latency microbatching worker and registers them.
+"""
+
+from __future__ import annotations
+
+import logging
+import faust
+
+from streams import agents, catalog, transport, views
+from streams.errors import SettingsError
+from streams.pipeline import Pipeline
+from streams.settings import Settings
+from streams.stats import Stats
+from streams.wiring import Wiring
+from streams.topics import TopicSpec
+
+__all__ = ["TABLE_NAME", "changelog_topic_name", "create_app", "topic_specs"]
+
+TABLE_NAME = "user_interest"
+log = logging.getLogger(__name__)
+
+
+def changelog_topic_name(settings: Settings) -> str:
+    return f"{settings.app_id}-{TABLE_NAME}-changelog"
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the worker reads or writes, with the configured partition count.
+
+    Source topics and the changelog share one count, so each event partition has the
+    changelog partition of the same number (the table is co-partitioned with its source).
+    """
+    t, n = settings.topics, settings.partitions
+    return [
+        *(TopicSpec(name, n) for name in t.events),
+        TopicSpec(t.items, n, compacted=True),
+        TopicSpec(t.recommendations, n),
+        TopicSpec(t.dlq, n),
+        TopicSpec(changelog_topic_name(settings), n, compacted=True),
+    ]
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    transport.FETCH_MAX_WAIT_MS["value"] = settings.fetch_max_wait_ms
+    return faust.App(
+        settings.app_id,
+        broker=f"interest-kafka://{settings.bootstrap}",
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        table_standby_replicas=0,
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_commit_interval=1.0,
+        producer_linger=0.002,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        stream_wait_empty=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+
+def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
+    """Build the Faust app for ``settings`` around a ready :class:`Pipeline`."""
+    if settings.bootstrap is None:
+        raise SettingsError("create_app needs settings.bootstrap (start a broker first)")
+    app = _faust_app(settings)
+    t = settings.topics
+    wiring = Wiring(
+        app=app,
+        settings=settings,
+        events=app.topic(*t.events, key_type=bytes, value_type=bytes),
+        items=app.topic(t.items, key_type=bytes, value_type=bytes),
+        recommendations=app.topic(t.recommendations, key_type=bytes, value_type=bytes),
+        dlq=app.topic(t.dlq, key_type=bytes, value_type=bytes),
+        table=app.Table(
+            TABLE_NAME, key_type=bytes, value_type=bytes, partitions=settings.partitions
+        ),
+        stats=Stats(),
+    )
+    feed = catalog.CatalogFeed(wiring, pipeline)
+    agents.register(wiring, pipeline, feed)
+    views.register(wiring, pipeline, feed)
+    return app

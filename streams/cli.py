@@ -1,0 +1,169 @@
+"""``interest-stream``: worker, produce, tail, demo, data, export."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streams.errors import StreamError
+from streams.settings import Settings
+
+__all__ = ["main"]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+@click.group()
+@click.option("--bootstrap", envvar="KAFKA_BOOTSTRAP", default=None,
+              help="Kafka bootstrap servers; unset: start the embedded Tansu broker.")
+@click.option("--partitions", type=int, default=None, help="Partitions of every topic.")
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="Folder for models, data and worker state.")
+@click.option("--log-level", default=None, help="debug, info, warning, error.")
+@click.pass_context
+def cli(ctx: click.Context, bootstrap: str | None, partitions: int | None, home: Path | None,
+        log_level: str | None) -> None:
+    """Real-time user interests from Kafka events, recommendations out."""
+    settings = Settings.from_env().replace(
+        bootstrap=bootstrap, partitions=partitions, home=home, log_level=log_level
+    )
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = settings
+
+
+@cli.command()
+@click.option("--store", type=click.Choice(["rocksdb", "memory"]), default=None)
+@click.option("--web-port", type=int, default=None)
+@click.option("--web-host", default=None)
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.pass_context
+def worker(ctx: click.Context, **flags: Any) -> None:
+    """Run a worker (starts the embedded broker when no bootstrap server is set)."""
+    from streams.broker import broker_for
+    from streams.runtime import run_worker
+
+    settings = _settings(ctx).replace(**flags)
+    with broker_for(settings.bootstrap) as bootstrap:
+        if not settings.bootstrap:
+            click.echo(f"embedded broker at {bootstrap} (KAFKA_BOOTSTRAP={bootstrap})")
+        run_worker(settings.replace(bootstrap=bootstrap))
+
+
+@cli.command()
+@click.option("--source", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              default=None, help="A local Hugging Face BERT-family folder (default: MiniLM).")
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.pass_context
+def export(ctx: click.Context, source: Path | None, out: Path | None) -> None:
+    """Export the text encoder to ONNX (validated against torch)."""
+    from streams.runtime import ensure_model
+
+    settings = _settings(ctx).replace(model_dir=out)
+    path = ensure_model(settings, source)
+    click.echo(f"text encoder ready in {path}")
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(["ml-100k"]))
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.pass_context
+def data(ctx: click.Context, name: str, out: Path | None) -> None:
+    """Prepare a sample dataset in the project's formats (items.jsonl, events.jsonl)."""
+    from streams.datasets import prepare_ml100k
+
+    settings = _settings(ctx)
+    items, events = prepare_ml100k(out or settings.home / "data" / name, settings.home / "cache")
+    click.echo(f"items:  {items}\nevents: {events}")
+
+
+@cli.command()
+@click.option("--events", "events_path", type=click.Path(path_type=Path, exists=True),
+              required=True)
+@click.option("--items", "items_path", type=click.Path(path_type=Path, exists=True),
+              default=None, help="Also load this catalog into the items topic first.")
+@click.option("--rate", type=float, default=None, help="Events per second (default: flat out).")
+@click.option("--limit", type=int, default=None, help="Send only the first N events.")
+@click.pass_context
+def produce(ctx: click.Context, events_path: Path, items_path: Path | None, rate: float | None,
+            limit: int | None) -> None:
+    """Replay an events file into the event topics."""
+    from itertools import islice
+
+    from streams.datasets import read_events, read_items
+    from streams.replay import publish_items, replay_events
+    from streams.runtime import prepare_topics
+
+    settings = _need_bootstrap(_settings(ctx))
+    prepare_topics(settings)
+    if items_path:
+        asyncio.run(publish_items(settings, read_items(items_path)))
+    report = asyncio.run(replay_events(settings, islice(read_events(events_path), limit),
+                                       rate=rate, total=limit))
+    click.echo(f"sent {report.events} events in {report.seconds:.1f}s ({report.rate:,.0f}/s)")
+
+
+@cli.command()
+@click.option("--items", "items_path", type=click.Path(path_type=Path, exists=True),
+              default=None, help="Catalog file for titles.")
+@click.option("--from-beginning", is_flag=True)
+@click.option("--user", default=None, help="Only this user's recommendations.")
+@click.pass_context
+def tail(ctx: click.Context, items_path: Path | None, from_beginning: bool,
+         user: str | None) -> None:
+    """Print recommendations as they arrive, with item titles."""
+    from streams.datasets import read_items
+    from streams.demo import format_recommendation
+    from streams.replay import follow_recommendations
+
+    settings = _need_bootstrap(_settings(ctx))
+    titles = {i.item_id: i.title for i in read_items(items_path)} if items_path else {}
+
+    async def run() -> None:
+        async for rec in follow_recommendations(settings, from_beginning=from_beginning):
+            if user is None or rec["user_id"] == user:
+                click.echo(format_recommendation(rec, titles))
+
+    asyncio.run(run())
+
+
+@cli.command()
+@click.option("--rate", type=float, default=1000.0, show_default=True,
+              help="Replay rate in events/s (0: flat out).")
+@click.option("--limit", type=int, default=None, help="Replay only the first N events.")
+@click.option("--web-port", type=int, default=None)
+@click.option("--exit-when-done", is_flag=True, help="Stop after the replay instead of staying up.")
+@click.pass_context
+def demo(ctx: click.Context, rate: float, limit: int | None, web_port: int | None,
+         exit_when_done: bool) -> None:
+    """Embedded broker + worker + MovieLens catalog + replay, recommendations printed live."""
+    from streams.demo import run_demo
+
+    settings = _settings(ctx).replace(web_port=web_port)
+    run_demo(settings, rate=rate or None, limit=limit, linger=not exit_when_done)
+
+
+def _need_bootstrap(settings: Settings) -> Settings:
+    if not settings.bootstrap:
+        raise click.UsageError("set KAFKA_BOOTSTRAP (or --bootstrap): printed by `worker`/`demo`")
+    return settings
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except StreamError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Starting a worker: broker address, topics, model, Faust worker — in that order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import faust
+
+from encoders import ModelNotFoundError, TextEncoder, default_model_source, export_text_encoder
+from encoders.export import is_exported
+from interest_state import UpdateParams
+from streams.app import create_app, topic_specs
+from streams.errors import StreamError
+from streams.pipeline import Pipeline
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+__all__ = ["build_pipeline", "ensure_model", "prepare_topics", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def ensure_model(settings: Settings, source: Path | None = None) -> Path:
+    """Export the text encoder into ``settings.resolved_model_dir`` unless it is already there."""
+    out = settings.resolved_model_dir
+    if is_exported(out):
+        return out
+    src = source or default_model_source()
+    report = export_text_encoder(src, out)
+    log.info("exported %s to %s in %.1fs (max |torch - onnx| = %.2e)",
+             report.source, out, report.seconds, report.max_abs_diff)
+    return out
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    model_dir = settings.resolved_model_dir
+    try:
+        encoder = TextEncoder.load(model_dir, provider=settings.provider)
+    except ModelNotFoundError as exc:
+        raise StreamError(f"{exc}\nrun `interest-stream export` first") from exc
+    log.info("text encoder %s on %s", encoder.model_version, encoder.provider)
+    params = UpdateParams(half_life_s=settings.half_life_s, history_len=settings.history_len)
+    return Pipeline(encoder, params, top_k=settings.top_k)
+
+
+def prepare_topics(settings: Settings) -> None:
+    assert settings.bootstrap is not None
+    asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings)))
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until it is stopped; exits non-zero when the worker crashes."""
+    prepare_topics(settings)
+    pipeline = build_pipeline(settings)
+    app = create_app(settings, pipeline)
+    os.makedirs(settings.data_dir, exist_ok=True)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    log.info("web view on http://%s:%d/", settings.web_host, settings.web_port)
+    worker.execute_from_commandline()

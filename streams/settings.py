@@ -1,0 +1,150 @@
+"""All configuration in one frozen class; every environment variable is named here.
+
+``Settings.from_env()`` reads the environment; the CLI flags override single fields with
+``dataclasses.replace``. Nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.errors import SettingsError
+
+__all__ = ["ENV_VARS", "Settings", "TopicNames"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """Kafka topic names; each is configurable."""
+
+    click: str = "events.click"
+    browse: str = "events.browse"
+    comment: str = "events.comment"
+    items: str = "items"
+    recommendations: str = "recommendations"
+    dlq: str = "events.dlq"
+
+    @property
+    def events(self) -> tuple[str, str, str]:
+        return (self.click, self.browse, self.comment)
+
+    def event_type_of(self, topic: str) -> str | None:
+        """Which event type a source topic carries (``click``/``browse``/``comment``)."""
+        return {self.click: "click", self.browse: "browse", self.comment: "comment"}.get(topic)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a worker, the CLI and the demo need to know."""
+
+    bootstrap: str | None = None
+    app_id: str = "interest-stream"
+    partitions: int = 4
+    topics: TopicNames = field(default_factory=TopicNames)
+    home: Path = Path(".cache/interest-stream")
+    model_dir: Path | None = None
+    provider: str = "auto"
+    store: str = "rocksdb"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    web_enabled: bool = True
+    batch_size: int = 512
+    batch_wait_s: float = 0.005
+    fetch_max_wait_ms: int = 10
+    session_timeout_s: float = 10.0
+    top_k: int = 10
+    half_life_s: float = 6 * 3600.0
+    history_len: int = 50
+    max_user_id_len: int = 128
+    log_level: str = "info"
+
+    @property
+    def data_dir(self) -> Path:
+        """Faust's data folder (RocksDB tables live below it)."""
+        return self.home / "worker" / self.app_id
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or self.home / "models" / "all-MiniLM-L6-v2"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, (attr, convert) in ENV_VARS.items():
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[attr] = convert(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name}={raw!r}: {exc}") from exc
+        topic_values = {k[6:]: v for k, v in values.items() if k.startswith("topic_")}
+        plain = {k: v for k, v in values.items() if not k.startswith("topic_")}
+        return cls(topics=TopicNames(**topic_values), **plain).validated()
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` (``None`` values are ignored, so unset CLI flags keep defaults)."""
+        return dataclasses.replace(
+            self, **{k: v for k, v in changes.items() if v is not None}
+        ).validated()
+
+    def validated(self) -> Settings:
+        checks = [
+            (self.partitions >= 1, "partitions must be >= 1"),
+            (self.store in ("rocksdb", "memory"), "store must be 'rocksdb' or 'memory'"),
+            (self.provider in ("auto", "cpu", "cuda"), "provider must be auto, cpu or cuda"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.batch_wait_s > 0, "batch_wait_s must be > 0"),
+            (0 <= self.fetch_max_wait_ms <= 5000, "fetch_max_wait_ms must be 0..5000"),
+            (1 <= self.top_k <= 1000, "top_k must be 1..1000"),
+            (self.half_life_s > 0, "half_life_s must be > 0"),
+            (1 <= self.web_port <= 65535, "web_port must be 1..65535"),
+            (len(set(dataclasses.astuple(self.topics))) == 6, "topic names must differ"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SettingsError(message)
+        return self
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+#: Environment variable -> (Settings field, converter). The README's configuration table lists these.
+ENV_VARS: dict[str, tuple[str, Any]] = {
+    "KAFKA_BOOTSTRAP": ("bootstrap", str),
+    "INTEREST_STREAM_APP_ID": ("app_id", str),
+    "INTEREST_STREAM_PARTITIONS": ("partitions", int),
+    "INTEREST_STREAM_HOME": ("home", Path),
+    "INTEREST_STREAM_MODEL_DIR": ("model_dir", Path),
+    "INTEREST_STREAM_PROVIDER": ("provider", str),
+    "INTEREST_STREAM_STORE": ("store", str),
+    "INTEREST_STREAM_WEB_HOST": ("web_host", str),
+    "INTEREST_STREAM_WEB_PORT": ("web_port", int),
+    "INTEREST_STREAM_WEB_ENABLED": ("web_enabled", _bool),
+    "INTEREST_STREAM_BATCH_SIZE": ("batch_size", int),
+    "INTEREST_STREAM_BATCH_WAIT_S": ("batch_wait_s", float),
+    "INTEREST_STREAM_FETCH_MAX_WAIT_MS": ("fetch_max_wait_ms", int),
+    "INTEREST_STREAM_SESSION_TIMEOUT_S": ("session_timeout_s", float),
+    "INTEREST_STREAM_TOP_K": ("top_k", int),
+    "INTEREST_STREAM_HALF_LIFE_S": ("half_life_s", float),
+    "INTEREST_STREAM_HISTORY_LEN": ("history_len", int),
+    "INTEREST_STREAM_LOG_LEVEL": ("log_level", str),
+    "INTEREST_STREAM_TOPIC_CLICK": ("topic_click", str),
+    "INTEREST_STREAM_TOPIC_BROWSE": ("topic_browse", str),
+    "INTEREST_STREAM_TOPIC_COMMENT": ("topic_comment", str),
+    "INTEREST_STREAM_TOPIC_ITEMS": ("topic_items", str),
+    "INTEREST_STREAM_TOPIC_RECOMMENDATIONS": ("topic_recommendations", str),
+    "INTEREST_STREAM_TOPIC_DLQ": ("topic_dlq", str),
+}

@@ -1,0 +1,52 @@
+"""Per-worker counters and a latency reservoir, shown by ``/metrics`` and ``/healthz``."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Stats"]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters of one worker process (each worker reports its own)."""
+
+    started: float = field(default_factory=time.time)
+    events_in: int = 0
+    events_applied: int = 0
+    duplicates: int = 0
+    recommendations_out: int = 0
+    batches: int = 0
+    items_indexed: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1_000))
+
+    def dead_letter(self, reason: str) -> None:
+        # Group reasons by their first words so the counter stays small.
+        self.dead_letters[reason.split(":")[0].split("'")[0].strip()] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms, dtype=np.float64)
+        pct = (
+            {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)}
+            if lat.size else {}
+        )
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "events_in": self.events_in,
+            "events_applied": self.events_applied,
+            "duplicates": self.duplicates,
+            "dead_letters": sum(self.dead_letters.values()),
+            "dead_letters_by_reason": dict(self.dead_letters),
+            "recommendations_out": self.recommendations_out,
+            "batches": self.batches,
+            "mean_batch_size": round(float(np.mean(self.batch_sizes)), 1) if self.batch_sizes else 0,
+            "items_indexed": self.items_indexed,
+            "latency_ms": pct,
+        }

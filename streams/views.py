@@ -1,0 +1,82 @@
+"""Web views on the Faust web server: ``/healthz``, ``/metrics``, ``/users/{user_id}``.
+
+State is read from the ``user_interest`` table (never from module-level dicts), so what a view
+shows is what the stream keeps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from interest_state import CodecError, EventType, decode_state, nearest_titles
+from streams.catalog import CatalogFeed
+from streams.pipeline import Pipeline
+from streams.wiring import Wiring
+
+__all__ = ["register", "user_summary"]
+
+RECENT_SHOWN = 10
+
+
+def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[str, Any]:
+    """The JSON body of ``/users/{user_id}``."""
+    if raw is None:
+        return {"user_id": user_id, "found": False}
+    try:
+        state = decode_state(raw)
+    except CodecError as exc:
+        return {"user_id": user_id, "found": True, "error": f"state does not decode: {exc}"}
+    index = pipeline.index
+    recent = [
+        {"item_id": item, "title": index.title_of(item), "type": EventType(kind).name.lower(),
+         "ts": ts}
+        for item, kind, ts in zip(state.recent_items, state.recent_types, state.recent_ts,
+                                  strict=True)
+    ][::-1][:RECENT_SHOWN]
+    recs = pipeline.recommend(state)
+    return {
+        "user_id": user_id,
+        "found": True,
+        "events": state.n_events,
+        "events_by_type": dict(zip(("browse", "click", "comment"), state.n_by_type, strict=True)),
+        "duplicates_dropped": state.n_duplicates,
+        "updated_ts": state.updated_ts,
+        "interest_summary": nearest_titles(state, index, k=5),
+        "recent_events": recent,
+        "recommendations": [
+            {"item_id": r.item_id, "title": index.title_of(r.item_id), "score": round(r.score, 4),
+             "reason": r.reason}
+            for r in recs
+        ],
+        "model_version": pipeline.model_version,
+    }
+
+
+def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
+    app = wiring.app
+
+    def runtime() -> dict[str, Any]:
+        return {
+            "model_version": pipeline.model_version,
+            "provider": pipeline.encoder.provider,
+            "catalog_ready": feed.ready.is_set(),
+            "items": len(pipeline.index),
+        }
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        ok = feed.ready.is_set() and not app.should_stop
+        body = {"status": "ok" if ok else "starting", **runtime()}
+        return self.json(body, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(self: View, request: Request) -> Response:
+        return self.json({**runtime(), **wiring.stats.snapshot()})
+
+    @app.page("/users/{user_id}")
+    async def user(self: View, request: Request, user_id: str) -> Response:
+        raw = wiring.table.get(user_id.encode())
+        body = user_summary(user_id, raw, pipeline)
+        return self.json(body, status=200 if body["found"] else 404)
