@@ -18,6 +18,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import faust
 import faust.streams
@@ -29,7 +30,7 @@ from streams.dlq import dead_letter
 from streams.errors import EventRejected
 from streams.pipeline import BatchResult, Pipeline
 from streams.schemas import decode_event, encode_recommendations
-from streams.wiring import Wiring
+from streams.wiring import Wiring, stop_worker
 
 __all__ = ["register", "in_partition_of"]
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def in_partition_of(event: EventT) -> Iterator[None]:
+def in_partition_of(event: EventT[bytes]) -> Iterator[None]:
     """Make table reads and writes use ``event``'s partition.
 
     Faust places a table write in the partition of the *current event*, which a batch from
@@ -60,21 +61,21 @@ def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
     async def interest_updater(stream: faust.StreamT[bytes]) -> None:
         try:
             await feed.ready.wait()
-            async for batch in stream.take_events(settings.batch_size, settings.batch_wait_s):
+            async for batch in cast(faust.Stream[bytes], stream).take_events(settings.batch_size, settings.batch_wait_s):
                 await handle_batch(wiring, pipeline, executor, batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.critical("interest-updater crashed, stopping the worker: %r", exc, exc_info=True)
-            await wiring.app.crash(exc)
-            raise
+            stop_worker(wiring.app, exc)
 
 
-def _decode(wiring: Wiring, batch: Sequence[EventT]) -> tuple[list[Event], list[EventT], list[tuple[EventT, str]]]:
+def _decode(
+    wiring: Wiring, batch: Sequence[EventT[bytes]]
+) -> tuple[list[Event], list[EventT[bytes]], list[tuple[EventT[bytes], str]]]:
     settings = wiring.settings
     good: list[Event] = []
-    sources: list[EventT] = []
-    bad: list[tuple[EventT, str]] = []
+    sources: list[EventT[bytes]] = []
+    bad: list[tuple[EventT[bytes], str]] = []
     for ev in batch:
         msg = ev.message
         try:
@@ -86,7 +87,9 @@ def _decode(wiring: Wiring, batch: Sequence[EventT]) -> tuple[list[Event], list[
     return good, sources, bad
 
 
-def _load_states(wiring: Wiring, events: Sequence[Event], sources: Sequence[EventT]) -> dict[str, InterestState | None]:
+def _load_states(
+    wiring: Wiring, events: Sequence[Event], sources: Sequence[EventT[bytes]]
+) -> dict[str, InterestState | None]:
     states: dict[str, InterestState | None] = {}
     for event, source in zip(events, sources, strict=True):
         if event.user_id in states:
@@ -96,13 +99,15 @@ def _load_states(wiring: Wiring, events: Sequence[Event], sources: Sequence[Even
         try:
             states[event.user_id] = decode_state(raw) if raw is not None else None
         except CodecError as exc:
-            log.error("state of user %r does not decode (%s); starting it afresh", event.user_id, exc)
+            log.error(
+                "state of user %r does not decode (%s); starting it afresh", event.user_id, exc
+            )
             states[event.user_id] = None
     return states
 
 
 async def handle_batch(
-    wiring: Wiring, pipeline: Pipeline, executor: ThreadPoolExecutor, batch: Sequence[EventT]
+    wiring: Wiring, pipeline: Pipeline, executor: ThreadPoolExecutor, batch: Sequence[EventT[bytes]]
 ) -> None:
     stats = wiring.stats
     stats.batches += 1
@@ -122,12 +127,15 @@ async def handle_batch(
 
 
 def _write_back(
-    wiring: Wiring, pipeline: Pipeline, events: Sequence[Event], sources: Sequence[EventT],
+    wiring: Wiring,
+    pipeline: Pipeline,
+    events: Sequence[Event],
+    sources: Sequence[EventT[bytes]],
     result: BatchResult,
 ) -> None:
     """One state write and one recommendation message per user touched."""
     stats = wiring.stats
-    last_source: dict[str, EventT] = {}
+    last_source: dict[str, EventT[bytes]] = {}
     first_arrival: dict[str, float] = {}
     for event, source in zip(events, sources, strict=True):
         last_source[event.user_id] = source

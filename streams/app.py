@@ -7,6 +7,7 @@ creates the app with settings that suit a low-latency microbatching worker and r
 from __future__ import annotations
 
 import logging
+
 import faust
 
 from streams import agents, catalog, transport, views
@@ -14,8 +15,8 @@ from streams.errors import SettingsError
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.stats import Stats
-from streams.wiring import Wiring
 from streams.topics import TopicSpec
+from streams.wiring import Wiring
 
 __all__ = ["TABLE_NAME", "changelog_topic_name", "create_app", "topic_specs"]
 

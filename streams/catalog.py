@@ -21,7 +21,7 @@ from streams.errors import EventRejected
 from streams.pipeline import Pipeline
 from streams.schemas import ItemMessage, decode_item
 from streams.topics import true_end_offsets
-from streams.wiring import Wiring
+from streams.wiring import Wiring, stop_worker
 
 __all__ = ["CatalogFeed"]
 
@@ -38,8 +38,10 @@ class CatalogFeed:
     async def run(self) -> None:
         settings = self.wiring.settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-            fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 50), max_poll_records=1024,
+            bootstrap_servers=settings.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 50),
+            max_poll_records=1024,
         )
         await consumer.start()
         try:
@@ -49,9 +51,7 @@ class CatalogFeed:
             await consumer.seek_to_beginning(*tps)
             await self._follow(consumer, ends)
         except Exception as exc:
-            log.critical("catalog feed crashed, stopping the worker: %r", exc, exc_info=True)
-            await self.wiring.app.crash(exc)
-            raise
+            stop_worker(self.wiring.app, exc)
         finally:
             await consumer.stop()
 
@@ -68,11 +68,17 @@ class CatalogFeed:
             if not self.ready.is_set():
                 await self._maybe_ready(consumer, ends)
 
-    async def _maybe_ready(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+    async def _maybe_ready(
+        self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
+    ) -> None:
         positions = [await consumer.position(tp) for tp in ends]
         if all(pos >= end for pos, end in zip(positions, ends.values(), strict=True)):
-            log.info("catalog loaded: %d items (model %s, provider %s)", len(self.pipeline.index),
-                     self.pipeline.model_version, self.pipeline.encoder.provider)
+            log.info(
+                "catalog loaded: %d items (model %s, provider %s)",
+                len(self.pipeline.index),
+                self.pipeline.model_version,
+                self.pipeline.encoder.provider,
+            )
             self.ready.set()
 
     async def _decode(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[ItemMessage]:

@@ -22,21 +22,35 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 @click.group()
-@click.option("--bootstrap", envvar="KAFKA_BOOTSTRAP", default=None,
-              help="Kafka bootstrap servers; unset: start the embedded Tansu broker.")
+@click.option(
+    "--bootstrap",
+    envvar="KAFKA_BOOTSTRAP",
+    default=None,
+    help="Kafka bootstrap servers; unset: start the embedded Tansu broker.",
+)
 @click.option("--partitions", type=int, default=None, help="Partitions of every topic.")
-@click.option("--home", type=click.Path(path_type=Path), default=None,
-              help="Folder for models, data and worker state.")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for models, data and worker state.",
+)
 @click.option("--log-level", default=None, help="debug, info, warning, error.")
 @click.pass_context
-def cli(ctx: click.Context, bootstrap: str | None, partitions: int | None, home: Path | None,
-        log_level: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    bootstrap: str | None,
+    partitions: int | None,
+    home: Path | None,
+    log_level: str | None,
+) -> None:
     """Real-time user interests from Kafka events, recommendations out."""
     settings = Settings.from_env().replace(
         bootstrap=bootstrap, partitions=partitions, home=home, log_level=log_level
     )
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     ctx.obj = settings
 
 
@@ -46,7 +60,7 @@ def cli(ctx: click.Context, bootstrap: str | None, partitions: int | None, home:
 @click.option("--web-host", default=None)
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.pass_context
-def worker(ctx: click.Context, **flags: Any) -> None:
+def worker(ctx: click.Context, /, **flags: Any) -> None:
     """Run a worker (starts the embedded broker when no bootstrap server is set)."""
     from streams.broker import broker_for
     from streams.runtime import run_worker
@@ -59,8 +73,12 @@ def worker(ctx: click.Context, **flags: Any) -> None:
 
 
 @cli.command()
-@click.option("--source", type=click.Path(path_type=Path, exists=True, file_okay=False),
-              default=None, help="A local Hugging Face BERT-family folder (default: MiniLM).")
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="A local Hugging Face BERT-family folder (default: MiniLM).",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 @click.pass_context
 def export(ctx: click.Context, source: Path | None, out: Path | None) -> None:
@@ -86,15 +104,26 @@ def data(ctx: click.Context, name: str, out: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--events", "events_path", type=click.Path(path_type=Path, exists=True),
-              required=True)
-@click.option("--items", "items_path", type=click.Path(path_type=Path, exists=True),
-              default=None, help="Also load this catalog into the items topic first.")
+@click.option(
+    "--events", "events_path", type=click.Path(path_type=Path, exists=True), required=True
+)
+@click.option(
+    "--items",
+    "items_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Also load this catalog into the items topic first.",
+)
 @click.option("--rate", type=float, default=None, help="Events per second (default: flat out).")
 @click.option("--limit", type=int, default=None, help="Send only the first N events.")
 @click.pass_context
-def produce(ctx: click.Context, events_path: Path, items_path: Path | None, rate: float | None,
-            limit: int | None) -> None:
+def produce(
+    ctx: click.Context,
+    events_path: Path,
+    items_path: Path | None,
+    rate: float | None,
+    limit: int | None,
+) -> None:
     """Replay an events file into the event topics."""
     from itertools import islice
 
@@ -106,19 +135,26 @@ def produce(ctx: click.Context, events_path: Path, items_path: Path | None, rate
     prepare_topics(settings)
     if items_path:
         asyncio.run(publish_items(settings, read_items(items_path)))
-    report = asyncio.run(replay_events(settings, islice(read_events(events_path), limit),
-                                       rate=rate, total=limit))
+    report = asyncio.run(
+        replay_events(settings, islice(read_events(events_path), limit), rate=rate, total=limit)
+    )
     click.echo(f"sent {report.events} events in {report.seconds:.1f}s ({report.rate:,.0f}/s)")
 
 
 @cli.command()
-@click.option("--items", "items_path", type=click.Path(path_type=Path, exists=True),
-              default=None, help="Catalog file for titles.")
+@click.option(
+    "--items",
+    "items_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Catalog file for titles.",
+)
 @click.option("--from-beginning", is_flag=True)
 @click.option("--user", default=None, help="Only this user's recommendations.")
 @click.pass_context
-def tail(ctx: click.Context, items_path: Path | None, from_beginning: bool,
-         user: str | None) -> None:
+def tail(
+    ctx: click.Context, items_path: Path | None, from_beginning: bool, user: str | None
+) -> None:
     """Print recommendations as they arrive, with item titles."""
     from streams.datasets import read_items
     from streams.demo import format_recommendation
@@ -136,14 +172,20 @@ def tail(ctx: click.Context, items_path: Path | None, from_beginning: bool,
 
 
 @cli.command()
-@click.option("--rate", type=float, default=1000.0, show_default=True,
-              help="Replay rate in events/s (0: flat out).")
+@click.option(
+    "--rate",
+    type=float,
+    default=1000.0,
+    show_default=True,
+    help="Replay rate in events/s (0: flat out).",
+)
 @click.option("--limit", type=int, default=None, help="Replay only the first N events.")
 @click.option("--web-port", type=int, default=None)
 @click.option("--exit-when-done", is_flag=True, help="Stop after the replay instead of staying up.")
 @click.pass_context
-def demo(ctx: click.Context, rate: float, limit: int | None, web_port: int | None,
-         exit_when_done: bool) -> None:
+def demo(
+    ctx: click.Context, rate: float, limit: int | None, web_port: int | None, exit_when_done: bool
+) -> None:
     """Embedded broker + worker + MovieLens catalog + replay, recommendations printed live."""
     from streams.demo import run_demo
 

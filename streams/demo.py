@@ -36,9 +36,12 @@ PRINT_EVERY_S = 0.5
 
 def format_recommendation(rec: Mapping[str, Any], titles: Mapping[str, str], shown: int = 3) -> str:
     items = rec.get("items", [])[:shown]
-    listed = "; ".join(f"{titles.get(i['item_id'], i['item_id'])} ({i['score']:.2f})" for i in items)
-    return (f"user {rec['user_id']:>5} | {rec.get('latency_ms', 0):6.1f} ms | {listed}"
-            + (f"\n      why #1: {items[0]['reason']}" if items else ""))
+    listed = "; ".join(
+        f"{titles.get(i['item_id'], i['item_id'])} ({i['score']:.2f})" for i in items
+    )
+    return f"user {rec['user_id']:>5} | {rec.get('latency_ms', 0):6.1f} ms | {listed}" + (
+        f"\n      why #1: {items[0]['reason']}" if items else ""
+    )
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -46,17 +49,23 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise StreamError(f"port {port} on {host} is in use (another worker?): stop it or "
-                              "pass --web-port") from exc
+            raise StreamError(
+                f"port {port} on {host} is in use (another worker?): stop it or pass --web-port"
+            ) from exc
 
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KAFKA_BOOTSTRAP": settings.bootstrap or "",
-           "INTEREST_STREAM_HOME": str(settings.home),
-           "INTEREST_STREAM_WEB_PORT": str(settings.web_port)}
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": settings.bootstrap or "",
+        "INTEREST_STREAM_HOME": str(settings.home),
+        "INTEREST_STREAM_WEB_PORT": str(settings.web_port),
+    }
     log = open(settings.home / "demo-worker.log", "ab")  # noqa: SIM115
     return subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log,
+        [sys.executable, "-m", "streams.cli", "worker"],
+        env=env,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
 
@@ -66,8 +75,9 @@ def _wait_healthy(settings: Settings, worker: subprocess.Popen[bytes], timeout_s
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if worker.poll() is not None:
-            raise StreamError(f"the worker exited ({worker.returncode}); see "
-                              f"{settings.home / 'demo-worker.log'}")
+            raise StreamError(
+                f"the worker exited ({worker.returncode}); see {settings.home / 'demo-worker.log'}"
+            )
         with contextlib.suppress(OSError):
             with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
                 if response.status == 200:
@@ -76,8 +86,13 @@ def _wait_healthy(settings: Settings, worker: subprocess.Popen[bytes], timeout_s
     raise StreamError(f"the worker was not healthy after {timeout_s}s ({url})")
 
 
-async def _replay_and_print(settings: Settings, events_path: Any, titles: Mapping[str, str],
-                            rate: float | None, limit: int | None) -> None:
+async def _replay_and_print(
+    settings: Settings,
+    events_path: Any,
+    titles: Mapping[str, str],
+    rate: float | None,
+    limit: int | None,
+) -> None:
     started = time.perf_counter()
     first: list[float] = []
     received = 0
@@ -95,23 +110,27 @@ async def _replay_and_print(settings: Settings, events_path: Any, titles: Mappin
                 click.echo(format_recommendation(rec, titles))
 
     task = asyncio.create_task(printer())
-    report = await replay_events(settings, islice(read_events(events_path), limit), rate=rate,
-                                 total=limit, progress=False)
+    report = await replay_events(
+        settings, islice(read_events(events_path), limit), rate=rate, total=limit, progress=False
+    )
     await asyncio.sleep(2.0)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    click.echo(f"\nreplayed {report.events:,} events in {report.seconds:.1f}s "
-               f"({report.rate:,.0f} events/s); {received:,} recommendation messages; "
-               f"first after {first[0] if first else float('nan'):.2f}s")
+    click.echo(
+        f"\nreplayed {report.events:,} events in {report.seconds:.1f}s "
+        f"({report.rate:,.0f} events/s); {received:,} recommendation messages; "
+        f"first after {first[0] if first else float('nan'):.2f}s"
+    )
 
 
 def run_demo(settings: Settings, *, rate: float | None, limit: int | None, linger: bool) -> None:
     t0 = time.perf_counter()
     settings.home.mkdir(parents=True, exist_ok=True)
     ensure_model(settings)
-    items_path, events_path = prepare_ml100k(settings.home / "data" / "ml-100k",
-                                             settings.home / "cache")
+    items_path, events_path = prepare_ml100k(
+        settings.home / "data" / "ml-100k", settings.home / "cache"
+    )
     items = read_items(items_path)
     titles = {i.item_id: i.title for i in items}
     with broker_for(settings.bootstrap, settings.home / "broker.log") as bootstrap:
@@ -124,8 +143,10 @@ def run_demo(settings: Settings, *, rate: float | None, limit: int | None, linge
         try:
             _wait_healthy(settings, worker, timeout_s=120)
             base = f"http://{settings.web_host}:{settings.web_port}"
-            click.echo(f"worker ready after {time.perf_counter() - t0:.1f}s; web view: {base}/  "
-                       f"{base}/users/196  {base}/metrics")
+            click.echo(
+                f"worker ready after {time.perf_counter() - t0:.1f}s; web view: {base}/  "
+                f"{base}/users/196  {base}/metrics"
+            )
             asyncio.run(_replay_and_print(settings, events_path, titles, rate, limit))
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{base}/metrics", timeout=2) as r:  # noqa: S310

@@ -4,7 +4,7 @@
      ├── SettingsError        a setting or environment variable has a bad value
      ├── BrokerError          the embedded broker could not start, or a broker is unreachable
      ├── TopicError           a topic exists with the wrong partition count, or cannot be created
-     └── EventRejected        one input record is unusable; carries the reason for the dead-letter topic
+     └── EventRejected        one input record is unusable; ``reason`` goes to the DLQ
 
 Errors from aiokafka, faust and the OS are translated at the boundary with ``raise ... from exc``.
 """

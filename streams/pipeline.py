@@ -49,7 +49,10 @@ class Pipeline:
     """Text encoder + item index + update/ranking parameters of one worker."""
 
     def __init__(
-        self, encoder: TextEncoder, params: UpdateParams, top_k: int = 10,
+        self,
+        encoder: TextEncoder,
+        params: UpdateParams,
+        top_k: int = 10,
         index: ItemIndex | None = None,
     ) -> None:
         self.encoder = encoder

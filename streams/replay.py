@@ -38,20 +38,28 @@ async def publish_items(settings: Settings, items: Sequence[ItemRecord]) -> None
     await producer.start()
     try:
         for item in items:
-            await producer.send(settings.topics.items, _dumps(item_to_obj(item)),
-                                key=item.item_id.encode())
+            await producer.send(
+                settings.topics.items, _dumps(item_to_obj(item)), key=item.item_id.encode()
+            )
         await producer.flush()
     finally:
         await producer.stop()
 
 
 async def replay_events(
-    settings: Settings, events: Iterable[EventRecord], *, rate: float | None = None,
-    total: int | None = None, progress: bool = True,
+    settings: Settings,
+    events: Iterable[EventRecord],
+    *,
+    rate: float | None = None,
+    total: int | None = None,
+    progress: bool = True,
 ) -> ReplayReport:
     """Send events to their type's topic keyed by user_id, at ``rate`` events/s (None: flat out)."""
-    topics = {"click": settings.topics.click, "browse": settings.topics.browse,
-              "comment": settings.topics.comment}
+    topics = {
+        "click": settings.topics.click,
+        "browse": settings.topics.browse,
+        "comment": settings.topics.comment,
+    }
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=2)
     await producer.start()
     bar = tqdm(total=total, unit="ev", disable=not progress, desc="replay")
@@ -83,9 +91,11 @@ async def follow_recommendations(
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield recommendation messages as they arrive."""
     consumer = AIOKafkaConsumer(
-        settings.topics.recommendations, bootstrap_servers=settings.bootstrap,
+        settings.topics.recommendations,
+        bootstrap_servers=settings.bootstrap,
         auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False, fetch_max_wait_ms=50,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
     )
     await consumer.start()
     try:

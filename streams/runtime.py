@@ -30,8 +30,13 @@ def ensure_model(settings: Settings, source: Path | None = None) -> Path:
         return out
     src = source or default_model_source()
     report = export_text_encoder(src, out)
-    log.info("exported %s to %s in %.1fs (max |torch - onnx| = %.2e)",
-             report.source, out, report.seconds, report.max_abs_diff)
+    log.info(
+        "exported %s to %s in %.1fs (max |torch - onnx| = %.2e)",
+        report.source,
+        out,
+        report.seconds,
+        report.max_abs_diff,
+    )
     return out
 
 
@@ -47,7 +52,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
 
 
 def prepare_topics(settings: Settings) -> None:
-    assert settings.bootstrap is not None
+    if not settings.bootstrap:
+        raise StreamError("no bootstrap server: start a broker first")
     asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings)))
 
 

@@ -74,7 +74,9 @@ def parse_ts(value: Any) -> float:
             parsed = parsed.replace(tzinfo=UTC)
         ts = parsed.timestamp()
     else:
-        raise EventRejected(f"field 'ts' must be epoch seconds or ISO-8601, got {type(value).__name__}")
+        raise EventRejected(
+            f"field 'ts' must be epoch seconds or ISO-8601, got {type(value).__name__}"
+        )
     if not math.isfinite(ts) or ts < 0:
         raise EventRejected(f"field 'ts' must be a finite, non-negative time, got {value!r}")
     if ts > time.time() + MAX_FUTURE_S:
@@ -92,7 +94,9 @@ def _context(obj: Mapping[str, Any]) -> dict[str, str]:
     if not isinstance(value, dict):
         raise EventRejected("field 'context' must be an object of strings")
     if len(value) > MAX_CONTEXT_FIELDS:
-        raise EventRejected(f"field 'context' has {len(value)} fields, at most {MAX_CONTEXT_FIELDS}")
+        raise EventRejected(
+            f"field 'context' has {len(value)} fields, at most {MAX_CONTEXT_FIELDS}"
+        )
     if not all(isinstance(v, str) for v in value.values()):
         raise EventRejected("field 'context' must map names to strings")
     return dict(value)
@@ -104,7 +108,7 @@ def _dwell(obj: Mapping[str, Any]) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise EventRejected(f"field 'dwell_ms' must be an integer >= 0, got {value!r}")
-    return value
+    return int(value)
 
 
 def decode_event(

@@ -89,7 +89,7 @@ class Settings:
         return cls(topics=TopicNames(**topic_values), **plain).validated()
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` (``None`` values are ignored, so unset CLI flags keep defaults)."""
+        """A copy with ``changes``; ``None`` values are ignored (unset CLI flags keep defaults)."""
         return dataclasses.replace(
             self, **{k: v for k, v in changes.items() if v is not None}
         ).validated()
@@ -121,7 +121,7 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-#: Environment variable -> (Settings field, converter). The README's configuration table lists these.
+#: Environment variable -> (Settings field, converter); the README's configuration table.
 ENV_VARS: dict[str, tuple[str, Any]] = {
     "KAFKA_BOOTSTRAP": ("bootstrap", str),
     "INTEREST_STREAM_APP_ID": ("app_id", str),

@@ -35,7 +35,8 @@ class Stats:
         lat = np.asarray(self.latencies_ms, dtype=np.float64)
         pct = (
             {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)}
-            if lat.size else {}
+            if lat.size
+            else {}
         )
         return {
             "uptime_s": round(time.time() - self.started, 1),
@@ -46,7 +47,9 @@ class Stats:
             "dead_letters_by_reason": dict(self.dead_letters),
             "recommendations_out": self.recommendations_out,
             "batches": self.batches,
-            "mean_batch_size": round(float(np.mean(self.batch_sizes)), 1) if self.batch_sizes else 0,
+            "mean_batch_size": round(float(np.mean(self.batch_sizes)), 1)
+            if self.batch_sizes
+            else 0,
             "items_indexed": self.items_indexed,
             "latency_ms": pct,
         }

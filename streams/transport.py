@@ -52,7 +52,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def _probe_consumer(self) -> aiokafka.AIOKafkaConsumer:
         if self._probe is None:
-            transport = self.transport
+            transport: Any = self.transport
             servers = faust_aiokafka.server_list(transport.url, transport.default_port)
             self._probe = aiokafka.AIOKafkaConsumer(
                 bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=50

@@ -30,10 +30,15 @@ def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[st
         return {"user_id": user_id, "found": True, "error": f"state does not decode: {exc}"}
     index = pipeline.index
     recent = [
-        {"item_id": item, "title": index.title_of(item), "type": EventType(kind).name.lower(),
-         "ts": ts}
-        for item, kind, ts in zip(state.recent_items, state.recent_types, state.recent_ts,
-                                  strict=True)
+        {
+            "item_id": item,
+            "title": index.title_of(item),
+            "type": EventType(kind).name.lower(),
+            "ts": ts,
+        }
+        for item, kind, ts in zip(
+            state.recent_items, state.recent_types, state.recent_ts, strict=True
+        )
     ][::-1][:RECENT_SHOWN]
     recs = pipeline.recommend(state)
     return {
@@ -46,8 +51,12 @@ def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[st
         "interest_summary": nearest_titles(state, index, k=5),
         "recent_events": recent,
         "recommendations": [
-            {"item_id": r.item_id, "title": index.title_of(r.item_id), "score": round(r.score, 4),
-             "reason": r.reason}
+            {
+                "item_id": r.item_id,
+                "title": index.title_of(r.item_id),
+                "score": round(r.score, 4),
+                "reason": r.reason,
+            }
             for r in recs
         ],
         "model_version": pipeline.model_version,

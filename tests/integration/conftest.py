@@ -71,8 +71,14 @@ class Deployment:
     @property
     def topics(self) -> TopicNames:
         p = self.app_id
-        return TopicNames(f"{p}.click", f"{p}.browse", f"{p}.comment", f"{p}.items",
-                          f"{p}.recommendations", f"{p}.dlq")
+        return TopicNames(
+            f"{p}.click",
+            f"{p}.browse",
+            f"{p}.comment",
+            f"{p}.items",
+            f"{p}.recommendations",
+            f"{p}.dlq",
+        )
 
     @property
     def changelog(self) -> str:
@@ -104,7 +110,10 @@ class Deployment:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", "--store", "rocksdb"],
-            env=self.env(home, port), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            env=self.env(home, port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         worker = Worker(proc, port, self.tmp / f"{name}.log")
         self.workers.append(worker)

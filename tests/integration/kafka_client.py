@@ -1,4 +1,4 @@
-"""A Kafka client not written here (confluent-kafka / librdkafka) to drive and observe the system."""
+"""A Kafka client not written here (confluent-kafka, librdkafka) to drive and watch the system."""
 
 from __future__ import annotations
 
@@ -29,10 +29,13 @@ class Record:
     headers: dict[str, bytes]
 
 
-def produce(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | None]]) -> list[Delivered]:
-    """Send records with librdkafka's default partitioner (CRC32 of the key), return where they went."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "enable.idempotence": False, "acks": "all"})
+def produce(
+    bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | None]]
+) -> list[Delivered]:
+    """Send with librdkafka's default partitioner (CRC32 of the key); return where they went."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": False, "acks": "all"}
+    )
     delivered: list[Delivered] = []
     errors: list[str] = []
 
@@ -40,8 +43,15 @@ def produce(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | N
         if err is not None:
             errors.append(str(err))
             return
-        delivered.append(Delivered(msg.topic(), msg.partition(), msg.offset(),  # type: ignore[attr-defined]
-                                   msg.key(), msg.value()))  # type: ignore[attr-defined]
+        delivered.append(
+            Delivered(
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),  # type: ignore[attr-defined]
+                msg.key(),
+                msg.value(),
+            )
+        )  # type: ignore[attr-defined]
 
     for topic, key, value in records:
         producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
@@ -51,11 +61,22 @@ def produce(bootstrap: str, records: Sequence[tuple[str, bytes | None, bytes | N
     return delivered
 
 
-def consume(bootstrap: str, topic: str, done: Callable[[list[Record]], bool],
-            timeout_s: float = 60.0, partitions: int = 4) -> list[Record]:
+def consume(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[Record]], bool],
+    timeout_s: float = 60.0,
+    partitions: int = 4,
+) -> list[Record]:
     """Read ``topic`` from the beginning until ``done(records)`` or the timeout."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     records: list[Record] = []
     deadline = time.monotonic() + timeout_s
@@ -65,8 +86,11 @@ def consume(bootstrap: str, topic: str, done: Callable[[list[Record]], bool],
                 if msg.error():
                     continue
                 headers = {k: v for k, v in (msg.headers() or [])}
-                records.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(),
-                                      msg.value(), headers))
+                records.append(
+                    Record(
+                        msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), headers
+                    )
+                )
     finally:
         consumer.close()
     return records

@@ -1,4 +1,4 @@
-"""Events in through a foreign Kafka client, recommendations and dead letters out, state recovered."""
+"""Events in through a foreign Kafka client; recommendations and dead letters out; recovery."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 N_USERS = 20
 
 
-def good_events(dep: Deployment, catalog: list[Any], n: int, seed: int = 7) -> list[tuple[str, bytes, bytes]]:
+def good_events(
+    dep: Deployment, catalog: list[Any], n: int, seed: int = 7
+) -> list[tuple[str, bytes, bytes]]:
     rng = random.Random(seed)
     t = dep.topics
     out = []
@@ -27,13 +29,18 @@ def good_events(dep: Deployment, catalog: list[Any], n: int, seed: int = 7) -> l
         user = f"user-{rng.randrange(N_USERS)}"
         item = rng.choice(catalog).item_id
         kind = rng.choice(["click", "click", "browse", "comment"])
-        event: dict[str, Any] = {"event_id": f"ev-{i}", "user_id": user, "item_id": item,
-                                 "ts": now + i}
+        event: dict[str, Any] = {
+            "event_id": f"ev-{i}",
+            "user_id": user,
+            "item_id": item,
+            "ts": now + i,
+        }
         if kind == "browse":
             event["dwell_ms"] = rng.randrange(0, 60_000)
         if kind == "comment":
-            event["text"] = rng.choice(["loved the space battles", "too slow and sad",
-                                        "funny animated film for kids"])
+            event["text"] = rng.choice(
+                ["loved the space battles", "too slow and sad", "funny animated film for kids"]
+            )
         topic = {"click": t.click, "browse": t.browse, "comment": t.comment}[kind]
         out.append((topic, user.encode(), json.dumps(event).encode()))
     return out
@@ -53,7 +60,12 @@ def bad_events(dep: Deployment) -> dict[str, tuple[str, bytes | None, bytes, str
         "bad-array": (t.click, b"user-1", b"[1, 2]", "JSON object"),
         "bad-no-user": (t.click, None, ev("bad-no-user", user_id=None), "missing field 'user_id'"),
         "bad-empty-user": (t.click, b"", ev("bad-empty-user", user_id=""), "'user_id' is empty"),
-        "bad-long-user": (t.click, b"u" * 129, ev("bad-long-user", user_id="u" * 129), "at most 128"),
+        "bad-long-user": (
+            t.click,
+            b"u" * 129,
+            ev("bad-long-user", user_id="u" * 129),
+            "at most 128",
+        ),
         "bad-ts-type": (t.click, b"user-1", ev("bad-ts-type", ts=[1]), "'ts'"),
         "bad-ts-parse": (t.browse, b"user-1", ev("bad-ts-parse", ts="yesterday"), "ISO-8601"),
         "bad-ts-millis": (t.click, b"user-1", ev("bad-ts-millis", ts=time.time() * 1000), "future"),
@@ -74,22 +86,42 @@ def test_every_event_becomes_a_recommendation_or_a_dead_letter(
     deployment: Deployment, catalog: list[Any]
 ) -> None:
     dep = deployment
-    produce(dep.bootstrap, [(dep.topics.items, i.item_id.encode(),
-                             json.dumps({"item_id": i.item_id, "title": i.title, "text": i.text})
-                             .encode()) for i in catalog])
+    produce(
+        dep.bootstrap,
+        [
+            (
+                dep.topics.items,
+                i.item_id.encode(),
+                json.dumps({"item_id": i.item_id, "title": i.title, "text": i.text}).encode(),
+            )
+            for i in catalog
+        ],
+    )
     worker = dep.start_worker("w1")
     good = good_events(dep, catalog, 300)
-    long_comment = {"event_id": "long-comment", "user_id": "user-3", "item_id": catalog[0].item_id,
-                    "ts": time.time() - 30, "text": "wonderful " * 5000}
+    long_comment = {
+        "event_id": "long-comment",
+        "user_id": "user-3",
+        "item_id": catalog[0].item_id,
+        "ts": time.time() - 30,
+        "text": "wonderful " * 5000,
+    }
     good.append((dep.topics.comment, b"user-3", json.dumps(long_comment).encode()))
     bad = bad_events(dep)
     delivered = produce(dep.bootstrap, [*good, *((t, k, v) for t, k, v, _ in bad.values())])
-    where = {json.loads(d.value)["event_id"]: d for d in delivered
-             if d.value and d.value.startswith(b"{") and b"event_id" in d.value}
+    where = {
+        json.loads(d.value)["event_id"]: d
+        for d in delivered
+        if d.value and d.value.startswith(b"{") and b"event_id" in d.value
+    }
 
     want_good = {json.loads(v)["event_id"]: k.decode() for _, k, v in good}
-    recs = consume(dep.bootstrap, dep.topics.recommendations,
-                   lambda rs: _covered(rs) >= set(want_good), timeout_s=90)
+    recs = consume(
+        dep.bootstrap,
+        dep.topics.recommendations,
+        lambda rs: _covered(rs) >= set(want_good),
+        timeout_s=90,
+    )
     dlq = consume(dep.bootstrap, dep.topics.dlq, lambda rs: len(rs) >= len(bad), timeout_s=30)
 
     seen: dict[str, str] = {}
@@ -125,9 +157,17 @@ def test_state_survives_kill_and_comes_back_from_the_changelog(
     deployment: Deployment, catalog: list[Any]
 ) -> None:
     dep = deployment
-    produce(dep.bootstrap, [(dep.topics.items, i.item_id.encode(),
-                             json.dumps({"item_id": i.item_id, "title": i.title}).encode())
-                            for i in catalog])
+    produce(
+        dep.bootstrap,
+        [
+            (
+                dep.topics.items,
+                i.item_id.encode(),
+                json.dumps({"item_id": i.item_id, "title": i.title}).encode(),
+            )
+            for i in catalog
+        ],
+    )
     first = dep.start_worker("first")
     events = good_events(dep, catalog, 400, seed=11)
     produce(dep.bootstrap, events)
@@ -150,16 +190,25 @@ def test_state_survives_kill_and_comes_back_from_the_changelog(
         time.sleep(0.5)
     assert {u: a.get("events") for u, a in after.items()} == dict(per_user), second.tail()
     assert {u: a["recent_events"] for u, a in after.items()} == {
-        u: b["recent_events"] for u, b in before.items()}
+        u: b["recent_events"] for u, b in before.items()
+    }
 
 
 def test_state_lives_in_the_partition_of_the_users_events_with_two_workers(
     deployment: Deployment, catalog: list[Any]
 ) -> None:
     dep = deployment
-    produce(dep.bootstrap, [(dep.topics.items, i.item_id.encode(),
-                             json.dumps({"item_id": i.item_id, "title": i.title}).encode())
-                            for i in catalog])
+    produce(
+        dep.bootstrap,
+        [
+            (
+                dep.topics.items,
+                i.item_id.encode(),
+                json.dumps({"item_id": i.item_id, "title": i.title}).encode(),
+            )
+            for i in catalog
+        ],
+    )
     workers = [dep.start_worker("a"), dep.start_worker("b")]
     time.sleep(8)  # both in the group
     events = good_events(dep, catalog, 300, seed=5)
@@ -170,8 +219,9 @@ def test_state_lives_in_the_partition_of_the_users_events_with_two_workers(
         event_partition[d.key].add(d.partition)
     want = {json.loads(v)["event_id"] for _, _, v in events}
     consume(dep.bootstrap, dep.topics.recommendations, lambda rs: _covered(rs) >= want, 90)
-    changelog = consume(dep.bootstrap, dep.changelog,
-                        lambda rs: {r.key for r in rs} >= set(event_partition), 30)
+    changelog = consume(
+        dep.bootstrap, dep.changelog, lambda rs: {r.key for r in rs} >= set(event_partition), 30
+    )
     state_partition: dict[bytes, set[int]] = defaultdict(set)
     for record in changelog:
         assert record.key is not None

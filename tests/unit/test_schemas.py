@@ -80,8 +80,17 @@ def test_items_need_an_id_and_a_title_and_text_defaults_to_title() -> None:
 def test_recommendation_message_has_the_documented_fields() -> None:
     from interest_state import Recommendation
 
-    body = json.loads(encode_recommendations(
-        "u1", ["e1", "e2"], [Recommendation("i9", 0.5, "like x")], "m-1", 3.2, 10.0))
-    assert body == {"user_id": "u1", "ts": 10.0, "event_id": "e2", "event_ids": ["e1", "e2"],
-                    "items": [{"item_id": "i9", "score": 0.5, "reason": "like x"}],
-                    "model_version": "m-1", "latency_ms": 3.2}
+    body = json.loads(
+        encode_recommendations(
+            "u1", ["e1", "e2"], [Recommendation("i9", 0.5, "like x")], "m-1", 3.2, 10.0
+        )
+    )
+    assert body == {
+        "user_id": "u1",
+        "ts": 10.0,
+        "event_id": "e2",
+        "event_ids": ["e1", "e2"],
+        "items": [{"item_id": "i9", "score": 0.5, "reason": "like x"}],
+        "model_version": "m-1",
+        "latency_ms": 3.2,
+    }

@@ -9,28 +9,42 @@ from streams.settings import ENV_VARS, Settings
 
 
 def test_environment_variables_map_onto_settings() -> None:
-    s = Settings.from_env({"KAFKA_BOOTSTRAP": "k:9092", "INTEREST_STREAM_PARTITIONS": "8",
-                           "INTEREST_STREAM_TOPIC_CLICK": "c", "INTEREST_STREAM_HOME": "/x",
-                           "INTEREST_STREAM_WEB_ENABLED": "false"})
+    s = Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP": "k:9092",
+            "INTEREST_STREAM_PARTITIONS": "8",
+            "INTEREST_STREAM_TOPIC_CLICK": "c",
+            "INTEREST_STREAM_HOME": "/x",
+            "INTEREST_STREAM_WEB_ENABLED": "false",
+        }
+    )
     assert (s.bootstrap, s.partitions, s.topics.click, s.home, s.web_enabled) == (
-        "k:9092", 8, "c", Path("/x"), False)
+        "k:9092",
+        8,
+        "c",
+        Path("/x"),
+        False,
+    )
     assert s.topics.event_type_of("c") == "click"
 
 
 def test_every_env_var_names_a_real_field() -> None:
-    fields = set(Settings.__dataclass_fields__) | {f"topic_{n}" for n in
-                                                   ("click", "browse", "comment", "items",
-                                                    "recommendations", "dlq")}
+    fields = set(Settings.__dataclass_fields__) | {
+        f"topic_{n}" for n in ("click", "browse", "comment", "items", "recommendations", "dlq")
+    }
     assert {attr for attr, _ in ENV_VARS.values()} <= fields
 
 
-@pytest.mark.parametrize(("env", "words"), [
-    ({"INTEREST_STREAM_PARTITIONS": "four"}, "INTEREST_STREAM_PARTITIONS"),
-    ({"INTEREST_STREAM_PARTITIONS": "0"}, "partitions"),
-    ({"INTEREST_STREAM_STORE": "redis"}, "store"),
-    ({"INTEREST_STREAM_TOPIC_DLQ": "events.click"}, "differ"),
-    ({"INTEREST_STREAM_WEB_ENABLED": "maybe"}, "true or false"),
-])
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"INTEREST_STREAM_PARTITIONS": "four"}, "INTEREST_STREAM_PARTITIONS"),
+        ({"INTEREST_STREAM_PARTITIONS": "0"}, "partitions"),
+        ({"INTEREST_STREAM_STORE": "redis"}, "store"),
+        ({"INTEREST_STREAM_TOPIC_DLQ": "events.click"}, "differ"),
+        ({"INTEREST_STREAM_WEB_ENABLED": "maybe"}, "true or false"),
+    ],
+)
 def test_bad_values_fail_with_the_variable_named(env: dict[str, str], words: str) -> None:
     with pytest.raises(SettingsError, match=words):
         Settings.from_env(env)
