@@ -193,6 +193,15 @@ def demo(
     run_demo(settings, rate=rate or None, limit=limit, linger=not exit_when_done)
 
 
+def _register_optional_commands() -> None:
+    from streams.evaluate import evaluate_command
+
+    cli.add_command(evaluate_command)
+
+
+_register_optional_commands()
+
+
 def _need_bootstrap(settings: Settings) -> Settings:
     if not settings.bootstrap:
         raise click.UsageError("set KAFKA_BOOTSTRAP (or --bootstrap): printed by `worker`/`demo`")
