@@ -61,7 +61,10 @@ def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
     async def interest_updater(stream: faust.StreamT[bytes]) -> None:
         try:
             await feed.ready.wait()
-            async for batch in cast(faust.Stream[bytes], stream).take_events(settings.batch_size, settings.batch_wait_s):
+            batches = cast(faust.Stream[bytes], stream).take_events(
+                settings.batch_size, settings.batch_wait_s
+            )
+            async for batch in batches:
                 await handle_batch(wiring, pipeline, executor, batch)
         except asyncio.CancelledError:
             raise

@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import pickle
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -339,12 +340,25 @@ class ServiceProcess:
             self.popen.wait(timeout=10)
 
 
-def measure_throughput(proc: ServiceProcess, target: int, timeout_s: float) -> tuple[int, float]:
+def check_broker(bootstrap: str) -> None:
+    """Raise ``BenchError`` when nothing answers at ``bootstrap`` any more."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return
+    except OSError as exc:
+        raise BenchError(f"the broker at {bootstrap} stopped answering ({exc}); was it "
+                         "killed from outside?") from exc
+
+
+def measure_throughput(proc: ServiceProcess, target: int, timeout_s: float,
+                       bootstrap: str) -> tuple[int, float]:
     """Poll ``/metrics`` until ``target`` events are done; (events, seconds) of the busy window."""
     samples: list[tuple[float, int]] = []
     deadline = time.monotonic() + timeout_s
     while True:
         proc.check()
+        check_broker(bootstrap)
         metrics = proc.get_json("/metrics")
         now = time.perf_counter()
         if metrics is not None:
@@ -533,7 +547,13 @@ def _latency_runs(run: StreamRun, settings: Settings, topic: str) -> list[Latenc
         count = int(rate * run.cfg.latency_seconds)
         chunk = run.events[offset : offset + count]
         offset += count
-        results.append(asyncio.run(measure_latency(settings, topic, chunk, rate)))
+        limit = count / rate + 60
+        try:
+            results.append(asyncio.run(asyncio.wait_for(
+                measure_latency(settings, topic, chunk, rate), limit)))
+        except TimeoutError as exc:
+            check_broker(run.bootstrap)
+            raise BenchError(f"latency run at {rate}/s did not finish in {limit:.0f}s") from exc
     return results
 
 
@@ -545,7 +565,7 @@ def run_stage(run: StreamRun, kind: str) -> StageResult:
     proc = ServiceProcess.start(kind, _stage_argv(kind), settings, run.tmp / f"{kind}.log")
     try:
         events, seconds = measure_throughput(proc, run.cfg.events,
-                                             timeout_s=180 + run.cfg.events / 100)
+                                             180 + run.cfg.events / 100, run.bootstrap)
         latencies: list[Latency] = []
         if kind != "noop":
             proc.wait_healthy(60)
@@ -897,6 +917,8 @@ def bench_command(
 ) -> None:
     """Events/s, latency, encoder, ranking and state size, each vs a same-run baseline."""
     settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
+    # SIGTERM unwinds like Ctrl-C, so every ``finally`` stops its broker and processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cfg = BenchConfig.for_mode(quick, events, _sections(sections))
     report = run_bench(settings, cfg, lambda line: click.echo(line, err=True))
     click.echo(format_table(report.rows))

@@ -182,15 +182,28 @@ def tail(
 @click.option("--limit", type=int, default=None, help="Replay only the first N events.")
 @click.option("--web-port", type=int, default=None)
 @click.option("--exit-when-done", is_flag=True, help="Stop after the replay instead of staying up.")
+@click.option("--items", "items_path", type=click.Path(path_type=Path, exists=True), default=None,
+              help="Your own catalog (default: MovieLens-100k).")
+@click.option("--events", "events_path", type=click.Path(path_type=Path, exists=True),
+              default=None, help="Your own chronological events file (default: MovieLens-100k).")
 @click.pass_context
 def demo(
-    ctx: click.Context, rate: float, limit: int | None, web_port: int | None, exit_when_done: bool
+    ctx: click.Context,
+    rate: float,
+    limit: int | None,
+    web_port: int | None,
+    exit_when_done: bool,
+    items_path: Path | None,
+    events_path: Path | None,
 ) -> None:
     """Embedded broker + worker + MovieLens catalog + replay, recommendations printed live."""
     from streams.demo import run_demo
 
     settings = _settings(ctx).replace(web_port=web_port)
-    run_demo(settings, rate=rate or None, limit=limit, linger=not exit_when_done)
+    if (items_path is None) != (events_path is None):
+        raise click.UsageError("give both --items and --events, or neither")
+    files = (items_path, events_path) if items_path and events_path else None
+    run_demo(settings, rate=rate or None, limit=limit, linger=not exit_when_done, files=files)
 
 
 def _register_optional_commands() -> None:

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import click
@@ -124,11 +125,18 @@ async def _replay_and_print(
     )
 
 
-def run_demo(settings: Settings, *, rate: float | None, limit: int | None, linger: bool) -> None:
+def run_demo(
+    settings: Settings,
+    *,
+    rate: float | None,
+    limit: int | None,
+    linger: bool,
+    files: tuple[Path, Path] | None = None,
+) -> None:
     t0 = time.perf_counter()
     settings.home.mkdir(parents=True, exist_ok=True)
     ensure_model(settings)
-    items_path, events_path = prepare_ml100k(
+    items_path, events_path = files or prepare_ml100k(
         settings.home / "data" / "ml-100k", settings.home / "cache"
     )
     items = read_items(items_path)
