@@ -588,6 +588,8 @@ def stage_note(stage: StageResult) -> str:
         parts.append(f"{processed(m) / m['recommendations_out']:.1f} events/output")
     if m.get("dead_letters"):
         parts.append(f"{m['dead_letters']} dead letters")
+    if stage.seconds < 20 * POLL_S:
+        parts.append(f"SHORT window: +-{POLL_S}s polling, use more --events")
     return "; ".join(parts)
 
 

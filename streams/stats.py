@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -9,7 +10,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Stats"]
+__all__ = ["Stats", "reason_group"]
+
+
+_VALUES = re.compile(r": .*|, got .*| \(.*\)$| '[^']*'$")
+
+
+def reason_group(reason: str) -> str:
+    """A dead-letter reason without the offending value, so the counter stays small.
+
+    >>> reason_group("unknown item_id 'x9'")
+    'unknown item_id'
+    >>> reason_group("field 'ts' must be epoch seconds or ISO-8601, got list")
+    "field 'ts' must be epoch seconds or ISO-8601"
+    """
+    return re.sub(r"(?<![\w-])\d+(?![\w-])", "N", _VALUES.sub("", reason)).strip()
 
 
 @dataclass(slots=True)
@@ -28,8 +43,7 @@ class Stats:
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1_000))
 
     def dead_letter(self, reason: str) -> None:
-        # Group reasons by their first words so the counter stays small.
-        self.dead_letters[reason.split(":")[0].split("'")[0].strip()] += 1
+        self.dead_letters[reason_group(reason)] += 1
 
     def snapshot(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_ms, dtype=np.float64)

@@ -94,3 +94,24 @@ def test_recommendation_message_has_the_documented_fields() -> None:
         "model_version": "m-1",
         "latency_ms": 3.2,
     }
+
+
+@pytest.mark.parametrize(
+    ("reason", "group"),
+    [
+        ("unknown item_id 'x9'", "unknown item_id"),
+        ("not JSON: Expecting value: line 1 column 1 (char 0)", "not JSON"),
+        (
+            "field 'user_id' is 129 chars, at most 128 allowed",
+            "field 'user_id' is N chars, at most N allowed",
+        ),
+        (
+            "field 'ts' must be epoch seconds or ISO-8601, got list",
+            "field 'ts' must be epoch seconds or ISO-8601",
+        ),
+    ],
+)
+def test_dead_letter_reasons_are_counted_by_kind_not_by_value(reason: str, group: str) -> None:
+    from streams.stats import reason_group
+
+    assert reason_group(reason) == group
