@@ -207,9 +207,11 @@ def demo(
 
 
 def _register_optional_commands() -> None:
+    from streams.bench import bench_command
     from streams.evaluate import evaluate_command
 
     cli.add_command(evaluate_command)
+    cli.add_command(bench_command)
 
 
 _register_optional_commands()
