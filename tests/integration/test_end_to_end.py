@@ -97,6 +97,8 @@ def test_every_event_becomes_a_recommendation_or_a_dead_letter(
             for i in catalog
         ],
     )
+    bad_item = b'{"item_id": "no-title"}'
+    produce(dep.bootstrap, [(dep.topics.items, b"no-title", bad_item)])
     worker = dep.start_worker("w1")
     good = good_events(dep, catalog, 300)
     long_comment = {
@@ -122,7 +124,7 @@ def test_every_event_becomes_a_recommendation_or_a_dead_letter(
         lambda rs: _covered(rs) >= set(want_good),
         timeout_s=90,
     )
-    dlq = consume(dep.bootstrap, dep.topics.dlq, lambda rs: len(rs) >= len(bad), timeout_s=30)
+    dlq = consume(dep.bootstrap, dep.topics.dlq, lambda rs: len(rs) > len(bad), timeout_s=30)
 
     seen: dict[str, str] = {}
     for rec in recs:
@@ -135,7 +137,10 @@ def test_every_event_becomes_a_recommendation_or_a_dead_letter(
     assert {e: seen.get(e) for e in want_good} == want_good, worker.tail()
 
     by_value = {r.value: r for r in dlq}
-    assert len(dlq) == len(bad), [_reason(r) for r in dlq]
+    assert len(dlq) == len(bad) + 1, [_reason(r) for r in dlq]
+    item_letter = by_value[bad_item]
+    assert "missing field 'title'" in _reason(item_letter)
+    assert item_letter.headers["dlq.topic"].decode() == dep.topics.items
     for name, (topic, _key, value, words) in bad.items():
         record = by_value[value]
         assert words in _reason(record), (name, _reason(record))
@@ -145,7 +150,7 @@ def test_every_event_becomes_a_recommendation_or_a_dead_letter(
             assert int(record.headers["dlq.partition"]) == where[name].partition
 
     status, metrics = worker.get("/metrics")
-    assert status == 200 and metrics["dead_letters"] == len(bad)
+    assert status == 200 and metrics["dead_letters"] == len(bad) + 1
     assert metrics["events_applied"] == len(want_good)
 
 
