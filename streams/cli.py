@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -21,7 +22,26 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """Commands that live in heavier modules are imported only when they are run."""
+
+    lazy = {
+        "bench": ("streams.bench", "bench_command"),
+        "evaluate": ("streams.evaluate", "evaluate_command"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, attr = self.lazy[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup)
 @click.option(
     "--bootstrap",
     envvar="KAFKA_BOOTSTRAP",
@@ -204,17 +224,6 @@ def demo(
         raise click.UsageError("give both --items and --events, or neither")
     files = (items_path, events_path) if items_path and events_path else None
     run_demo(settings, rate=rate or None, limit=limit, linger=not exit_when_done, files=files)
-
-
-def _register_optional_commands() -> None:
-    from streams.bench import bench_command
-    from streams.evaluate import evaluate_command
-
-    cli.add_command(evaluate_command)
-    cli.add_command(bench_command)
-
-
-_register_optional_commands()
 
 
 def _need_bootstrap(settings: Settings) -> Settings:
