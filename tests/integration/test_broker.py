@@ -1,0 +1,50 @@
+"""The embedded broker starts on a free loopback port, answers, and is gone after the block."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from aiokafka import TopicPartition
+
+from streams.broker import EmbeddedBroker, broker_for
+from streams.errors import TopicError
+from streams.topics import TopicSpec, ensure_topics, read_true_end_offsets
+from tests.integration.kafka_client import produce
+
+pytestmark = pytest.mark.integration
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_embedded_broker_lives_exactly_as_long_as_its_block() -> None:
+    with EmbeddedBroker() as broker:
+        assert broker.bootstrap.startswith("127.0.0.1:")
+        assert _answers(broker.port)
+    assert not _answers(broker.port)
+
+
+def test_a_configured_bootstrap_starts_nothing() -> None:
+    with broker_for("kafka.example:9092") as bootstrap:
+        assert bootstrap == "kafka.example:9092"
+
+
+def test_topics_are_created_with_the_configured_count_and_a_mismatch_is_an_error(
+    bootstrap: str,
+) -> None:
+    asyncio.run(ensure_topics(bootstrap, [TopicSpec("t-broker-a", 3)]))
+    asyncio.run(ensure_topics(bootstrap, [TopicSpec("t-broker-a", 3)]))  # idempotent
+    with pytest.raises(TopicError, match="has 3 partitions, configured 4"):
+        asyncio.run(ensure_topics(bootstrap, [TopicSpec("t-broker-a", 4)]))
+
+
+def test_true_end_offsets_count_every_record_of_a_multi_record_batch(bootstrap: str) -> None:
+    asyncio.run(ensure_topics(bootstrap, [TopicSpec("t-broker-end", 1)]))
+    produce(bootstrap, [("t-broker-end", b"k", b"v%d" % i) for i in range(25)])
+    tp = TopicPartition("t-broker-end", 0)
+    assert asyncio.run(read_true_end_offsets(bootstrap, [tp])) == {tp: 25}
