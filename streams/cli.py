@@ -83,12 +83,13 @@ def cli(
 def worker(ctx: click.Context, /, **flags: Any) -> None:
     """Run a worker (starts the embedded broker when no bootstrap server is set)."""
     from streams.broker import broker_for
-    from streams.runtime import run_worker
+    from streams.runtime import forget_local_state, run_worker
 
     settings = _settings(ctx).replace(**flags)
     with broker_for(settings.bootstrap) as bootstrap:
         if not settings.bootstrap:
             click.echo(f"embedded broker at {bootstrap} (KAFKA_BOOTSTRAP={bootstrap})")
+            forget_local_state(settings)
         run_worker(settings.replace(bootstrap=bootstrap))
 
 

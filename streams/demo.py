@@ -27,7 +27,7 @@ from streams.broker import broker_for
 from streams.datasets import prepare_ml100k, read_events, read_items
 from streams.errors import StreamError
 from streams.replay import follow_recommendations, publish_items, replay_events
-from streams.runtime import ensure_model, prepare_topics
+from streams.runtime import ensure_model, forget_local_state, prepare_topics
 from streams.settings import Settings
 
 __all__ = ["format_recommendation", "run_demo"]
@@ -47,6 +47,7 @@ def format_recommendation(rec: Mapping[str, Any], titles: Mapping[str, str], sho
 
 def _check_port_free(host: str, port: int) -> None:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server does
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -141,8 +142,11 @@ def run_demo(
     )
     items = read_items(items_path)
     titles = {i.item_id: i.title for i in items}
+    embedded = not settings.bootstrap
     with broker_for(settings.bootstrap, settings.home / "broker.log") as bootstrap:
         settings = settings.replace(bootstrap=bootstrap)
+        if embedded:
+            forget_local_state(settings)
         click.echo(f"broker: {bootstrap}")
         prepare_topics(settings)
         asyncio.run(publish_items(settings, items))
@@ -152,7 +156,7 @@ def run_demo(
             _wait_healthy(settings, worker, timeout_s=120)
             base = f"http://{settings.web_host}:{settings.web_port}"
             click.echo(
-                f"worker ready after {time.perf_counter() - t0:.1f}s; web view: {base}/  "
+                f"worker ready after {time.perf_counter() - t0:.1f}s; web view: {base}/dashboard  "
                 f"{base}/users/196  {base}/metrics"
             )
             asyncio.run(_replay_and_print(settings, events_path, titles, rate, limit))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import faust
@@ -18,7 +19,13 @@ from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
-__all__ = ["build_pipeline", "ensure_model", "prepare_topics", "run_worker"]
+__all__ = [
+    "build_pipeline",
+    "ensure_model",
+    "forget_local_state",
+    "prepare_topics",
+    "run_worker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,18 @@ def prepare_topics(settings: Settings) -> None:
     if not settings.bootstrap:
         raise StreamError("no bootstrap server: start a broker first")
     asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings)))
+
+
+def forget_local_state(settings: Settings) -> None:
+    """Remove the worker's local table files.
+
+    Used when the broker is a fresh embedded one: it is memory-only, so its changelog starts
+    empty and local state from an earlier broker would contradict it (faust refuses to start
+    when a persisted offset is beyond the changelog's end).
+    """
+    if settings.data_dir.exists():
+        log.info("fresh embedded broker: removing local state in %s", settings.data_dir)
+        shutil.rmtree(settings.data_dir)
 
 
 def run_worker(settings: Settings) -> None:

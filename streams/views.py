@@ -1,4 +1,4 @@
-"""Web views on the Faust web server: ``/healthz``, ``/metrics``, ``/users/{user_id}``.
+"""Web views on the Faust web server: ``/dashboard``, ``/healthz``, ``/metrics``, ``/users/{id}``.
 
 State is read from the ``user_interest`` table (never from module-level dicts), so what a view
 shows is what the stream keeps.
@@ -12,6 +12,7 @@ from faust.web import Request, Response, View
 
 from interest_state import CodecError, EventType, decode_state, nearest_titles
 from streams.catalog import CatalogFeed
+from streams.dashboard import render_dashboard
 from streams.pipeline import Pipeline
 from streams.wiring import Wiring
 
@@ -83,6 +84,11 @@ def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
     @app.page("/metrics")
     async def metrics(self: View, request: Request) -> Response:
         return self.json({**runtime(), **wiring.stats.snapshot()})
+
+    @app.page("/dashboard")
+    async def dashboard(self: View, request: Request) -> Response:
+        page = render_dashboard({**runtime(), **wiring.stats.snapshot()})
+        return self.html(page)
 
     @app.page("/users/{user_id}")
     async def user(self: View, request: Request, user_id: str) -> Response:

@@ -115,3 +115,21 @@ def test_dead_letter_reasons_are_counted_by_kind_not_by_value(reason: str, group
     from streams.stats import reason_group
 
     assert reason_group(reason) == group
+
+
+def test_the_dashboard_shows_the_numbers_and_escapes_what_it_shows() -> None:
+    from streams.dashboard import render_dashboard
+
+    page = render_dashboard(
+        {
+            "catalog_ready": True,
+            "model_version": "m<1>",
+            "provider": "CPUExecutionProvider",
+            "events_in": 12345,
+            "latency_ms": {"p50": 7.5},
+            "dead_letters_by_reason": {"unknown item_id": 3, "<script>": 1},
+        }
+    )
+    assert "serving" in page and "12345" in page and "7.5" in page
+    assert "m&lt;1&gt;" in page and "<script>" not in page
+    assert page.index("unknown item_id") < page.index("&lt;script&gt;")  # most frequent first
