@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +44,10 @@ def format_recommendation(rec: Mapping[str, Any], titles: Mapping[str, str], sho
     return f"user {rec['user_id']:>5} | {rec.get('latency_ms', 0):6.1f} ms | {listed}" + (
         f"\n      why #1: {items[0]['reason']}" if items else ""
     )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -135,6 +140,7 @@ def run_demo(
     files: tuple[Path, Path] | None = None,
 ) -> None:
     t0 = time.perf_counter()
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up the worker and broker as on Ctrl-C
     settings.home.mkdir(parents=True, exist_ok=True)
     ensure_model(settings)
     items_path, events_path = files or prepare_ml100k(
