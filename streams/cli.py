@@ -168,7 +168,7 @@ def produce(
     "items_path",
     type=click.Path(path_type=Path, exists=True),
     default=None,
-    help="Catalog file for titles.",
+    help="Catalog file for titles (default: the sample catalog when prepared).",
 )
 @click.option("--from-beginning", is_flag=True)
 @click.option("--user", default=None, help="Only this user's recommendations.")
@@ -182,6 +182,8 @@ def tail(
     from streams.replay import follow_recommendations
 
     settings = _need_bootstrap(_settings(ctx))
+    sample = settings.home / "data" / "ml-100k" / "items.jsonl"
+    items_path = items_path or (sample if sample.exists() else None)
     titles = {i.item_id: i.title for i in read_items(items_path)} if items_path else {}
 
     async def run() -> None:
@@ -203,10 +205,20 @@ def tail(
 @click.option("--limit", type=int, default=None, help="Replay only the first N events.")
 @click.option("--web-port", type=int, default=None)
 @click.option("--exit-when-done", is_flag=True, help="Stop after the replay instead of staying up.")
-@click.option("--items", "items_path", type=click.Path(path_type=Path, exists=True), default=None,
-              help="Your own catalog (default: MovieLens-100k).")
-@click.option("--events", "events_path", type=click.Path(path_type=Path, exists=True),
-              default=None, help="Your own chronological events file (default: MovieLens-100k).")
+@click.option(
+    "--items",
+    "items_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Your own catalog (default: MovieLens-100k).",
+)
+@click.option(
+    "--events",
+    "events_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Your own chronological events file (default: MovieLens-100k).",
+)
 @click.pass_context
 def demo(
     ctx: click.Context,
