@@ -28,6 +28,7 @@ class _LazyGroup(click.Group):
     lazy = {
         "bench": ("streams.bench", "bench_command"),
         "evaluate": ("streams.evaluate", "evaluate_command"),
+        "train": ("streams.train", "train_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

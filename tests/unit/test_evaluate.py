@@ -235,6 +235,7 @@ def test_command_runs_both_models_on_the_tiny_encoder(
 ) -> None:
     monkeypatch.setenv("INTEREST_STREAM_MODEL_DIR", str(tiny_export.out_dir))
     monkeypatch.setenv("INTEREST_STREAM_PROVIDER", "cpu")
+    monkeypatch.setenv("INTEREST_STREAM_HOME", str(tmp_path / "home"))  # no sequence model there
     items, events = _write(tmp_path, POPULARITY_USERS)
     out = tmp_path / "eval"
     args = ["--items", str(items), "--events", str(events), "--out", str(out)]
