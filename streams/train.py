@@ -11,6 +11,7 @@ model is never scored on events it was trained on.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -133,8 +134,14 @@ def train_command(ctx: click.Context, /, items_path: Path | None, events_path: P
         encoder = TextEncoder.load(settings.resolved_model_dir, provider=settings.provider)
         with click.progressbar(length=config.epochs, label="training",
                                item_show_func=_show) as bar:  # fmt: skip
-            card = train_sequence(items_path, events_path, encoder, out_dir, config,
-                                  lambda record: bar.update(1, record))  # fmt: skip
+
+            def progress(record: dict[str, float]) -> None:
+                bar.update(1, record)
+                # no terminal (CI, a log file): one line per validation check
+                if "val_ndcg10" in record and not sys.stdout.isatty():
+                    click.echo(f"epoch {record['epoch']:.0f}: {_show(record)}")
+
+            card = train_sequence(items_path, events_path, encoder, out_dir, config, progress)
     except EncoderError as exc:
         raise click.ClickException(str(exc)) from exc
     training = card["training"]
