@@ -95,13 +95,17 @@ class _Block(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``last_only``: queries of the last position only (output [B, 1, D]); keys and values
+        still come from every position, so the last row equals the full block's last row."""
         b, n, d = x.shape[0], x.shape[1], x.shape[2]
         qkv = self.qkv(self.ln1(x)).reshape(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if last_only:
+            q, bias, x = q[:, :, -1:, :], bias[:, :, -1:, :], x[:, -1:, :]
         att = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads) + bias
         att = self.drop(torch.softmax(att, dim=-1))
-        y = (att @ v).transpose(1, 2).reshape(b, n, d)
+        y = (att @ v).transpose(1, 2).reshape(b, q.shape[2], d)
         x = x + self.drop(self.proj(y))
         out: torch.Tensor = x + self.drop(self.ff(self.ln2(x)))
         return out
@@ -146,7 +150,10 @@ class SequenceTransformer(nn.Module):
         event_types: torch.Tensor,
         gap_buckets: torch.Tensor,
         mask: torch.Tensor,
+        last_only: bool = False,
     ) -> torch.Tensor:
+        """Hidden states [B, L, D]; with ``last_only`` [B, 1, D], the last position only (the
+        final block then computes one query per user: what the stream and export need)."""
         real = mask > 0
         pos = (torch.cumsum(real.long(), dim=1) - 1).clamp(min=0, max=self.max_len - 1)
         x = self.item_vectors()[item_rows] + self.type_emb(event_types)
@@ -155,8 +162,8 @@ class SequenceTransformer(nn.Module):
         query, key = order.unsqueeze(2), order.unsqueeze(1)
         allowed = ((key <= query) & real.unsqueeze(1)) | (key == query)
         bias = torch.zeros_like(allowed, dtype=x.dtype).masked_fill(~allowed, -1e9).unsqueeze(1)
-        for block in self.blocks:
-            x = block(x, bias)
+        for n, block in enumerate(self.blocks):
+            x = block(x, bias, last_only and n == len(self.blocks) - 1)
         out: torch.Tensor = self.ln(x)
         return out
 
@@ -170,7 +177,7 @@ class _UserVectors(nn.Module):
         self.eval()
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(*inputs)[:, -1, :]
+        out: torch.Tensor = self.model(*inputs, last_only=True)[:, -1, :]
         return out
 
 
@@ -210,7 +217,7 @@ def _validation_ndcg(
     """Full-ranking NDCG@10 and HR@10 of the targets, ``seen`` ([B, n_items] bool) masked."""
     model.eval()
     with torch.inference_mode():
-        users = model(*_tensors(batch, slice(None)))[:, -1, :]
+        users = model(*_tensors(batch, slice(None)), last_only=True)[:, -1, :]
         scores = (users @ model.item_vectors()[1:].T).masked_fill(torch.from_numpy(seen), -1e30)
         target_score = scores.gather(1, torch.from_numpy(targets - 1)[:, None])
         rank = (scores > target_score).sum(dim=1).double() + 1.0  # a seen target: a miss

@@ -62,7 +62,7 @@ __all__ = [
     "throughput_from_samples",
 ]
 
-SECTIONS = ("stream", "encoder", "rank", "state")
+SECTIONS = ("stream", "encoder", "rank", "sequence", "state")
 STAGES = ("noop", "table-send", "ours")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: /metrics polling period: each poll costs the worker ~1 ms (a percentile over its reservoir).
@@ -890,6 +890,12 @@ def run_bench(settings: Settings, cfg: BenchConfig, echo: Callable[[str], None])
             echo("rank ...")
             with timed(report, "rank"):
                 report.rows += rank_section(cfg)
+        if "sequence" in cfg.sections:
+            from streams.bench_sequence import sequence_section
+
+            echo("sequence model ...")
+            with timed(report, "sequence"):
+                report.rows += sequence_section(settings, cfg, echo)
         if "state" in cfg.sections:
             with timed(report, "state"):
                 report.rows += state_section()
