@@ -1,11 +1,13 @@
 """Per-user interest state: the record, its update rule, its binary codec, and ranking.
 
 Pure numpy: no Kafka, Faust, ONNX Runtime or file I/O. The stream loads a state, calls
-:func:`update` and :func:`rank`, and stores :func:`encode_state` bytes.
+:func:`update` and :func:`rank` (or :func:`rank_blended` when a sequence model has set the
+state's long-term vector), and stores :func:`encode_state` bytes.
 """
 
 from __future__ import annotations
 
+from .blend import BlendCatalog, LongTermItems, rank_blended
 from .codec import CODEC_VERSION, decode_state, encode_state
 from .errors import (
     CodecError,
@@ -23,6 +25,7 @@ from .update import UpdateResult, update
 
 __all__ = [
     "CODEC_VERSION",
+    "BlendCatalog",
     "Catalog",
     "CodecError",
     "DimensionError",
@@ -30,6 +33,7 @@ __all__ = [
     "EventType",
     "InterestState",
     "InterestStateError",
+    "LongTermItems",
     "Observation",
     "ObservationError",
     "ParamsError",
@@ -42,5 +46,6 @@ __all__ = [
     "event_id_hash",
     "nearest_titles",
     "rank",
+    "rank_blended",
     "update",
 ]

@@ -24,6 +24,14 @@ def frozen_vector(values: npt.ArrayLike, dim: int, what: str) -> FloatVector:
     return array
 
 
+def frozen_any_vector(values: npt.ArrayLike, what: str) -> FloatVector:
+    """Like :func:`frozen_vector` for a vector of any (non-zero) length."""
+    array: npt.NDArray[Any] = np.array(values, dtype=np.float32, copy=True)
+    if array.ndim != 1 or array.shape[0] < 1:
+        raise DimensionError(f"{what} has shape {array.shape}, expected a non-empty vector")
+    return frozen_vector(array, array.shape[0], what)
+
+
 def unit(vector: npt.NDArray[Any]) -> FloatVector | None:
     """Return ``vector`` scaled to unit L2 norm as float32, or ``None`` when it is all zeros."""
     as64 = np.asarray(vector, dtype=np.float64)

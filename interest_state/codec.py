@@ -1,16 +1,20 @@
 """Compact, versioned binary encoding of :class:`InterestState` (no pickle, no JSON).
 
-Layout of version 1, all little-endian::
+Layout of version 2, all little-endian::
 
     header   2s B B I I        magic b"IS", version, flags (bit 0: long_term present),
                                dim, total length in bytes (CRC included)
     scalars  d d d d Q Q Q Q Q short_weight, short_norm, long_norm, updated_ts,
                                n_events, n_browse, n_click, n_comment, n_duplicates
-    counts   H H H             history entries, dedupe hashes, long_term_version bytes
+    counts   H H H I           history entries, dedupe hashes, long_term_version bytes,
+                               long_dim (length of long_term; 0 when absent)
     body     long_term_version (utf-8); short_term as float16 unit vector (dim * 2 bytes);
-             long_term likewise when flagged; history types (B each), history ts (d each),
-             history item ids (H length + utf-8 each); dedupe hashes (Q each)
+             long_term likewise (long_dim * 2 bytes) when flagged; history types (B each),
+             history ts (d each), history item ids (H length + utf-8 each); dedupe hashes (Q each)
     trailer  I                 CRC-32 of everything before it
+
+Version 1 is the same without ``long_dim`` (its long_term, when flagged, has length ``dim``);
+:func:`decode_state` still reads it, :func:`encode_state` writes version 2.
 
 Vectors are stored as their direction in float16 plus their norm in float64, so a large
 decayed sum cannot overflow float16 and precision is relative (about 1e-3 per component).
@@ -29,10 +33,11 @@ from ._arrays import FloatVector
 from .errors import CodecError, InterestStateError
 from .state import InterestState
 
-CODEC_VERSION = 1
+CODEC_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"IS"
 _HEADER = struct.Struct("<2sBBII")
-_SCALARS = struct.Struct("<ddddQQQQQHHH")
+_SCALARS = {1: struct.Struct("<ddddQQQQQHHH"), 2: struct.Struct("<ddddQQQQQHHHI")}
 _CRC = struct.Struct("<I")
 _FLAG_LONG = 1
 _U16 = 0xFFFF
@@ -47,7 +52,7 @@ def encode_state(state: InterestState) -> bytes:
         raise CodecError("a string or ring is too long for the codec (max 65535)")
     short_dir, short_norm = _direction(state.short_term)
     long_dir, long_norm = (b"", 0.0) if state.long_term is None else _direction(state.long_term)
-    scalars = _SCALARS.pack(
+    scalars = _SCALARS[CODEC_VERSION].pack(
         state.short_weight,
         short_norm,
         long_norm,
@@ -58,6 +63,7 @@ def encode_state(state: InterestState) -> bytes:
         len(ids),
         len(state.recent_event_ids),
         len(version),
+        state.long_dim,
     )
     body = b"".join(
         [
@@ -79,10 +85,10 @@ def encode_state(state: InterestState) -> bytes:
 
 def decode_state(data: bytes) -> InterestState:
     """Decode bytes from :func:`encode_state`; raise :class:`CodecError` when they are bad."""
-    flags, dim = _check_frame(data)
+    version, flags, dim = _check_frame(data)
     reader = _Reader(memoryview(data)[: len(data) - _CRC.size], _HEADER.size)
     try:
-        return _read_state(reader, flags, dim)
+        return _read_state(reader, version, flags, dim)
     except CodecError:
         raise
     except (InterestStateError, UnicodeDecodeError, struct.error, ValueError) as exc:
@@ -96,16 +102,17 @@ def _direction(vector: FloatVector) -> tuple[bytes, float]:
     return unit.astype("<f2").tobytes(), norm
 
 
-def _check_frame(data: bytes) -> tuple[int, int]:
-    """Validate magic, version, length and CRC; return ``(flags, dim)``."""
+def _check_frame(data: bytes) -> tuple[int, int, int]:
+    """Validate magic, version, length and CRC; return ``(version, flags, dim)``."""
     if len(data) < _HEADER.size + _CRC.size:
         raise CodecError(f"truncated interest state: {len(data)} bytes, header needs more")
     magic, version, flags, dim, total = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CodecError(f"not an interest state: magic {magic!r}, expected {MAGIC!r}")
-    if version != CODEC_VERSION:
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         raise CodecError(
-            f"unsupported interest state codec version {version} (this build reads {CODEC_VERSION})"
+            f"unsupported interest state codec version {version} (this build reads {readable})"
         )
     if len(data) < total:
         raise CodecError(f"truncated interest state: {len(data)} of {total} bytes")
@@ -116,7 +123,7 @@ def _check_frame(data: bytes) -> tuple[int, int]:
         raise CodecError("corrupt interest state: checksum mismatch")
     if flags & ~_FLAG_LONG:
         raise CodecError(f"corrupt interest state: unknown flags {flags:#x}")
-    return int(flags), int(dim)
+    return int(version), int(flags), int(dim)
 
 
 class _Reader:
@@ -151,7 +158,11 @@ class _Reader:
             )
 
 
-def _read_state(reader: _Reader, flags: int, dim: int) -> InterestState:
+def _read_state(reader: _Reader, codec_version: int, flags: int, dim: int) -> InterestState:
+    scalars = reader.unpack(_SCALARS[codec_version].format)
+    long_dim = scalars[12] if codec_version >= 2 else dim
+    if codec_version >= 2 and bool(flags & _FLAG_LONG) != (long_dim > 0):
+        raise CodecError(f"corrupt interest state: long_dim {long_dim} with flags {flags:#x}")
     (
         weight,
         short_norm,
@@ -165,10 +176,10 @@ def _read_state(reader: _Reader, flags: int, dim: int) -> InterestState:
         n_hist,
         n_dedupe,
         n_version,
-    ) = reader.unpack(_SCALARS.format)
+    ) = scalars[:12]
     version = str(reader.take(n_version), "utf-8")
     short = reader.vector(dim, short_norm)
-    long = reader.vector(dim, long_norm) if flags & _FLAG_LONG else None
+    long = reader.vector(long_dim, long_norm) if flags & _FLAG_LONG else None
     types = tuple(reader.take(n_hist))
     stamps = reader.unpack(f"<{n_hist}d")
     items = tuple(str(reader.take(reader.unpack("<H")[0]), "utf-8") for _ in range(n_hist))

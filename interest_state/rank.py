@@ -82,7 +82,7 @@ def rank(
     scores, rows = catalog.search(np.stack(list(queries.values())), want)
     for n, i in enumerate(queries):
         picked = _pick(scores[n], rows[n], catalog, seen[i], k)
-        results[i] = _explain(states[i], catalog, picked)
+        results[i] = explain(states[i], catalog, picked)
     return results
 
 
@@ -133,7 +133,7 @@ def _pick(
     return picked
 
 
-def _explain(
+def explain(
     state: InterestState, catalog: Catalog, picked: list[tuple[str, float]]
 ) -> list[Recommendation]:
     """Name, for each picked item, the user's recent item most similar to it."""

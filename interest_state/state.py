@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import FloatVector, frozen_vector, unit
+from ._arrays import FloatVector, frozen_any_vector, frozen_vector, unit
 from .errors import InterestStateError, ParamsError, StateError
 
 N_EVENT_TYPES = 3
@@ -20,7 +20,8 @@ class InterestState:
 
     ``short_term`` is the time-decayed weighted *sum* of pushed vectors (not normalised) as
     of event time ``updated_ts``, and ``short_weight`` the equally decayed total weight.
-    ``long_term`` is an optional vector set by a sequence model, tagged ``long_term_version``.
+    ``long_term`` is an optional vector set by a sequence model, tagged ``long_term_version``;
+    it lives in that model's own item space, so its length (``long_dim``) is its own, not ``dim``.
     The ``recent_*`` rings list events oldest to newest by event time; ``recent_event_ids``
     holds 64-bit event-id hashes in arrival order for de-duplication.
 
@@ -49,7 +50,7 @@ class InterestState:
             short = frozen_vector(self.short_term, self.dim, "short_term")
             long = None
             if self.long_term is not None:
-                long = frozen_vector(self.long_term, self.dim, "long_term")
+                long = frozen_any_vector(self.long_term, "long_term")
         except InterestStateError as exc:
             raise StateError(str(exc)) from exc
         object.__setattr__(self, "short_term", short)
@@ -94,16 +95,24 @@ class InterestState:
             n_duplicates=0,
         )
 
+    @property
+    def long_dim(self) -> int:
+        """Length of the long-term vector (0 when there is none)."""
+        return 0 if self.long_term is None else int(self.long_term.shape[0])
+
     def interest_vector(self, long_weight: float = 0.0) -> FloatVector | None:
-        """Unit vector blending the short-term and long-term interest, or ``None`` if neither.
+        """Unit vector in the short-term space blending in the long-term interest, or ``None``.
 
         With both present the result is the normalised ``(1 - long_weight) * unit(short) +
-        long_weight * unit(long)``; when only one of them exists it is used alone.
+        long_weight * unit(long)``; when only one of them exists it is used alone. A long-term
+        vector of another length (a sequence model's own item space) is not a vector of this
+        space and is ignored here: rank with :func:`interest_state.rank_blended` instead.
         """
         if not 0.0 <= long_weight <= 1.0:
             raise ParamsError(f"long_weight must be in [0, 1], got {long_weight!r}")
         short = unit(self.short_term)
-        long = None if self.long_term is None else unit(self.long_term)
+        same_space = self.long_term is not None and self.long_dim == self.dim
+        long = unit(self.long_term) if same_space and self.long_term is not None else None
         if short is None or long is None:
             return short if long is None else long
         blend = unit((1.0 - long_weight) * short + long_weight * long)

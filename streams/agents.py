@@ -126,12 +126,11 @@ async def handle_batch(
     result = await loop.run_in_executor(executor, pipeline.process, events, states)
     for position, reason in result.rejected:
         await dead_letter(wiring, sources[position].message, reason)
-    _write_back(wiring, pipeline, events, sources, result)
+    _write_back(wiring, events, sources, result)
 
 
 def _write_back(
     wiring: Wiring,
-    pipeline: Pipeline,
     events: Sequence[Event],
     sources: Sequence[EventT[bytes]],
     result: BatchResult,
@@ -153,7 +152,7 @@ def _write_back(
         latency_ms = (now - first_arrival[user_id]) * 1000.0
         event_ids = outcome.applied + outcome.duplicates
         payload = encode_recommendations(
-            user_id, event_ids, outcome.recommendations, pipeline.model_version, latency_ms, now
+            user_id, event_ids, outcome.recommendations, result.model_version, latency_ms, now
         )
         wiring.recommendations.send_soon(key=key, value=payload)
         stats.events_applied += len(outcome.applied)

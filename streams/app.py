@@ -1,17 +1,23 @@
-"""``create_app(settings, pipeline) -> faust.App``: the one place where the stream is wired.
+"""``create_app(settings, pipeline, watcher) -> faust.App``: the one place where the stream is
+wired.
 
 Topics, agents, the catalog feed and web views live in their own modules; this factory
-creates the app with settings that suit a low-latency microbatching worker and registers them.
+creates the app with settings that suit a low-latency microbatching worker and registers them,
+plus a timer that polls the sequence model folder every ``model_poll_s`` (the load and checks
+run in their own thread, never in the event loop nor in the batch thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import faust
 
 from streams import agents, catalog, transport, views
 from streams.errors import SettingsError
+from streams.model_watch import ModelWatcher
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.stats import Stats
@@ -71,8 +77,13 @@ def _faust_app(settings: Settings) -> faust.App:
     )
 
 
-def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
-    """Build the Faust app for ``settings`` around a ready :class:`Pipeline`."""
+def create_app(
+    settings: Settings, pipeline: Pipeline, watcher: ModelWatcher | None = None
+) -> faust.App:
+    """Build the Faust app for ``settings`` around a ready :class:`Pipeline`.
+
+    With a ``watcher``, a timer hot-reloads the sequence model it watches.
+    """
     if settings.bootstrap is None:
         raise SettingsError("create_app needs settings.bootstrap (start a broker first)")
     app = _faust_app(settings)
@@ -91,5 +102,16 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     )
     feed = catalog.CatalogFeed(wiring, pipeline)
     agents.register(wiring, pipeline, feed)
-    views.register(wiring, pipeline, feed)
+    views.register(wiring, pipeline, feed, watcher)
+    if watcher is not None:
+        _watch_models(app, watcher, settings.model_poll_s)
     return app
+
+
+def _watch_models(app: faust.App, watcher: ModelWatcher, interval_s: float) -> None:
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+
+    async def watch_sequence_model() -> None:
+        await asyncio.get_running_loop().run_in_executor(loader, watcher.poll)
+
+    app.timer(interval=interval_s, name="sequence-model-watch")(watch_sequence_model)

@@ -30,6 +30,12 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
     reasons = metrics.get("dead_letters_by_reason") or {}
     runtime = [
         ("model version", metrics.get("model_version")),
+        ("ranking", metrics.get("ranking")),
+        (
+            "sequence model reloads / rejects",
+            f"{metrics.get('model_reloads', 0)} / {metrics.get('model_rejects', 0)}",
+        ),
+        ("last rejected model", metrics.get("model_last_reject") or "none"),
         ("execution provider", metrics.get("provider")),
         ("items in the index", metrics.get("items")),
         ("uptime (s)", metrics.get("uptime_s")),

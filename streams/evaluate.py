@@ -10,9 +10,11 @@ user's own events masked (what a live recommender serves) and unmasked. See
 
 A model is anything shaped like :class:`Recommender` (:mod:`streams.eval_models`):
 popularity, the stream's short-term vector replayed through the very same
-:func:`interest_state.update` / :func:`interest_state.rank`, and the sequence Transformer run
-through its ONNX export, so the quality measured here is the quality served online. Metrics
-and the JSON / Markdown / PNG outputs are in :mod:`streams.eval_report`.
+:func:`interest_state.update` / :func:`interest_state.rank`, the sequence Transformer and its
+blends run exactly as the stream's pipeline runs them (ring-built histories, ONNX Runtime,
+:func:`interest_state.rank_blended`), and peers' stored rankings (:mod:`streams.eval_peers`),
+so the quality measured here is the quality served online. Metrics and the JSON / Markdown /
+PNG outputs are in :mod:`streams.eval_report`.
 
     StreamError
      └── EvaluationError   the data cannot be evaluated, or a model broke the ranking contract
@@ -41,10 +43,9 @@ from streams.eval_models import (
     Recommender,
     ShortTermModel,
     TrainData,
-    TransformerModel,
     UserContext,
-    default_models,
 )
+from streams.eval_peers import PeerModel
 from streams.eval_report import (
     CHART_MISSING,
     STAGES,
@@ -56,16 +57,19 @@ from streams.eval_report import (
     target_ranks,
     write_outputs,
 )
+from streams.eval_sequence import BlendModel, TransformerModel, default_models
 from streams.settings import Settings
 
 __all__ = [
     "CHART_MISSING",
+    "BlendModel",
     "STAGES",
     "Dataset",
     "EvaluationError",
     "EvaluationReport",
     "MetricValue",
     "ModelScores",
+    "PeerModel",
     "PopularityModel",
     "Recommender",
     "ShortTermModel",
@@ -102,7 +106,7 @@ class UserSplit:
 
     def context(self, stage: str) -> UserContext:
         events = self.history if stage == "validation" else (*self.history, self.validation)
-        return UserContext(self.user_id, events)
+        return UserContext(self.user_id, events, stage)
 
     def target(self, stage: str) -> str:
         return (self.validation if stage == "validation" else self.test).item_id
@@ -280,7 +284,15 @@ def _rank_all(
     "blend_weights",
     type=click.FloatRange(0.0, 1.0),
     multiple=True,
-    help="Also rank by W x Transformer + (1 - W) x short-term (standardised scores); repeatable.",
+    help="Rank by W x Transformer + (1 - W) x short-term (standardised scores); repeatable "
+    "(default: INTEREST_STREAM_BLEND_WEIGHT, what the stream serves).",
+)
+@click.option(
+    "--peer",
+    "peer_files",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    multiple=True,
+    help="A peer system's stored rankings on this split (JSON); repeatable.",
 )
 @click.pass_context
 def evaluate_command(
@@ -291,8 +303,10 @@ def evaluate_command(
     max_users: int | None,
     sequence_dir: Path | None,
     blend_weights: tuple[float, ...],
+    peer_files: tuple[Path, ...],
 ) -> None:
-    """Offline quality: leave-one-out by time; popularity, short-term vector, Transformer."""
+    """Offline quality: leave-one-out by time; popularity, short-term vector, Transformer,
+    its blends with the short-term vector, peers."""
     settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
     items_path, events_path = _data_paths(settings, items_path, events_path)
     model_dir = settings.resolved_model_dir
@@ -301,15 +315,19 @@ def evaluate_command(
 
         ensure_model(settings)
     params = UpdateParams(half_life_s=settings.half_life_s, history_len=MAX_RING_LEN)
-    if sequence_dir is None and is_sequence_model(settings.home / "models" / "sequence"):
-        sequence_dir = settings.home / "models" / "sequence"
+    if sequence_dir is None and is_sequence_model(settings.resolved_sequence_model_dir):
+        sequence_dir = settings.resolved_sequence_model_dir
+    if sequence_dir is not None and not blend_weights:
+        blend_weights = (settings.blend_weight,)
     models = default_models(
         model_dir,
         params=params,
         provider=settings.provider,
         sequence_dir=sequence_dir,
         blend_weights=blend_weights,
+        history_len=settings.history_len,
     )
+    models.extend(PeerModel.load(path) for path in peer_files)
     report = run_evaluation(
         items_path,
         events_path,

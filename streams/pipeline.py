@@ -2,11 +2,20 @@
 
 ``Pipeline.process`` is blocking numpy/ONNX work; the agent runs it in an executor thread so
 the consumer keeps fetching meanwhile. One call does the expensive work once for the batch:
-all comment texts in one encoder call, all touched users ranked in one matrix product.
+all comment texts in one encoder call, the sequence Transformer once for every touched user
+(from their state rings), all touched users ranked in one matrix product per score.
+
+With a sequence model (:class:`streams.models.ActiveSequence`) a batch is ranked by
+:func:`interest_state.rank_blended` (``blend_weight`` x long-term + the rest short-term,
+standardised), and ``model_version`` names both models (``<text>+<sequence>``); without one, by
+:func:`interest_state.rank` on the short-term vector. A model is swapped in between batches by
+one reference assignment (:meth:`Pipeline.install_sequence`): a batch reads it once and uses it
+throughout.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -14,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from encoders import ItemIndex, TextEncoder
+from encoders import EncoderError, ItemIndex, TextEncoder
+from encoders.sequence import SequenceEvent, SequenceModel
 from interest_state import (
     Event,
     InterestState,
@@ -23,9 +33,16 @@ from interest_state import (
     Recommendation,
     UpdateParams,
     rank,
+    rank_blended,
     update,
 )
+from streams.models import ActiveSequence, AlignedItems, ring_history
 from streams.schemas import ItemMessage
+
+log = logging.getLogger(__name__)
+
+PROBES_KEPT = 8
+"""Recent real histories kept to probe a new sequence model before it is swapped in."""
 
 __all__ = ["BatchResult", "Pipeline", "UserOutcome"]
 
@@ -43,10 +60,12 @@ class BatchResult:
     users: dict[str, UserOutcome] = field(default_factory=dict)
     #: (position in the input batch, reason) of events that cannot be used.
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    #: The model(s) that ranked this batch.
+    model_version: str = ""
 
 
 class Pipeline:
-    """Text encoder + item index + update/ranking parameters of one worker."""
+    """Text encoder + item index + update/ranking parameters (+ a sequence model) of one worker."""
 
     def __init__(
         self,
@@ -54,16 +73,50 @@ class Pipeline:
         params: UpdateParams,
         top_k: int = 10,
         index: ItemIndex | None = None,
+        *,
+        blend_weight: float = 0.9,
+        sequence: SequenceModel | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index or ItemIndex(encoder.dim)
         self.params = params
         self.top_k = top_k
+        self.blend_weight = blend_weight
         self._index_lock = threading.Lock()
+        self._sequence: ActiveSequence | None = None
+        self._probes: tuple[tuple[SequenceEvent, ...], ...] = ()
+        if sequence is not None:
+            self.install_sequence(sequence)
+
+    @property
+    def sequence(self) -> ActiveSequence | None:
+        """The sequence model the next batch ranks with (``None``: short-term only)."""
+        return self._sequence
 
     @property
     def model_version(self) -> str:
-        return self.encoder.model_version
+        return _version(self.encoder, self._sequence)
+
+    def install_sequence(self, model: SequenceModel) -> ActiveSequence:
+        """Align ``model``'s items with the index and swap it in (the next batch uses it).
+
+        Check the model first (:func:`streams.models.load_checked`); rows it cannot give a
+        finite vector stay short-term only.
+        """
+        with self._index_lock:  # no catalog item can arrive between alignment and swap
+            items = AlignedItems.build(model, self.index)
+            active = ActiveSequence(model, items)
+            self._sequence = active
+        missing = len(items) - int(items.snapshot().known.sum())
+        if missing:
+            log.warning(
+                "%d catalog items have no vector in sequence model %s", missing, model.version
+            )
+        return active
+
+    def probe_histories(self) -> list[tuple[SequenceEvent, ...]]:
+        """A few recent real histories (to check a new model on before swapping it in)."""
+        return list(self._probes)  # an immutable tuple, replaced whole by each batch
 
     def add_items(self, items: Sequence[ItemMessage]) -> None:
         """Encode catalog items (one encoder call) and make them recommendable at once."""
@@ -72,8 +125,18 @@ class Pipeline:
         latest = {item.item_id: item for item in items}  # a compacted topic may repeat keys
         chosen = list(latest.values())
         vectors = self.encoder.encode([item.text for item in chosen])
+        ids = [i.item_id for i in chosen]
         with self._index_lock:
-            self.index.upsert([i.item_id for i in chosen], [i.title for i in chosen], vectors)
+            self.index.upsert(ids, [i.title for i in chosen], vectors)
+            if self._sequence is not None:
+                placed = [
+                    (row, n) for n, i in enumerate(ids) if (row := self.index.row_of(i)) is not None
+                ]
+                self._sequence.items.write(
+                    [row for row, _ in placed],
+                    [ids[n] for _, n in placed],
+                    vectors[[n for _, n in placed]],
+                )
 
     def process(
         self, events: Sequence[Event], states: Mapping[str, InterestState | None]
@@ -86,6 +149,25 @@ class Pipeline:
                 result.rejected.append((position, f"unknown item_id {event.item_id!r}"))
             else:
                 usable.append((position, event, vector))
+        updated = self._update(usable, states, result)
+        users = list(updated)
+        ranked_states, ranked, result.model_version = self._rank(
+            [updated[u][0] for u in users], self._sequence, self.top_k
+        )
+        for user_id, state, recs in zip(users, ranked_states, ranked, strict=True):
+            _, applied, duplicates = updated[user_id]
+            result.users[user_id] = UserOutcome(state, applied, duplicates, recs)
+        fresh = tuple(ring_history(s) for s in ranked_states[:2] if s.recent_items)
+        self._probes = (*fresh, *self._probes)[:PROBES_KEPT]
+        return result
+
+    def _update(
+        self,
+        usable: Sequence[tuple[int, Event, np.ndarray]],
+        states: Mapping[str, InterestState | None],
+        result: BatchResult,
+    ) -> dict[str, tuple[InterestState, tuple[str, ...], tuple[str, ...]]]:
+        """Each user's events folded into their state (one update call per user)."""
         texts = self._encode_comments([e for _, e, _ in usable])
         per_user: dict[str, list[Observation]] = defaultdict(list)
         for _, event, vector in usable:
@@ -93,7 +175,7 @@ class Pipeline:
                 Observation(event=event, item_vector=vector, text_vector=texts.get(event.event_id))
             )
         positions = {id(e): p for p, e, _ in usable}
-        new_states: dict[str, tuple[InterestState, tuple[str, ...], tuple[str, ...]]] = {}
+        updated: dict[str, tuple[InterestState, tuple[str, ...], tuple[str, ...]]] = {}
         for user_id, observations in per_user.items():
             state = states.get(user_id) or InterestState.empty(self.encoder.dim)
             try:
@@ -101,13 +183,23 @@ class Pipeline:
             except InterestStateError as exc:
                 result.rejected.extend((positions[id(o.event)], str(exc)) for o in observations)
                 continue
-            new_states[user_id] = (new_state, outcome.applied, outcome.duplicates)
-        users = list(new_states)
-        ranked = rank([new_states[u][0] for u in users], self.index, self.top_k)
-        for user_id, recs in zip(users, ranked, strict=True):
-            state, applied, duplicates = new_states[user_id]
-            result.users[user_id] = UserOutcome(state, applied, duplicates, recs)
-        return result
+            updated[user_id] = (new_state, outcome.applied, outcome.duplicates)
+        return updated
+
+    def _rank(
+        self, states: list[InterestState], active: ActiveSequence | None, k: int
+    ) -> tuple[list[InterestState], list[list[Recommendation]], str]:
+        """States (with their long-term vectors), their recommendations, the model version."""
+        if active is not None and states:
+            try:
+                states = active.with_long_terms(states)
+            except EncoderError as exc:  # keep serving: this batch falls back to short-term
+                log.error("sequence model %s failed on a batch: %s", active.version, exc)
+                active = None
+        if active is None:
+            return states, rank(states, self.index, k), _version(self.encoder, None)
+        ranked = rank_blended(states, self.index, active.long_items(), k, weight=self.blend_weight)
+        return states, ranked, _version(self.encoder, active)
 
     def _encode_comments(self, events: Sequence[Event]) -> dict[str, np.ndarray]:
         comments = [e for e in events if e.text is not None]
@@ -117,4 +209,9 @@ class Pipeline:
         return {e.event_id: vectors[i] for i, e in enumerate(comments)}
 
     def recommend(self, state: InterestState, k: int | None = None) -> list[Recommendation]:
-        return rank([state], self.index, k or self.top_k)[0]
+        """What the stream would send this user now (the long-term vector recomputed)."""
+        return self._rank([state], self._sequence, k or self.top_k)[1][0]
+
+
+def _version(encoder: TextEncoder, active: ActiveSequence | None) -> str:
+    return encoder.model_version if active is None else f"{encoder.model_version}+{active.version}"

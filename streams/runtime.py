@@ -15,12 +15,14 @@ from encoders.export import is_exported
 from interest_state import UpdateParams
 from streams.app import create_app, topic_specs
 from streams.errors import StreamError
+from streams.model_watch import ModelWatcher
 from streams.pipeline import Pipeline
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
 __all__ = [
     "build_pipeline",
+    "build_watcher",
     "ensure_model",
     "forget_local_state",
     "prepare_topics",
@@ -55,7 +57,17 @@ def build_pipeline(settings: Settings) -> Pipeline:
         raise StreamError(f"{exc}\nrun `interest-stream export` first") from exc
     log.info("text encoder %s on %s", encoder.model_version, encoder.provider)
     params = UpdateParams(half_life_s=settings.half_life_s, history_len=settings.history_len)
-    return Pipeline(encoder, params, top_k=settings.top_k)
+    return Pipeline(encoder, params, top_k=settings.top_k, blend_weight=settings.blend_weight)
+
+
+def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:
+    """The sequence model watcher, polled once now: the worker starts with the model that is
+    there (or short-term only, saying so), and the app's timer picks up later ones."""
+    watcher = ModelWatcher(
+        settings.resolved_sequence_model_dir, pipeline, provider=settings.provider
+    )
+    watcher.poll()
+    return watcher
 
 
 def prepare_topics(settings: Settings) -> None:
@@ -80,7 +92,7 @@ def run_worker(settings: Settings) -> None:
     """Run one worker until it is stopped; exits non-zero when the worker crashes."""
     prepare_topics(settings)
     pipeline = build_pipeline(settings)
-    app = create_app(settings, pipeline)
+    app = create_app(settings, pipeline, build_watcher(settings, pipeline))
     os.makedirs(settings.data_dir, exist_ok=True)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     log.info("web view on http://%s:%d/", settings.web_host, settings.web_port)

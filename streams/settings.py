@@ -60,6 +60,9 @@ class Settings:
     top_k: int = 10
     half_life_s: float = 6 * 3600.0
     history_len: int = 50
+    sequence_model_dir: Path | None = None
+    blend_weight: float = 0.9
+    model_poll_s: float = 5.0
     max_user_id_len: int = 128
     log_level: str = "info"
 
@@ -71,6 +74,11 @@ class Settings:
     @property
     def resolved_model_dir(self) -> Path:
         return self.model_dir or self.home / "models" / "all-MiniLM-L6-v2"
+
+    @property
+    def resolved_sequence_model_dir(self) -> Path:
+        """Where the worker looks for (and hot-reloads) the sequence Transformer."""
+        return self.sequence_model_dir or self.home / "models" / "sequence"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +112,9 @@ class Settings:
             (0 <= self.fetch_max_wait_ms <= 5000, "fetch_max_wait_ms must be 0..5000"),
             (1 <= self.top_k <= 1000, "top_k must be 1..1000"),
             (self.half_life_s > 0, "half_life_s must be > 0"),
+            (1 <= self.history_len <= 1024, "history_len must be 1..1024"),
+            (0.0 <= self.blend_weight <= 1.0, "blend_weight must be in [0, 1]"),
+            (self.model_poll_s > 0, "model_poll_s must be > 0"),
             (1 <= self.web_port <= 65535, "web_port must be 1..65535"),
             (len(set(dataclasses.astuple(self.topics))) == 6, "topic names must differ"),
         ]
@@ -140,6 +151,9 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "INTEREST_STREAM_TOP_K": ("top_k", int),
     "INTEREST_STREAM_HALF_LIFE_S": ("half_life_s", float),
     "INTEREST_STREAM_HISTORY_LEN": ("history_len", int),
+    "INTEREST_STREAM_SEQUENCE_MODEL_DIR": ("sequence_model_dir", Path),
+    "INTEREST_STREAM_BLEND_WEIGHT": ("blend_weight", float),
+    "INTEREST_STREAM_MODEL_POLL_S": ("model_poll_s", float),
     "INTEREST_STREAM_LOG_LEVEL": ("log_level", str),
     "INTEREST_STREAM_TOPIC_CLICK": ("topic_click", str),
     "INTEREST_STREAM_TOPIC_BROWSE": ("topic_browse", str),

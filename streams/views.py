@@ -13,10 +13,11 @@ from faust.web import Request, Response, View
 from interest_state import CodecError, EventType, decode_state, nearest_titles
 from streams.catalog import CatalogFeed
 from streams.dashboard import render_dashboard
+from streams.model_watch import ModelWatcher
 from streams.pipeline import Pipeline
 from streams.wiring import Wiring
 
-__all__ = ["register", "user_summary"]
+__all__ = ["ranking_summary", "register", "user_summary"]
 
 RECENT_SHOWN = 10
 
@@ -48,6 +49,7 @@ def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[st
         "events": state.n_events,
         "events_by_type": dict(zip(("browse", "click", "comment"), state.n_by_type, strict=True)),
         "duplicates_dropped": state.n_duplicates,
+        "long_term_version": state.long_term_version or None,
         "updated_ts": state.updated_ts,
         "interest_summary": nearest_titles(state, index, k=5),
         "recent_events": recent,
@@ -64,7 +66,17 @@ def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[st
     }
 
 
-def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
+def ranking_summary(pipeline: Pipeline) -> str:
+    """How the worker ranks now, in words (``/metrics`` and the dashboard)."""
+    active = pipeline.sequence
+    if active is None:
+        return "short-term only (no sequence model)"
+    return f"blend {pipeline.blend_weight:g} x sequence {active.version} + short-term"
+
+
+def register(
+    wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed, watcher: ModelWatcher | None = None
+) -> None:
     app = wiring.app
 
     def runtime() -> dict[str, Any]:
@@ -73,6 +85,9 @@ def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
             "provider": pipeline.encoder.provider,
             "catalog_ready": feed.ready.is_set(),
             "items": len(pipeline.index),
+            "ranking": ranking_summary(pipeline),
+            "blend_weight": pipeline.blend_weight,
+            **(watcher.metrics() if watcher is not None else {}),
         }
 
     @app.page("/healthz")

@@ -74,3 +74,41 @@ def tiny_export(tiny_model_source: Path, tmp_path_factory: pytest.TempPathFactor
 def tiny_encoder(tiny_export: ExportReport) -> TextEncoder:
     """A CPU TextEncoder on the tiny export, one thread (the test machine is shared)."""
     return TextEncoder.load(tiny_export.out_dir, provider="cpu", intra_op_threads=1)
+
+
+# --------------------------------------------------------------------------- sequence model
+
+SEQ_ITEMS = [f"s{n}" for n in range(20)]
+"""Catalog of the tiny sequence model's tests; the model is trained on s0..s17 only."""
+SEQ_TITLES = {item: f"movie {n} genre {n % 4}" for n, item in enumerate(SEQ_ITEMS)}
+
+
+@pytest.fixture(scope="session")
+def tiny_sequence_dir(tiny_encoder: TextEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny sequence Transformer (2 epochs) on walks over s0..s17, with the tiny text
+    encoder's vectors as item text (so the stream can align it), exported once per session."""
+    from encoders.sequence import SequenceEvent, TrainConfig, TrainingData
+    from encoders.sequence_export import export_sequence_model, train_sequence_model
+
+    known = SEQ_ITEMS[:18]
+    vectors = tiny_encoder.encode([SEQ_TITLES[i] for i in known])
+    kinds = ("click", "browse", "comment")
+    walks = [
+        tuple(
+            SequenceEvent(known[(u + 2 * n) % 18], kinds[n % 3], 1000.0 * u + 90.0 * n)
+            for n in range(5 + u % 6)
+        )
+        for u in range(24)
+    ]
+    data = TrainingData(
+        item_ids=tuple(known),
+        text_vectors=vectors,
+        train=tuple(w[:-1] for w in walks),
+        validation=tuple((w[:-1], w[-1].item_id) for w in walks),
+    )
+    config = TrainConfig(max_len=8, dim=16, layers=1, heads=2, dropout=0.1, lr=5e-3,
+                         batch_size=16, epochs=2, eval_every=1, seed=0)  # fmt: skip
+    out = tmp_path_factory.mktemp("tiny-sequence") / "sequence"
+    card = {"data": {"text_encoder": tiny_encoder.model_version}}
+    export_sequence_model(train_sequence_model(data, config), out, card=card)
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -27,8 +28,11 @@ def _unit(rng: np.random.Generator, dim: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _full_state(dim: int = 384, n: int = 80, prefix: str = "item", long: bool = True):
-    """A state with both rings full, built through the real update."""
+def _full_state(
+    dim: int = 384, n: int = 80, prefix: str = "item", long: bool = True, long_dim: int = 64
+):
+    """A state with both rings full, built through the real update; the long-term vector
+    lives in a sequence model's own ``long_dim``-dim space."""
     rng = np.random.default_rng(7)
     obs = [
         Observation(
@@ -39,7 +43,7 @@ def _full_state(dim: int = 384, n: int = 80, prefix: str = "item", long: bool = 
         for i in range(n)
     ]
     state, _ = update(InterestState.empty(dim), obs, UpdateParams())
-    return state.with_long_term(_unit(rng, dim), "seq-v1") if long else state
+    return state.with_long_term(_unit(rng, long_dim), "seq-v1") if long else state
 
 
 def _assert_same(a: InterestState, b: InterestState) -> None:
@@ -94,11 +98,56 @@ def test_large_decayed_sum_does_not_overflow_float16() -> None:
     np.testing.assert_allclose(decoded.short_term, vector, rtol=1e-3)
 
 
-def test_full_user_fits_the_size_budget() -> None:
-    state = _full_state(dim=384, n=80, prefix="mov")  # 6-char ids: "mov042"
+@pytest.mark.parametrize("long_dim", [64, 384])
+def test_full_user_fits_the_size_budget(long_dim: int) -> None:
+    state = _full_state(dim=384, n=80, prefix="mov", long_dim=long_dim)  # ids like "mov042"
     assert len(state.recent_items) == 50 and len(state.recent_event_ids) == 64
-    assert state.long_term is not None
+    assert state.long_term is not None and state.long_dim == long_dim
     assert len(encode_state(state)) <= 4096
+
+
+@pytest.mark.parametrize("long_dim", [1, 8, 64, 500])
+def test_long_term_keeps_its_own_length(long_dim: int) -> None:
+    state = _full_state(dim=32, n=10, long_dim=long_dim)
+    decoded = decode_state(encode_state(state))
+    assert decoded.long_dim == long_dim and decoded.dim == 32
+    _assert_same(state, decoded)
+    assert decode_state(encode_state(decoded.with_long_term(None, ""))).long_term is None
+
+
+# Written by codec version 1 (before long_dim): dim 4, three events m0..m2, long_term
+# [0.5, -1, 2, 0.25] tagged "seq-v1"; and an empty dim-4 state.
+V1_STATE = bytes.fromhex(
+    "4953010104000000b3000000e9acea7b1aa40a409203d172f11302409a2e9021687002400000005efc54d941"
+    "030000000000000001000000000000000100000000000000010000000000000000000000000000000300030006"
+    "007365712d7631b4301137153b0000f132f1b6f13af12e00010200000040fc54d9410000004ffc54d9410000005e"
+    "fc54d94102006d3002006d3102006d32f58098549b7343825d1a9c6e7f295033c7483f303a5d735344982f07"
+)
+V1_EMPTY = bytes.fromhex("49530100040000006600000000" + "00" * 85 + "8c0f9179")
+
+
+def test_version_1_bytes_still_decode() -> None:
+    state = decode_state(V1_STATE)
+    assert (state.dim, state.long_dim, state.long_term_version) == (4, 4, "seq-v1")
+    assert state.long_term is not None
+    np.testing.assert_allclose(state.long_term, [0.5, -1.0, 2.0, 0.25], atol=2e-3)
+    np.testing.assert_allclose(state.short_term, [0.33205, 0.99808, 2.0, 0.0], atol=2e-3)
+    assert state.recent_items == ("m0", "m1", "m2") and state.recent_types == (0, 1, 2)
+    assert state.recent_ts == (1.7e9, 1.7e9 + 60, 1.7e9 + 120) and state.n_events == 3
+    again = decode_state(encode_state(state))  # re-encoded as the current version
+    assert encode_state(state)[2] == CODEC_VERSION == 2
+    _assert_same(state, again)
+    empty = decode_state(V1_EMPTY)
+    assert empty.dim == 4 and empty.long_term is None and empty.n_events == 0
+
+
+def test_a_long_dim_that_contradicts_the_flags_is_corrupt() -> None:
+    data = bytearray(encode_state(_full_state(dim=8, n=3, long=False)))
+    offset = 14 + struct.calcsize("<ddddQQQQQHHH")
+    struct.pack_into("<I", data, offset, 16)  # claims a 16-dim long_term, flags say none
+    struct.pack_into("<I", data, len(data) - 4, zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(CodecError, match="long_dim"):
+        decode_state(bytes(data))
 
 
 @pytest.mark.parametrize("cut", [0, 3, 11, 20, -1, -200])
@@ -124,7 +173,7 @@ def test_trailing_bytes_are_rejected() -> None:
 def test_unknown_version_names_both_versions() -> None:
     data = bytearray(encode_state(InterestState.empty(8)))
     data[2] = CODEC_VERSION + 1
-    with pytest.raises(CodecError, match=rf"version {CODEC_VERSION + 1}.*reads {CODEC_VERSION}"):
+    with pytest.raises(CodecError, match=rf"version {CODEC_VERSION + 1}.*reads 1, 2"):
         decode_state(bytes(data))
 
 

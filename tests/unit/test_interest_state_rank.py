@@ -49,6 +49,9 @@ class MemoryCatalog:
     def item_id_at(self, row: int) -> str:
         return self._ids[row]
 
+    def row_of(self, item_id: str) -> int | None:
+        return self._rows.get(item_id)
+
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self._rows.get(item_id)
         return None if row is None else self._matrix[row]

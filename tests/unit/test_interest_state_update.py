@@ -16,6 +16,7 @@ from interest_state import (
     Observation,
     ObservationError,
     ParamsError,
+    StateError,
     UpdateParams,
     event_id_hash,
     update,
@@ -203,6 +204,18 @@ def test_interest_vector_blends_long_term() -> None:
     )
     only_long = InterestState.empty(DIM).with_long_term(_basis(2), "seq-v1")
     np.testing.assert_allclose(only_long.interest_vector(), _basis(2))
+
+
+def test_a_long_term_vector_of_its_own_length_is_kept_but_not_mixed_in() -> None:
+    state = _apply([_obs("a", T0, 3 * _basis(0))])
+    other_space = state.with_long_term(np.arange(1.0, 65.0), "seq-v2")
+    assert other_space.long_dim == 64 and other_space.dim == DIM
+    np.testing.assert_allclose(other_space.interest_vector(0.9), _basis(0))
+    assert InterestState.empty(DIM).with_long_term(np.ones(64), "v").interest_vector() is None
+    with pytest.raises(StateError, match="non-empty"):
+        state.with_long_term(np.ones(0), "v")
+    with pytest.raises(StateError, match="NaN"):
+        state.with_long_term(np.full(64, np.nan), "v")
 
 
 def test_state_is_immutable() -> None:

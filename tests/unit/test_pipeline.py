@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from encoders import TextEncoder
-from interest_state import Event, EventType, UpdateParams
+from encoders.sequence import SequenceModel
+from interest_state import Event, EventType, UpdateParams, encode_state
 from streams.pipeline import Pipeline
 from streams.schemas import ItemMessage
+from tests.unit.conftest import SEQ_ITEMS, SEQ_TITLES
 
 TITLES = [
     "space battle saga",
@@ -74,3 +80,42 @@ def test_comment_text_moves_the_interest_beyond_the_item(tiny_encoder: TextEncod
         .state
     )
     assert not (plain.short_term == commented.short_term).all()
+
+
+# --------------------------------------------------------------------------- sequence model
+
+
+def test_a_batch_runs_the_sequence_model_once_and_stores_long_term_vectors(
+    tiny_encoder: TextEncoder, tiny_sequence_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = SequenceModel.load(tiny_sequence_dir, provider="cpu", intra_op_threads=1)
+    p = Pipeline(tiny_encoder, UpdateParams(history_len=8), top_k=4, sequence=model)
+    p.add_items([ItemMessage(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS])
+    calls: list[int] = []
+    real = model.encode_users
+
+    def counted(histories, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(histories))
+        return real(histories, **kwargs)
+
+    monkeypatch.setattr(model, "encode_users", counted)
+    events = [ev(f"e{n}", f"u{n % 3}", f"s{n}", ts=1000.0 + n) for n in range(9)]
+    result = p.process(events, {})
+    assert calls == [3]  # one call for the three users of the batch
+    assert result.model_version == f"{tiny_encoder.model_version}+{model.version}"
+    for outcome in result.users.values():
+        state = outcome.state
+        assert state.long_term_version == model.version and state.long_dim == model.dim
+        assert not state.seen_items() & {r.item_id for r in outcome.recommendations}
+        assert len(outcome.recommendations) == 4
+        assert len(encode_state(state)) <= 4096
+    u0 = result.users["u0"]
+    assert [r.item_id for r in p.recommend(u0.state)] == [r.item_id for r in u0.recommendations]
+
+
+def test_without_a_sequence_model_the_batch_says_short_term_only(
+    tiny_encoder: TextEncoder,
+) -> None:
+    result = pipeline(tiny_encoder).process([ev("a", "u1", "0")], {})
+    assert result.model_version == tiny_encoder.model_version
+    assert result.users["u1"].state.long_term is None

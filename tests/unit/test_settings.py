@@ -53,3 +53,28 @@ def test_bad_values_fail_with_the_variable_named(env: dict[str, str], words: str
 def test_replace_ignores_unset_flags() -> None:
     s = Settings().replace(partitions=None, top_k=5)
     assert (s.partitions, s.top_k) == (4, 5)
+
+
+def test_sequence_model_settings_have_defaults_and_limits() -> None:
+    s = Settings.from_env({"INTEREST_STREAM_HOME": "/h"})
+    assert s.resolved_sequence_model_dir == Path("/h/models/sequence")
+    assert (s.blend_weight, s.model_poll_s) == (0.9, 5.0)
+    s = Settings.from_env(
+        {
+            "INTEREST_STREAM_SEQUENCE_MODEL_DIR": "/m/seq",
+            "INTEREST_STREAM_BLEND_WEIGHT": "0.25",
+            "INTEREST_STREAM_MODEL_POLL_S": "0.5",
+        }
+    )
+    assert (s.resolved_sequence_model_dir, s.blend_weight, s.model_poll_s) == (
+        Path("/m/seq"),
+        0.25,
+        0.5,
+    )
+    for env, words in [
+        ({"INTEREST_STREAM_BLEND_WEIGHT": "1.5"}, "blend_weight"),
+        ({"INTEREST_STREAM_MODEL_POLL_S": "0"}, "model_poll_s"),
+        ({"INTEREST_STREAM_HISTORY_LEN": "0"}, "history_len"),
+    ]:
+        with pytest.raises(SettingsError, match=words):
+            Settings.from_env(env)
