@@ -409,5 +409,13 @@ def export_sequence_model(
         "export": {"opset": OPSET, "atol": atol, "max_abs_diff": max_diff},
         **(card or {}),
     }
-    (out_dir / CARD_FILE).write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
+    full_card["sha256_files"] = {
+        name: hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
+        for name in (ITEMS_FILE, TEXT_PROJ_FILE)
+    }
+    # The card goes last and whole (temporary name, then rename): a worker polling the folder
+    # never reads half a card, and the digests tie the graph and matrices to it.
+    tmp_card = out_dir / (CARD_FILE + ".tmp")
+    tmp_card.write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
+    tmp_card.replace(out_dir / CARD_FILE)
     return full_card

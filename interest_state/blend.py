@@ -88,7 +88,7 @@ def rank_blended(
     long_items: LongTermItems | None,
     k: int = 10,
     *,
-    weight: float = 0.9,
+    weight: float = 0.95,
     exclude_seen: bool = True,
     hide: Sequence[Collection[str]] | None = None,
 ) -> list[list[Recommendation]]:

@@ -238,7 +238,10 @@ def _check_digest(folder: Path, card: dict[str, Any]) -> None:
     for name, want in expected.items():
         if want is None:
             continue
-        digest = hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest()
+        try:
+            digest = hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise ModelRejected(f"{name}, named by the card, cannot be read: {exc}") from exc
         if digest != want:
             raise ModelRejected(
                 f"{name} is not the file the card names (sha256 {digest[:12]}, card "

@@ -61,7 +61,7 @@ class Settings:
     half_life_s: float = 6 * 3600.0
     history_len: int = 50
     sequence_model_dir: Path | None = None
-    blend_weight: float = 0.9
+    blend_weight: float = 0.95
     model_poll_s: float = 5.0
     max_user_id_len: int = 128
     log_level: str = "info"

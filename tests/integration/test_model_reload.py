@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -48,14 +49,18 @@ def sequence_dir(
 
 
 def _variant(source: Path, target: Path, version: str, *, nan_items: bool = False) -> Path:
+    """A copy under another version; ``nan_items``: a diverged model, published whole (the
+    card's digests name the NaN items, so only the content check can catch it)."""
     shutil.copytree(source, target)
     card = json.loads((target / CARD_FILE).read_text(encoding="utf-8"))
     card["version"] = version
-    (target / CARD_FILE).write_text(json.dumps(card), encoding="utf-8")
     if nan_items:
         items = np.load(target / ITEMS_FILE)
         items[0] = np.nan
         np.save(target / ITEMS_FILE, items)
+        digest = hashlib.sha256((target / ITEMS_FILE).read_bytes()).hexdigest()
+        card["sha256_files"][ITEMS_FILE] = digest
+    (target / CARD_FILE).write_text(json.dumps(card), encoding="utf-8")
     return target
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -56,6 +57,23 @@ def test_a_good_model_loads_with_real_probe_histories(tiny_sequence_dir: Path) -
     assert model.version.startswith("seq-") and len(model.item_ids) == 18
 
 
+def _resealed(breakage):  # type: ignore[no-untyped-def]
+    """A bad model published whole: the card's file digests name the broken files (a
+    training run that diverged to NaN, say), so the content checks must catch it."""
+
+    def apply(folder: Path) -> None:
+        breakage(folder)
+        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        card["sha256_files"] = {
+            name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in card.get("sha256_files", {})
+            if (folder / name).is_file()
+        }
+        (folder / CARD_FILE).write_text(json.dumps(card), encoding="utf-8")
+
+    return apply
+
+
 def _truncate_graph(folder: Path) -> None:
     data = (folder / SEQUENCE_FILE).read_bytes()
     (folder / SEQUENCE_FILE).write_bytes(data[: len(data) // 3])
@@ -101,19 +119,21 @@ def _empty_catalog(folder: Path) -> None:
     ("breakage", "words"),
     [
         (_truncate_graph, "does not load"),
-        (_nan_items, "NaN"),
-        (_short_items, "does not load"),
+        (_resealed(_nan_items), "NaN"),
+        (_nan_items, "items.npy is not the file the card names"),
+        (_resealed(_short_items), "does not load"),
         (lambda f: (f / ITEMS_FILE).unlink(), "does not load"),
         (lambda f: (f / SEQUENCE_FILE).unlink(), "does not load"),
         (lambda f: (f / CARD_FILE).write_text("{not json"), "does not load"),
-        (_nan_projection, "NaN or infinite item vectors"),
+        (_resealed(_nan_projection), "NaN or infinite item vectors"),
         (_other_graph, "sequence.onnx is not the file the card names"),
         (_stale_items, "items.npy is not the file the card names"),
-        (_empty_catalog, "no items"),
+        (_resealed(_empty_catalog), "no items"),
     ],
     ids=[
         "truncated-onnx",
         "nan-items",
+        "changed-items",
         "short-items",
         "no-items-file",
         "no-graph",
@@ -146,6 +166,11 @@ def test_a_model_without_text_projection_serves_known_items_only(
 ) -> None:
     folder = _copy(tiny_sequence_dir, tmp_path / "noproj")
     (folder / TEXT_PROJ_FILE).unlink()
+    with pytest.raises(ModelRejected, match="text_proj.npz, named by the card, cannot be read"):
+        load_checked(folder, text_dim=32, provider="cpu")
+    card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    del card["sha256_files"][TEXT_PROJ_FILE]  # a model published without one
+    (folder / CARD_FILE).write_text(json.dumps(card), encoding="utf-8")
     model = load_checked(folder, text_dim=32, provider="cpu")
     p = seq_pipeline(tiny_encoder)
     active = p.install_sequence(model)
@@ -182,7 +207,7 @@ def test_the_watcher_loads_swaps_and_keeps_serving_through_a_broken_model(
     assert after.users["u1"].state.long_term_version == "seq-second"
 
     broken = _copy(tiny_sequence_dir, tmp_path / "broken")
-    _nan_items(broken)
+    _resealed(_nan_items)(broken)
     _set_version(broken, "seq-broken")
     publish_model(broken, live)
     assert watcher.poll() is False

@@ -58,7 +58,7 @@ def test_replace_ignores_unset_flags() -> None:
 def test_sequence_model_settings_have_defaults_and_limits() -> None:
     s = Settings.from_env({"INTEREST_STREAM_HOME": "/h"})
     assert s.resolved_sequence_model_dir == Path("/h/models/sequence")
-    assert (s.blend_weight, s.model_poll_s) == (0.9, 5.0)
+    assert (s.blend_weight, s.model_poll_s) == (0.95, 5.0)
     s = Settings.from_env(
         {
             "INTEREST_STREAM_SEQUENCE_MODEL_DIR": "/m/seq",
