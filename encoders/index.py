@@ -106,6 +106,15 @@ class ItemIndex:
     def row_of(self, item_id: str) -> int | None:
         return self._rows.get(item_id)
 
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """Raw inner products (m, len(self)) float32 in row order: one matrix product, no sort."""
+        query = np.asarray(queries, dtype=np.float32)
+        if query.ndim != 2 or query.shape[1] != self.dim:
+            raise InputError(f"queries must be (m, {self.dim}), got {query.shape}")
+        matrix, n = self._view  # one snapshot for the whole call
+        out: np.ndarray = query @ matrix[:n].T
+        return out
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best-first (scores (m, k'), rows (m, k') int64), k' = min(k, len(self)).
 

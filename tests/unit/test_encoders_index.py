@@ -34,6 +34,17 @@ def test_top_k_equals_brute_force() -> None:
     assert np.all(np.diff(scores, axis=1) <= 0), "best first"
 
 
+def test_raw_scores_are_every_row_in_order_and_agree_with_search() -> None:
+    index, vectors = _filled(50)
+    queries = _unit(np.random.default_rng(2), 3, 16)
+    raw = index.scores(queries)
+    np.testing.assert_allclose(raw, queries @ vectors.T, rtol=1e-5)
+    top, rows = index.search(queries, 5)
+    np.testing.assert_allclose(np.take_along_axis(raw, rows, axis=1), top, rtol=1e-6)
+    with pytest.raises(InputError):
+        index.scores(queries[:, :8])
+
+
 def test_k_larger_than_index_and_zero() -> None:
     index, _ = _filled(3)
     scores, rows = index.search(np.ones((2, 16), np.float32), 10)
