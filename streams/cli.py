@@ -233,6 +233,13 @@ def tail(
     default=None,
     help="Your own chronological events file (default: MovieLens-100k).",
 )
+@click.option(
+    "--train-epochs",
+    type=click.IntRange(min=0),
+    default=40,
+    show_default=True,
+    help="Train the sequence Transformer first (at most N epochs) when there is none; 0: never.",
+)
 @click.pass_context
 def demo(
     ctx: click.Context,
@@ -242,6 +249,7 @@ def demo(
     exit_when_done: bool,
     items_path: Path | None,
     events_path: Path | None,
+    train_epochs: int,
 ) -> None:
     """Embedded broker + worker + MovieLens catalog + replay, recommendations printed live."""
     from streams.demo import run_demo
@@ -250,7 +258,8 @@ def demo(
     if (items_path is None) != (events_path is None):
         raise click.UsageError("give both --items and --events, or neither")
     files = (items_path, events_path) if items_path and events_path else None
-    run_demo(settings, rate=rate or None, limit=limit, linger=not exit_when_done, files=files)
+    run_demo(settings, rate=rate or None, limit=limit, linger=not exit_when_done, files=files,
+             train_epochs=train_epochs)  # fmt: skip
 
 
 def _need_bootstrap(settings: Settings) -> Settings:

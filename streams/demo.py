@@ -1,5 +1,6 @@
 """``interest-stream demo``: everything on one machine, recommendations printed as they come.
 
+A sequence Transformer is trained first when there is none yet (``--train-epochs``, 0 skips).
 Embedded broker (unless KAFKA_BOOTSTRAP is set) -> topics -> MovieLens-100k catalog on the
 items topic -> a worker process -> events replayed at a fixed rate -> recommendations tailed
 from the output topic and printed with titles. The web view stays up until Ctrl-C.
@@ -24,6 +25,8 @@ from typing import Any
 
 import click
 
+from encoders import EncoderError, TextEncoder
+from encoders.sequence import TrainConfig, is_sequence_model
 from streams.broker import broker_for
 from streams.datasets import prepare_ml100k, read_events, read_items
 from streams.errors import StreamError
@@ -131,6 +134,26 @@ async def _replay_and_print(
     )
 
 
+def _train_if_missing(settings: Settings, items: Path, events: Path, epochs: int) -> None:
+    """Train the sequence Transformer on the demo's data when the worker would find none."""
+    out = settings.resolved_sequence_model_dir
+    if is_sequence_model(out):
+        return
+    click.echo(f"no sequence model in {out}: training one on {events} (at most {epochs} epochs, "
+               "a few minutes on 2 cores; --train-epochs 0 skips it) ...")  # fmt: skip
+    try:
+        from streams.train import train_sequence
+
+        encoder = TextEncoder.load(settings.resolved_model_dir, provider=settings.provider)
+        card = train_sequence(items, events, encoder, out, TrainConfig(epochs=epochs, patience=5))
+    except (EncoderError, ImportError) as exc:
+        click.echo(f"training skipped ({exc}); ranking with the short-term vector only")
+        return
+    done = card["training"]
+    ndcg, seconds = done["best_validation_ndcg10"], done["seconds"]
+    click.echo(f"model {card['version']}: validation NDCG@10 {ndcg:.4f}, {seconds:.0f} s")
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -138,6 +161,7 @@ def run_demo(
     limit: int | None,
     linger: bool,
     files: tuple[Path, Path] | None = None,
+    train_epochs: int = 0,
 ) -> None:
     t0 = time.perf_counter()
     signal.signal(signal.SIGTERM, _interrupt)  # clean up the worker and broker as on Ctrl-C
@@ -146,6 +170,8 @@ def run_demo(
     items_path, events_path = files or prepare_ml100k(
         settings.home / "data" / "ml-100k", settings.home / "cache"
     )
+    if train_epochs > 0:
+        _train_if_missing(settings, items_path, events_path, train_epochs)
     items = read_items(items_path)
     titles = {i.item_id: i.title for i in items}
     embedded = not settings.bootstrap

@@ -39,6 +39,8 @@ def test_demo_prints_titled_recommendations_and_runs_again(
                 "--rate",
                 "0",
                 "--exit-when-done",
+                "--train-epochs",
+                "1",  # the first run trains a (one-epoch) sequence model, the second reuses it
                 "--web-port",
                 str(free_port()),
             ],
@@ -53,3 +55,5 @@ def test_demo_prints_titled_recommendations_and_runs_again(
         assert "replayed 500 events" in done.stdout
         assert "why #1: like" in done.stdout  # a recommendation line with its reason
         assert '"events_applied": 500' in done.stdout
+        assert ("no sequence model in" in done.stdout) == (run == 1)
+        assert '"ranking": "blend 0.95 x sequence seq-' in done.stdout  # served by the Transformer
