@@ -238,6 +238,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
     if settings.model_dir is not None:
         env["INTEREST_STREAM_MODEL_DIR"] = str(settings.model_dir)
+    if settings.sequence_model_dir is not None:
+        env["INTEREST_STREAM_SEQUENCE_MODEL_DIR"] = str(settings.sequence_model_dir)
     return env
 
 
@@ -249,6 +251,8 @@ def stage_settings(base: Settings, bootstrap: str, kind: str, home: Path) -> Set
     return dataclasses.replace(
         base, bootstrap=bootstrap, app_id=app_id, topics=topics, home=home,
         model_dir=base.resolved_model_dir.resolve(), web_port=free_port(), store="memory",
+        # the worker ranks with the Transformer when the home folder has one, as it serves
+        sequence_model_dir=base.resolved_sequence_model_dir.resolve(),
     ).validated()
 
 
@@ -863,7 +867,18 @@ def run_meta(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "worker_ranking": _ranking(settings),
     }
+
+
+def _ranking(settings: Settings) -> str:
+    from encoders.sequence import CARD_FILE, is_sequence_model
+
+    folder = settings.resolved_sequence_model_dir
+    if not is_sequence_model(folder):
+        return f"short-term vector only (no sequence model in {folder})"
+    card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    return f"blend {settings.blend_weight:g} x sequence {card.get('version')} + short-term"
 
 
 def run_bench(settings: Settings, cfg: BenchConfig, echo: Callable[[str], None]) -> Report:
@@ -932,7 +947,8 @@ def bench_command(
     click.echo(format_table(report.rows))
     click.echo(f"\n{report.seconds.get('total', 0):.0f}s in all ("
                + ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items() if k != "total")
-               + f"); {os.cpu_count()} CPUs, load {report.meta['loadavg_end'][0]:.1f}")
+               + f"); {os.cpu_count()} CPUs, load {report.meta['loadavg_end'][0]:.1f}; "
+               + f"worker ranking: {report.meta['worker_ranking']}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report.to_json(), indent=1) + "\n")
