@@ -63,6 +63,7 @@ class Settings:
     sequence_model_dir: Path | None = None
     blend_weight: float = 0.95
     model_poll_s: float = 5.0
+    blas_threads: int = 1
     max_user_id_len: int = 128
     log_level: str = "info"
 
@@ -115,6 +116,7 @@ class Settings:
             (1 <= self.history_len <= 1024, "history_len must be 1..1024"),
             (0.0 <= self.blend_weight <= 1.0, "blend_weight must be in [0, 1]"),
             (self.model_poll_s > 0, "model_poll_s must be > 0"),
+            (0 <= self.blas_threads <= 256, "blas_threads must be 0..256 (0: numpy's default)"),
             (1 <= self.web_port <= 65535, "web_port must be 1..65535"),
             (len(set(dataclasses.astuple(self.topics))) == 6, "topic names must differ"),
         ]
@@ -154,6 +156,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "INTEREST_STREAM_SEQUENCE_MODEL_DIR": ("sequence_model_dir", Path),
     "INTEREST_STREAM_BLEND_WEIGHT": ("blend_weight", float),
     "INTEREST_STREAM_MODEL_POLL_S": ("model_poll_s", float),
+    "INTEREST_STREAM_BLAS_THREADS": ("blas_threads", int),
     "INTEREST_STREAM_LOG_LEVEL": ("log_level", str),
     "INTEREST_STREAM_TOPIC_CLICK": ("topic_click", str),
     "INTEREST_STREAM_TOPIC_BROWSE": ("topic_browse", str),

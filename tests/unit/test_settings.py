@@ -78,3 +78,19 @@ def test_sequence_model_settings_have_defaults_and_limits() -> None:
     ]:
         with pytest.raises(SettingsError, match=words):
             Settings.from_env(env)
+
+
+def test_a_worker_caps_numpys_blas_pool() -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from streams.runtime import limit_blas_threads
+
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas, "numpy links a BLAS library"
+    before = {p["filepath"]: p["num_threads"] for p in blas}
+    try:
+        limit_blas_threads(1)
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+        assert Settings.from_env().blas_threads == 1  # the default a worker applies
+    finally:
+        threadpool_limits(limits=max(before.values()), user_api="blas")
