@@ -135,7 +135,7 @@ class TransformerModel:
         todo = [n for n, key in enumerate(keys) if key not in cache]
         if todo:
             try:
-                fresh = active.with_long_terms(self.short.states([users[n] for n in todo]))
+                fresh, _ = active.with_long_terms(self.short.states([users[n] for n in todo]))
             except EncoderError as exc:
                 raise EvaluationError(f"{self.name}: the sequence model failed: {exc}") from exc
             cache.update(zip((keys[n] for n in todo), fresh, strict=True))

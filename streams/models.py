@@ -168,18 +168,22 @@ class ActiveSequence:
     def version(self) -> str:
         return self.model.version
 
-    def with_long_terms(self, states: Sequence[InterestState]) -> list[InterestState]:
+    def with_long_terms(self, states: Sequence[InterestState]) -> tuple[list[InterestState], int]:
         """Each state with its long-term vector from its ring: one ``encode_users`` call.
 
-        A user whose ring holds no item the model knows gets no vector (``None``).
+        A user whose ring holds no item the model knows gets no vector (``None``), and so does
+        one whose vector is not finite (a model can pass the load-time probe and still overflow
+        on some history): that user is ranked by the short-term vector alone. Returns the
+        states and how many vectors were not finite.
         """
         if not states:
-            return []
+            return [], 0
         vectors = self.model.encode_users([ring_history(state) for state in states])
+        finite = np.isfinite(vectors).all(axis=1)
         return [
-            state.with_long_term(vector if vector.any() else None, self.version)
-            for state, vector in zip(states, vectors, strict=True)
-        ]
+            state.with_long_term(vector if ok and vector.any() else None, self.version)
+            for state, vector, ok in zip(states, vectors, finite, strict=True)
+        ], int((~finite).sum())
 
     def long_items(self) -> LongTermItems:
         return self.items.snapshot()

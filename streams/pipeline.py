@@ -74,7 +74,7 @@ class Pipeline:
         top_k: int = 10,
         index: ItemIndex | None = None,
         *,
-        blend_weight: float = 0.9,
+        blend_weight: float = 0.95,
         sequence: SequenceModel | None = None,
     ) -> None:
         self.encoder = encoder
@@ -82,6 +82,10 @@ class Pipeline:
         self.params = params
         self.top_k = top_k
         self.blend_weight = blend_weight
+        #: Batches ranked short-term only because the sequence model failed on them, and user
+        #: vectors it returned non-finite (those users ranked short-term only); on /metrics.
+        self.sequence_failures = 0
+        self.sequence_nonfinite = 0
         self._index_lock = threading.Lock()
         self._sequence: ActiveSequence | None = None
         self._probes: tuple[tuple[SequenceEvent, ...], ...] = ()
@@ -191,15 +195,28 @@ class Pipeline:
     ) -> tuple[list[InterestState], list[list[Recommendation]], str]:
         """States (with their long-term vectors), their recommendations, the model version."""
         if active is not None and states:
-            try:
-                states = active.with_long_terms(states)
-            except EncoderError as exc:  # keep serving: this batch falls back to short-term
-                log.error("sequence model %s failed on a batch: %s", active.version, exc)
-                active = None
+            states, active = self._long_terms(states, active)
         if active is None:
             return states, rank(states, self.index, k), _version(self.encoder, None)
         ranked = rank_blended(states, self.index, active.long_items(), k, weight=self.blend_weight)
         return states, ranked, _version(self.encoder, active)
+
+    def _long_terms(
+        self, states: list[InterestState], active: ActiveSequence
+    ) -> tuple[list[InterestState], ActiveSequence | None]:
+        """Run the sequence model; on failure the batch is ranked short-term only (no event is
+        lost for it), a non-finite user vector leaves that user short-term only."""
+        try:
+            with_long, nonfinite = active.with_long_terms(states)
+        except (EncoderError, InterestStateError) as exc:
+            log.error("sequence model %s failed on a batch: %s", active.version, exc)
+            self.sequence_failures += 1
+            return states, None
+        if nonfinite:
+            log.warning("sequence model %s: %d non-finite user vectors, ranked short-term only",
+                        active.version, nonfinite)  # fmt: skip
+            self.sequence_nonfinite += nonfinite
+        return with_long, active
 
     def _encode_comments(self, events: Sequence[Event]) -> dict[str, np.ndarray]:
         comments = [e for e in events if e.text is not None]

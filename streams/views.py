@@ -87,6 +87,8 @@ def register(
             "items": len(pipeline.index),
             "ranking": ranking_summary(pipeline),
             "blend_weight": pipeline.blend_weight,
+            "sequence_failures": pipeline.sequence_failures,
+            "sequence_nonfinite": pipeline.sequence_nonfinite,
             **(watcher.metrics() if watcher is not None else {}),
         }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders import TextEncoder
+from encoders import InferenceError, TextEncoder
 from encoders.sequence import CARD_FILE, ITEMS_FILE, SEQUENCE_FILE, TEXT_PROJ_FILE, SequenceEvent
 from interest_state import Event, EventType, InterestState, UpdateParams
 from streams.model_watch import ModelWatcher
@@ -257,10 +257,55 @@ def test_items_unknown_to_the_model_get_vectors_from_their_text(
     np.testing.assert_allclose(
         items.vectors[new_row], model.item_vectors_from_text(text[None, :])[0], atol=1e-6
     )
+    p.blend_weight = 1.0  # rank by the Transformer alone: every score is a long-term z-score
     result = p.process([_click(f"e{n}", "u", f"s{n}", 10.0 + n) for n in range(8)], {})
-    recs = [r.item_id for r in result.users["u"].recommendations]
-    assert "brand-new" in recs  # recommendable at once, with its long-term score
-    assert result.users["u"].state.long_term is not None
+    state = result.users["u"].state
+    assert state.long_term is not None
+    scores = {r.item_id: r.score for r in result.users["u"].recommendations}
+    unseen = ["s8", "s9", "brand-new"]  # s0..s7 were clicked
+    long = np.array([state.long_term @ items.vectors[p.index.row_of(i)] for i in unseen])
+    z = (long - long.mean()) / long.std()
+    # recommendable at once, scored by the Transformer through its text-projected vector
+    np.testing.assert_allclose([scores[i] for i in unseen], z, rtol=1e-4, atol=1e-5)
+
+
+def test_a_failing_sequence_model_leaves_the_batch_to_the_short_term_vector(
+    tiny_sequence_dir: Path, tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = seq_pipeline(tiny_encoder)
+    model = load_checked(tiny_sequence_dir, text_dim=32, provider="cpu")
+    p.install_sequence(model)
+
+    def broken(histories: object, **_: object) -> np.ndarray:  # a fault at run time
+        raise InferenceError("the sequence model failed: injected")
+
+    monkeypatch.setattr(model, "encode_users", broken)
+    result = p.process([_click("e1", "u1", "s2", 10.0), _click("e2", "u2", "s3", 11.0)], {})
+    assert not result.rejected and set(result.users) == {"u1", "u2"}  # nothing lost
+    assert result.model_version == tiny_encoder.model_version  # short-term only, and says so
+    assert all(o.recommendations and o.applied for o in result.users.values())
+    assert p.sequence_failures == 1
+
+
+def test_a_non_finite_user_vector_is_not_stored_and_that_user_ranks_short_term(
+    tiny_sequence_dir: Path, tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = seq_pipeline(tiny_encoder)
+    model = load_checked(tiny_sequence_dir, text_dim=32, provider="cpu")
+    p.install_sequence(model)
+    real = model.encode_users
+
+    def overflowing(histories: list[object], **kw: object) -> np.ndarray:
+        out = real(histories, **kw)  # type: ignore[arg-type]
+        out[0] = np.inf  # the first user's history overflows the model
+        return out
+
+    monkeypatch.setattr(model, "encode_users", overflowing)
+    result = p.process([_click("e1", "u1", "s2", 10.0), _click("e2", "u2", "s3", 11.0)], {})
+    long_terms = [result.users[u].state.long_term for u in ("u1", "u2")]
+    assert sum(v is None for v in long_terms) == 1 and p.sequence_nonfinite == 1
+    assert all(o.recommendations for o in result.users.values())
+    assert all(np.isfinite(r.score) for o in result.users.values() for r in o.recommendations)
 
 
 def test_ring_history_reads_the_state_ring_oldest_first() -> None:
@@ -290,7 +335,7 @@ def test_metrics_and_dashboard_say_how_the_worker_ranks(
     page = render_dashboard({"ranking": ranking_summary(p), **watcher.metrics()})
     assert "short-term only" in page and "0 / 0" in page
     p.install_sequence(load_checked(tiny_sequence_dir, text_dim=32, provider="cpu"))
-    assert ranking_summary(p).startswith("blend 0.9 x sequence seq-")
+    assert ranking_summary(p).startswith("blend 0.95 x sequence seq-")
 
 
 def test_publishing_removes_files_the_new_model_does_not_have(
