@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ __all__ = [
     "item_to_obj",
     "load_ml100k",
     "prepare_ml100k",
+    "rating_event",
     "read_atomic",
     "read_manifest",
     "sha256_file",
@@ -469,6 +470,25 @@ def read_atomic(zf: zipfile.ZipFile, member: str, wanted: tuple[str, ...]) -> It
         yield [cols[i].strip() for i in idx]
 
 
+def rating_event(row: list[str], item_ids: Container[str], source: str, prefix: str) -> EventRecord:
+    """A MovieLens rating row ``(user_id, item_id, rating, timestamp)`` as an event: rating
+    >= 4 is a ``click``, below that a ``browse``; event id ``<prefix>-<user>-<item>-<ts>``."""
+    user_id, item_id, rating_s, ts_s = row
+    try:
+        rating, ts = float(rating_s), float(ts_s)
+    except ValueError:
+        raise DatasetError(f"{source}: bad rating/timestamp {rating_s!r}/{ts_s!r}") from None
+    if item_id not in item_ids:
+        raise DatasetError(f"{source}: event refers to unknown item_id {item_id!r}")
+    return EventRecord(
+        event_id=f"{prefix}-{user_id}-{item_id}-{int(ts)}",
+        user_id=user_id,
+        item_id=item_id,
+        event_type="click" if rating >= CLICK_MIN_RATING else "browse",
+        ts=ts,
+    )
+
+
 def load_ml100k(cache_dir: Path) -> tuple[list[ItemRecord], list[EventRecord]]:
     """Load MovieLens-100k from the recbole wheel (fetched into ``cache_dir`` once).
 
@@ -505,28 +525,12 @@ def load_ml100k(cache_dir: Path) -> tuple[list[ItemRecord], list[EventRecord]]:
 
     events: list[EventRecord] = []
     event_ids: set[str] = set()
-    for user_id, item_id, rating_s, ts_s in inter_rows:
-        try:
-            rating, ts = float(rating_s), float(ts_s)
-        except ValueError:
-            raise DatasetError(
-                f"{ML100K_INTER}: bad rating/timestamp {rating_s!r}/{ts_s!r}"
-            ) from None
-        if item_id not in item_ids:
-            raise DatasetError(f"{ML100K_INTER}: event refers to unknown item_id {item_id!r}")
-        event_id = f"ml100k-{user_id}-{item_id}-{int(ts)}"
-        if event_id in event_ids:
-            raise DatasetError(f"{ML100K_INTER}: duplicate event id {event_id!r}")
-        event_ids.add(event_id)
-        events.append(
-            EventRecord(
-                event_id=event_id,
-                user_id=user_id,
-                item_id=item_id,
-                event_type="click" if rating >= CLICK_MIN_RATING else "browse",
-                ts=ts,
-            )
-        )
+    for row in inter_rows:
+        event = rating_event(row, item_ids, ML100K_INTER, "ml100k")
+        if event.event_id in event_ids:
+            raise DatasetError(f"{ML100K_INTER}: duplicate event id {event.event_id!r}")
+        event_ids.add(event.event_id)
+        events.append(event)
     events.sort(key=lambda e: (e.ts, e.user_id, e.item_id))
     return items, events
 

@@ -4,7 +4,14 @@
      ├── SettingsError        a setting or environment variable has a bad value
      ├── BrokerError          the embedded broker could not start, or a broker is unreachable
      ├── TopicError           a topic exists with the wrong partition count, or cannot be created
-     └── EventRejected        one input record is unusable; ``reason`` goes to the DLQ
+     ├── EventRejected        one input record is unusable; ``reason`` goes to the DLQ
+     ├── DatasetError         a data file or sample data set cannot be read, written or fetched
+     ├── ModelRejected        a sequence model failed its checks; the old one keeps serving
+     ├── EvaluationError      the data cannot be evaluated, or a model broke the ranking contract
+     └── BenchError           a benchmark step could not run
+
+The last four live beside the code that raises them (``streams.datasets``, ``streams.models``,
+``streams.eval_models``, ``streams.bench``).
 
 Errors from aiokafka, faust and the OS are translated at the boundary with ``raise ... from exc``.
 """

