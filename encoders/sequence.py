@@ -4,8 +4,8 @@ A user's last ``max_len`` events become four int64 arrays (item rows, event type
 buckets, mask), left-padded; one :class:`SequenceModel` session turns a batch of them into user
 vectors in the item space, and ranking is one matrix product with :attr:`SequenceModel.items`.
 The same feature code (:func:`features`) feeds training, export validation and the stream, so
-the three cannot drift apart. Training and export live in :mod:`encoders.sequence_export`
-(torch, imported lazily).
+the three cannot drift apart. Training lives in :mod:`encoders.sequence_train`, export in
+:mod:`encoders.sequence_export` (torch, imported lazily).
 
 Model folder (written by :func:`encoders.sequence_export.export_sequence_model`)::
 
