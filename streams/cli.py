@@ -238,7 +238,8 @@ def tail(
     type=click.IntRange(min=0),
     default=40,
     show_default=True,
-    help="Train the sequence Transformer first (at most N epochs) when there is none; 0: never.",
+    help="No sequence Transformer yet: train one in the background (at most N epochs; the "
+    "worker switches to it when written); 0: never.",
 )
 @click.pass_context
 def demo(

@@ -1,6 +1,7 @@
 """``interest-stream demo``: everything on one machine, recommendations printed as they come.
 
-A sequence Transformer is trained first when there is none yet (``--train-epochs``, 0 skips).
+When there is no sequence Transformer yet, one is trained in the background (``--train-epochs``,
+0: never) and the worker switches to it when it is written.
 Embedded broker (unless KAFKA_BOOTSTRAP is set) -> topics -> MovieLens-100k catalog on the
 items topic -> a worker process -> events replayed at a fixed rate -> recommendations tailed
 from the output topic and printed with titles. The web view stays up until Ctrl-C.
@@ -25,8 +26,7 @@ from typing import Any
 
 import click
 
-from encoders import EncoderError, TextEncoder
-from encoders.sequence import TrainConfig, is_sequence_model
+from encoders.sequence import is_sequence_model
 from streams.broker import broker_for
 from streams.datasets import prepare_ml100k, read_events, read_items
 from streams.errors import StreamError
@@ -134,24 +134,62 @@ async def _replay_and_print(
     )
 
 
-def _train_if_missing(settings: Settings, items: Path, events: Path, epochs: int) -> None:
-    """Train the sequence Transformer on the demo's data when the worker would find none."""
-    out = settings.resolved_sequence_model_dir
-    if is_sequence_model(out):
-        return
-    click.echo(f"no sequence model in {out}: training one on {events} (at most {epochs} epochs, "
-               "a few minutes on 2 cores; --train-epochs 0 skips it) ...")  # fmt: skip
-    try:
-        from streams.train import train_sequence
+def _start_trainer(
+    settings: Settings, items: Path, events: Path, epochs: int
+) -> subprocess.Popen[bytes] | None:
+    """Train the sequence Transformer in the background when the worker would find none.
 
-        encoder = TextEncoder.load(settings.resolved_model_dir, provider=settings.provider)
-        card = train_sequence(items, events, encoder, out, TrainConfig(epochs=epochs, patience=5))
-    except (EncoderError, ImportError) as exc:
-        click.echo(f"training skipped ({exc}); ranking with the short-term vector only")
+    The worker starts at once with the short-term vector and hot-reloads the model as soon as
+    ``train`` writes it, so the first recommendations never wait for training.
+    """
+    out = settings.resolved_sequence_model_dir
+    if epochs <= 0 or is_sequence_model(out):
+        return None
+    log_path = settings.home / "demo-train.log"
+    click.echo(f"no sequence model in {out}: training one in the background (at most {epochs} "
+               f"epochs, a few minutes on 2 cores; log {log_path}); the worker switches to it "
+               "when it is written (--train-epochs 0: never)")  # fmt: skip
+    argv = [sys.executable, "-m", "streams.cli", "train", "--items", str(items),
+            "--events", str(events), "--out", str(out),
+            "--epochs", str(epochs), "--patience", "5"]  # fmt: skip
+    env = {**os.environ, "INTEREST_STREAM_HOME": str(settings.home)}
+    log = open(log_path, "ab")  # noqa: SIM115 - the child holds it
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+
+
+def _await_model(settings: Settings, trainer: subprocess.Popen[bytes], base: str) -> None:
+    """Wait for the background training, then for the worker to serve the new model."""
+    if trainer.poll() is None:
+        click.echo("waiting for the sequence model's training to finish (Ctrl-C stops it) ...")
+    if trainer.wait() != 0:
+        click.echo(f"training failed (see {settings.home / 'demo-train.log'}); short-term only")
         return
-    done = card["training"]
-    ndcg, seconds = done["best_validation_ndcg10"], done["seconds"]
-    click.echo(f"model {card['version']}: validation NDCG@10 {ndcg:.4f}, {seconds:.0f} s")
+    deadline = time.monotonic() + 4 * settings.model_poll_s + 10
+    while time.monotonic() < deadline:
+        version = _metrics(base).get("sequence_model_version")
+        if version:
+            click.echo(f"worker switched to sequence model {version}")
+            return
+        time.sleep(0.5)
+    click.echo("the worker has not picked the new model up yet; see its /metrics")
+
+
+def _metrics(base: str) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as r:  # noqa: S310
+            body = json.load(r)
+            return body if isinstance(body, dict) else {}
+    return {}
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=15)
+    if proc.poll() is None:
+        proc.kill()
 
 
 def run_demo(
@@ -170,8 +208,7 @@ def run_demo(
     items_path, events_path = files or prepare_ml100k(
         settings.home / "data" / "ml-100k", settings.home / "cache"
     )
-    if train_epochs > 0:
-        _train_if_missing(settings, items_path, events_path, train_epochs)
+    trainer = _start_trainer(settings, items_path, events_path, train_epochs)
     items = read_items(items_path)
     titles = {i.item_id: i.title for i in items}
     embedded = not settings.bootstrap
@@ -192,16 +229,15 @@ def run_demo(
                 f"{base}/users/196  {base}/metrics"
             )
             asyncio.run(_replay_and_print(settings, events_path, titles, rate, limit))
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{base}/metrics", timeout=2) as r:  # noqa: S310
-                    click.echo(json.dumps(json.load(r), indent=1))
+            if trainer is not None and not linger:
+                _await_model(settings, trainer, base)
+            click.echo(json.dumps(_metrics(base), indent=1))
             if linger:
                 click.echo(f"web view still up at {base}/ - Ctrl-C to stop")
                 with contextlib.suppress(KeyboardInterrupt):
                     worker.wait()
         finally:
-            worker.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                worker.wait(timeout=15)
-            if worker.poll() is None:
-                worker.kill()
+            _stop(worker)
+            if trainer is not None and trainer.poll() is None:
+                click.echo("stopping the unfinished training (make demo again trains anew)")
+            _stop(trainer)
