@@ -203,6 +203,8 @@ class BenchConfig:
     min_seconds: float
     rounds: int = 3
     sections: tuple[str, ...] = SECTIONS
+    comment_share: float = 0.0
+    """Share of the stream's events turned into comments (text encoded in the worker)."""
 
     @classmethod
     def for_mode(cls, quick: bool, events: int | None = None,
@@ -614,6 +616,16 @@ def stream_rows(results: dict[str, StageResult]) -> list[Row]:
     return rows
 
 
+def with_comments(events: Sequence[Any], texts: dict[str, str], share: float) -> list[Any]:
+    """Every ``round(1 / share)``-th event as a comment whose text is its item's catalog text
+    (ml-100k has no comments: a stand-in of the same length as a short review title)."""
+    if share <= 0:
+        return list(events)
+    step = max(1, round(1 / share))
+    return [dataclasses.replace(e, event_type="comment", text=texts[e.item_id])
+            if n % step == step - 1 else e for n, e in enumerate(events)]  # fmt: skip
+
+
 def _load_dataset(settings: Settings, count: int) -> tuple[list[Any], list[Any]]:
     from streams.datasets import prepare_ml100k, read_events, read_items
 
@@ -629,6 +641,7 @@ def stream_section(settings: Settings, cfg: BenchConfig, tmp: Path) -> list[Row]
     from streams.broker import broker_for
 
     items, events = _load_dataset(settings, cfg.events + cfg.latency_events())
+    events = with_comments(events, {i.item_id: i.text for i in items}, cfg.comment_share)
     with broker_for(settings.bootstrap, tmp / "broker.log") as bootstrap:
         run = StreamRun(settings, bootstrap, tmp, cfg, items, events)
         results = {kind: run_stage(run, kind) for kind in STAGES}
@@ -868,6 +881,7 @@ def run_meta(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         "onnxruntime": onnxruntime.__version__,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "worker_ranking": _ranking(settings),
+        "comment_share": cfg.comment_share,
     }
 
 
@@ -934,21 +948,26 @@ def _sections(value: str) -> tuple[str, ...]:
               help="Events pre-loaded per stream stage (default 30,000; --quick 4,000).")
 @click.option("--sections", default=",".join(SECTIONS), show_default=True,
               help="Comma-separated subset of the sections to run.")
+@click.option("--comment-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Turn this share of the stream's events into comments (text encoded).")
 @click.pass_context
 def bench_command(
-    ctx: click.Context, quick: bool, out: Path | None, events: int | None, sections: str
+    ctx: click.Context, quick: bool, out: Path | None, events: int | None, sections: str,
+    comment_share: float,
 ) -> None:
     """Events/s, latency, encoder, ranking and state size, each vs a same-run baseline."""
     settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
     # SIGTERM unwinds like Ctrl-C, so every ``finally`` stops its broker and processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    cfg = BenchConfig.for_mode(quick, events, _sections(sections))
+    cfg = dataclasses.replace(BenchConfig.for_mode(quick, events, _sections(sections)),
+                              comment_share=comment_share)
     report = run_bench(settings, cfg, lambda line: click.echo(line, err=True))
     click.echo(format_table(report.rows))
     click.echo(f"\n{report.seconds.get('total', 0):.0f}s in all ("
                + ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items() if k != "total")
                + f"); {os.cpu_count()} CPUs, load {report.meta['loadavg_end'][0]:.1f}; "
-               + f"worker ranking: {report.meta['worker_ranking']}")
+               + f"worker ranking: {report.meta['worker_ranking']}; "
+               + f"comments: {report.meta['comment_share']:.0%} of the stream's events")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report.to_json(), indent=1) + "\n")

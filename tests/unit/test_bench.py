@@ -257,3 +257,17 @@ def test_command_rejects_unknown_sections() -> None:
     assert "choose from" in result.output
     help_text = CliRunner().invoke(bench_command, ["--help"]).output
     assert "--quick" in help_text and "--out" in help_text
+
+
+def test_a_comment_share_turns_every_nth_event_into_a_comment_with_its_item_text() -> None:
+    from streams.bench import with_comments
+    from streams.datasets import EventRecord
+
+    events = [EventRecord(f"e{n}", f"u{n % 3}", f"i{n % 4}", "click", float(n)) for n in range(20)]
+    texts = {f"i{n}": f"text of i{n}" for n in range(4)}
+    mixed = with_comments(events, texts, 0.1)
+    comments = [n for n, e in enumerate(mixed) if e.event_type == "comment"]
+    assert comments == [9, 19]
+    assert all(mixed[n].text == texts[events[n].item_id] for n in comments)
+    assert [e.event_id for e in mixed] == [e.event_id for e in events]  # same events, in order
+    assert with_comments(events, texts, 0.0) == events
