@@ -6,6 +6,7 @@ shows is what the stream keeps.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -110,5 +111,8 @@ def register(
     @app.page("/users/{user_id}")
     async def user(self: View, request: Request, user_id: str) -> Response:
         raw = wiring.table.get(user_id.encode())
-        body = user_summary(user_id, raw, pipeline)
+        # ranking runs the ONNX sequence model: off the event loop, like the agent's batches
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, user_summary, user_id, raw, pipeline
+        )
         return self.json(body, status=200 if body["found"] else 404)
