@@ -692,11 +692,12 @@ _LOADED: dict[str, Callable[[list[str], int], Any]] = {}
 
 
 def _child_load(kind: str, model_dir: str, provider: str) -> str:
-    """In a child process: load ``kind`` (``onnx`` or ``torch``), return its label or ''."""
-    if kind == "onnx":
+    """In a child process: load ``kind`` (``onnx``, ``int8`` or ``torch``), return its label
+    or ''."""
+    if kind in ("onnx", "int8"):
         from encoders import TextEncoder
 
-        encoder = TextEncoder.load(Path(model_dir), provider=provider)
+        encoder = TextEncoder.load(Path(model_dir), provider=provider, quantized=kind == "int8")
         _LOADED[kind] = lambda texts, size: encoder.encode(texts, batch_size=size)
         return encoder.provider
     from encoders import default_model_source
@@ -758,6 +759,35 @@ def encoder_section(settings: Settings, cfg: BenchConfig, texts: list[str]) -> l
             rows.append(Row("encoder", f"sentences/s, batch {size} ({provider})", ours,
                             "sent/s", reference, theirs, note))
             note = ""
+    return rows + int8_rows(settings, cfg, texts)
+
+
+def int8_rows(settings: Settings, cfg: BenchConfig, texts: list[str]) -> list[Row]:
+    """The int8-quantised encoder (``INTEREST_STREAM_ENCODER_INT8``) against fp32 ONNX."""
+    from encoders import EncoderError, quantize_int8
+    from encoders.metadata import INT8_FILE
+
+    model_dir = settings.resolved_model_dir.resolve()
+    try:
+        if not (model_dir / INT8_FILE).is_file():
+            quantize_int8(model_dir)
+    except EncoderError as exc:
+        return [Row("encoder", "int8 sentences/s", math.nan, "sent/s", note=f"skipped: {exc}")]
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as fp32, \
+            ProcessPoolExecutor(1, mp_context=spawn) as int8:
+        for pool, kind in ((fp32, "onnx"), (int8, "int8")):
+            pool.submit(_child_load, kind, str(model_dir), settings.provider).result()
+        a, b = (pool.submit(_child_vectors, kind, texts[:256]).result()
+                for pool, kind in ((fp32, "onnx"), (int8, "int8")))
+        cosine = float(np.mean(np.sum(a * b, axis=1)))  # both L2-normalised in the graph
+        rows = []
+        for size in cfg.batch_sizes[1:]:
+            ours, theirs = paired_rates(
+                partial(_remote_rate, int8, "int8", texts, size, cfg.min_seconds),
+                partial(_remote_rate, fp32, "onnx", texts, size, cfg.min_seconds), cfg.rounds)
+            rows.append(Row("encoder", f"int8 sentences/s, batch {size}", ours, "sent/s",
+                            "fp32 onnx", theirs, f"mean cosine(int8, fp32) {cosine:.4f}"))
     return rows
 
 

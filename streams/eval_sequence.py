@@ -170,12 +170,13 @@ def default_models(
     sequence_dir: Path | None = None,
     blend_weights: Sequence[float] = (),
     history_len: int = 50,
+    quantized: bool = False,
 ) -> list[Recommender]:
     """Popularity, the stream's short-term model on the text encoder in ``model_dir`` and,
     with ``sequence_dir``, the Transformer and its blends with the short-term vector (the
-    stream's ring of ``history_len`` events)."""
+    stream's ring of ``history_len`` events). ``quantized``: the int8 text encoder."""
     try:
-        encoder = TextEncoder.load(model_dir, provider=provider)
+        encoder = TextEncoder.load(model_dir, provider=provider, quantized=quantized)
         sequence = (
             SequenceModel.load(sequence_dir, provider=provider)
             if sequence_dir is not None

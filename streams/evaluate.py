@@ -310,7 +310,7 @@ def evaluate_command(
     settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
     items_path, events_path = _data_paths(settings, items_path, events_path)
     model_dir = settings.resolved_model_dir
-    if not is_exported(model_dir):
+    if not is_exported(model_dir) or settings.encoder_int8:
         from streams.runtime import ensure_model  # imports faust: only when an export is due
 
         ensure_model(settings)
@@ -326,6 +326,7 @@ def evaluate_command(
         sequence_dir=sequence_dir,
         blend_weights=blend_weights,
         history_len=settings.history_len,
+        quantized=settings.encoder_int8,
     )
     models.extend(PeerModel.load(path) for path in peer_files)
     report = run_evaluation(

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import faust
 
-from encoders import ModelNotFoundError, TextEncoder, default_model_source, export_text_encoder
+from encoders import (
+    ModelNotFoundError,
+    TextEncoder,
+    default_model_source,
+    export_text_encoder,
+    quantize_int8,
+)
 from encoders.export import is_exported
+from encoders.metadata import INT8_FILE
 from interest_state import UpdateParams
 from streams.app import create_app, topic_specs
 from streams.errors import StreamError
@@ -36,8 +43,15 @@ log = logging.getLogger(__name__)
 def ensure_model(settings: Settings, source: Path | None = None) -> Path:
     """Export the text encoder into ``settings.resolved_model_dir`` unless it is already there."""
     out = settings.resolved_model_dir
-    if is_exported(out):
-        return out
+    if not is_exported(out):
+        _export(out, source)
+    if settings.encoder_int8 and not (out / INT8_FILE).is_file():
+        log.info("int8 encoder: quantising %s", out / INT8_FILE)
+        quantize_int8(out)
+    return out
+
+
+def _export(out: Path, source: Path | None) -> None:
     src = source or default_model_source()
     report = export_text_encoder(src, out)
     log.info(
@@ -47,13 +61,14 @@ def ensure_model(settings: Settings, source: Path | None = None) -> Path:
         report.seconds,
         report.max_abs_diff,
     )
-    return out
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
     model_dir = settings.resolved_model_dir
     try:
-        encoder = TextEncoder.load(model_dir, provider=settings.provider)
+        encoder = TextEncoder.load(
+            model_dir, provider=settings.provider, quantized=settings.encoder_int8
+        )
     except ModelNotFoundError as exc:
         raise StreamError(f"{exc}\nrun `interest-stream export` first") from exc
     log.info("text encoder %s on %s", encoder.model_version, encoder.provider)
@@ -106,6 +121,7 @@ def forget_local_state(settings: Settings) -> None:
 def run_worker(settings: Settings) -> None:
     """Run one worker until it is stopped; exits non-zero when the worker crashes."""
     prepare_topics(settings)
+    ensure_model(settings)  # the export, and its int8 copy when that is asked for
     limit_blas_threads(settings.blas_threads)
     pipeline = build_pipeline(settings)
     app = create_app(settings, pipeline, build_watcher(settings, pipeline))

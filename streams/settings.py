@@ -64,6 +64,7 @@ class Settings:
     blend_weight: float = 0.95
     model_poll_s: float = 5.0
     blas_threads: int = 1
+    encoder_int8: bool = False
     max_user_id_len: int = 128
     log_level: str = "info"
 
@@ -157,6 +158,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "INTEREST_STREAM_BLEND_WEIGHT": ("blend_weight", float),
     "INTEREST_STREAM_MODEL_POLL_S": ("model_poll_s", float),
     "INTEREST_STREAM_BLAS_THREADS": ("blas_threads", int),
+    "INTEREST_STREAM_ENCODER_INT8": ("encoder_int8", _bool),
     "INTEREST_STREAM_LOG_LEVEL": ("log_level", str),
     "INTEREST_STREAM_TOPIC_CLICK": ("topic_click", str),
     "INTEREST_STREAM_TOPIC_BROWSE": ("topic_browse", str),

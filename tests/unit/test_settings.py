@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streams.errors import SettingsError
@@ -94,3 +95,27 @@ def test_a_worker_caps_numpys_blas_pool() -> None:
         assert Settings.from_env().blas_threads == 1  # the default a worker applies
     finally:
         threadpool_limits(limits=max(before.values()), user_api="blas")
+
+
+def test_the_int8_setting_makes_the_worker_quantise_and_serve_the_int8_encoder(
+    tiny_export, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    import shutil
+
+    from encoders.metadata import INT8_FILE
+    from streams.runtime import build_pipeline, ensure_model
+
+    model_dir = tmp_path / "encoder"
+    shutil.copytree(tiny_export.out_dir, model_dir)
+    settings = Settings.from_env({"INTEREST_STREAM_ENCODER_INT8": "true"}).replace(
+        model_dir=model_dir
+    )
+    assert settings.encoder_int8 and not (model_dir / INT8_FILE).exists()
+    ensure_model(settings)  # what a worker, the evaluator and the bench do first
+    assert (model_dir / INT8_FILE).is_file()
+    fp32 = build_pipeline(settings.replace(encoder_int8=False)).encoder
+    int8 = build_pipeline(settings).encoder
+    texts = ["a quiet film about the sea", "loud robots fight in space"]
+    a, b = fp32.encode(texts), int8.encode(texts)
+    assert not np.array_equal(a, b)  # another graph ran
+    assert float(np.min(np.sum(a * b, axis=1))) > 0.9  # and it is still the same encoder
