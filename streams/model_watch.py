@@ -28,7 +28,8 @@ class ModelWatcher:
     """Polls ``folder``; a new card means: load, check, swap into ``pipeline`` (or reject).
 
     :meth:`poll` is blocking (run it in an executor thread); it never raises. Counters for
-    ``/metrics``: ``reloads`` (models swapped in after the first), ``rejects`` and
+    ``/metrics``: ``loads`` (models put into service, the first included), ``reloads`` (models
+    that replaced another), ``rejects`` and
     ``last_reject``.
     """
 
@@ -121,6 +122,7 @@ class ModelWatcher:
         return {
             "sequence_model_dir": str(self.folder),
             "sequence_model_version": current.version if current else None,
+            "model_loads": self.loads,
             "model_reloads": self.reloads,
             "model_rejects": self.rejects,
             "model_last_reject": self.last_reject,

@@ -218,6 +218,7 @@ def test_the_watcher_loads_swaps_and_keeps_serving_through_a_broken_model(
     metrics = watcher.metrics()
     assert metrics["sequence_model_version"] == "seq-second"
     assert metrics["model_rejects"] == 1 and metrics["model_reloads"] == 1
+    assert metrics["model_loads"] == 2  # the first model from nothing, then its replacement
 
 
 def test_the_watcher_never_raises_and_retries_only_a_changed_card(
