@@ -90,6 +90,8 @@ def test_a_worker_caps_numpys_blas_pool() -> None:
     assert blas, "numpy links a BLAS library"
     before = {p["filepath"]: p["num_threads"] for p in blas}
     try:
+        threadpool_limits(limits=2, user_api="blas")  # a pool wider than one, as on any 2+ cores
+        assert any(p["num_threads"] > 1 for p in threadpool_info() if p["user_api"] == "blas")
         limit_blas_threads(1)
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
         assert Settings.from_env().blas_threads == 1  # the default a worker applies
