@@ -67,6 +67,8 @@ class Settings:
     encoder_int8: bool = False
     max_user_id_len: int = 128
     log_level: str = "info"
+    store_block_cache_mb: int = 256
+    store_write_buffer_mb: int = 16
 
     @property
     def data_dir(self) -> Path:
@@ -119,6 +121,8 @@ class Settings:
             (self.model_poll_s > 0, "model_poll_s must be > 0"),
             (0 <= self.blas_threads <= 256, "blas_threads must be 0..256 (0: numpy's default)"),
             (1 <= self.web_port <= 65535, "web_port must be 1..65535"),
+            (1 <= self.store_block_cache_mb <= 65536, "store_block_cache_mb must be 1..65536"),
+            (1 <= self.store_write_buffer_mb <= 4096, "store_write_buffer_mb must be 1..4096"),
             (len(set(dataclasses.astuple(self.topics))) == 6, "topic names must differ"),
         ]
         for ok, message in checks:
@@ -166,4 +170,6 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "INTEREST_STREAM_TOPIC_ITEMS": ("topic_items", str),
     "INTEREST_STREAM_TOPIC_RECOMMENDATIONS": ("topic_recommendations", str),
     "INTEREST_STREAM_TOPIC_DLQ": ("topic_dlq", str),
+    "INTEREST_STREAM_STORE_BLOCK_CACHE_MB": ("store_block_cache_mb", int),
+    "INTEREST_STREAM_STORE_WRITE_BUFFER_MB": ("store_write_buffer_mb", int),
 }
