@@ -35,6 +35,7 @@ from encoders.errors import (
     ModelNotFoundError,
 )
 from encoders.metadata import (
+    CONFIG_FILE,
     INT8_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -248,6 +249,7 @@ def _export_into(staging: Path, source: Path, spec: ExportSpec) -> EncoderMetada
     )
     max_abs_diff, dim = _validate(encoder, tokenizer, model_path, spec)
     _write_tokenizer(source, tokenizer, staging / TOKENIZER_FILE)
+    shutil.copyfile(source / "config.json", staging / CONFIG_FILE)  # the architecture
     sha = file_sha256(model_path)
     metadata = EncoderMetadata(
         dim=dim,
@@ -261,6 +263,7 @@ def _export_into(staging: Path, source: Path, spec: ExportSpec) -> EncoderMetada
         opset=spec.opset,
         atol=spec.atol,
         max_abs_diff=max_abs_diff,
+        num_heads=int(getattr(model.config, "num_attention_heads", 0) or 0),
     )
     write_metadata(staging, metadata)
     return metadata

@@ -11,7 +11,10 @@ from typing import Any
 from encoders.errors import ModelLoadError, ModelNotFoundError
 
 __all__ = [
+    "CONFIG_FILE",
     "FORMAT_VERSION",
+    "FP16_CARD",
+    "FP16_FILE",
     "INT8_FILE",
     "METADATA_FILE",
     "MODEL_FILE",
@@ -24,7 +27,10 @@ __all__ = [
 
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+FP16_FILE = "model.fp16.onnx"
+FP16_CARD = "model.fp16.json"
 TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "config.json"
 METADATA_FILE = "encoder.json"
 FORMAT_VERSION = 1
 
@@ -49,6 +55,8 @@ class EncoderMetadata:
     atol: float
     max_abs_diff: float
     pooling: str = "mean"
+    #: Attention heads (the GPU graph's fusion needs it); 0 in exports made before it was kept.
+    num_heads: int = 0
     normalized: bool = True
     format_version: int = FORMAT_VERSION
 

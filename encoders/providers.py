@@ -47,6 +47,7 @@ def _cuda_loads() -> bool:
     """True when a session with the CUDA EP really comes up with CUDA attached."""
     if CUDA not in available_providers():
         return False
+    _preload_cuda_libraries()
     options = ort.SessionOptions()
     options.log_severity_level = 4  # the probe's failure is expected on CPU-only hosts
     try:
@@ -55,6 +56,19 @@ def _cuda_loads() -> bool:
         log.info("CUDA execution provider is listed but does not load: %s", exc)
         return False
     return CUDA in session.get_providers()
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the ``nvidia-*`` pip packages when they are installed (as torch
+    installs them), so onnxruntime-gpu finds them without LD_LIBRARY_PATH; a no-op where they
+    are not (system CUDA on the loader path then serves)."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # onnxruntime reports a missing library as an untyped error
+        log.info("onnxruntime.preload_dlls: %s", exc)
 
 
 def choose_providers(preferred: str = "auto") -> list[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +15,22 @@ from tokenizers import Encoding, Tokenizer
 
 from encoders.errors import (
     ConfigurationError,
+    EncoderError,
     InferenceError,
     InputError,
     ModelLoadError,
     ModelNotFoundError,
     ProviderError,
 )
-from encoders.metadata import INT8_FILE, MODEL_FILE, TOKENIZER_FILE, EncoderMetadata, read_metadata
+from encoders.fp16 import Fp16Card, check_vectors, read_fp16_card
+from encoders.metadata import (
+    FP16_FILE,
+    INT8_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    EncoderMetadata,
+    read_metadata,
+)
 from encoders.providers import CUDA, choose_providers, session_options
 
 __all__ = ["TextEncoder"]
@@ -40,17 +51,31 @@ def _load_tokenizer(path: Path, max_length: int) -> Tokenizer:
     return tokenizer
 
 
-def _open_session(model_path: Path, provider: str, intra_op_threads: int | None) -> Any:
-    providers = choose_providers(provider)
+def _open_session(model_path: Path, providers: list[str], intra_op_threads: int | None) -> Any:
     try:
         session = ort.InferenceSession(
             str(model_path), sess_options=session_options(intra_op_threads), providers=providers
         )
     except Exception as exc:  # onnxruntime raises untyped pybind errors
         raise ModelLoadError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
-    if provider.strip().lower() == "cuda" and session.get_providers()[0] != CUDA:
+    if providers[0] == CUDA and session.get_providers()[0] != CUDA:
         raise ProviderError(f"the session for {model_path} did not attach CUDAExecutionProvider")
     return session
+
+
+def _graph_for(model_dir: Path, providers: list[str], quantized: bool
+               ) -> tuple[Path, Fp16Card | None]:
+    """Which graph to open: int8 when asked, the fused fp16 one on CUDA when it is current."""
+    if quantized:
+        return model_dir / INT8_FILE, None
+    if providers[0] != CUDA:
+        return model_dir / MODEL_FILE, None
+    card = read_fp16_card(model_dir)
+    if card is None:
+        log.warning("no current %s in %s: the float32 graph runs on CUDA (slower); build it with "
+                    "`interest-stream export --fp16`", FP16_FILE, model_dir)
+        return model_dir / MODEL_FILE, None
+    return model_dir / FP16_FILE, card
 
 
 class TextEncoder:
@@ -58,6 +83,10 @@ class TextEncoder:
 
     Build it once per worker with :meth:`load`; :meth:`encode` is safe to call from one
     executor thread at a time per instance (ONNX Runtime's ``run`` itself is thread-safe).
+
+    On the CUDA provider a batch runs through IO binding (the vector is copied back once,
+    no per-run output allocation on the host), and :meth:`encode` prepares the next batch
+    (padding, on the CPU) while the GPU runs the current one, on a thread of its own.
     """
 
     def __init__(
@@ -81,8 +110,26 @@ class TextEncoder:
         self._output = session.get_outputs()[0].name
         self.dim: int = metadata.dim
         self.max_length: int = max_length
+        self._export_max_length = metadata.max_length
         self.model_version: str = model_version
         self.provider: str = str(session.get_providers()[0])
+        self._cuda = self.provider == CUDA
+        self._runner = ThreadPoolExecutor(1, thread_name_prefix="encoder-gpu") if self._cuda \
+            else None
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self._inputs
+
+    @classmethod
+    def from_session(cls, session: Any, model_dir: Path, max_length: int | None = None
+                     ) -> TextEncoder:
+        """An encoder over a session already opened on one of ``model_dir``'s graphs."""
+        metadata = read_metadata(Path(model_dir))
+        length = max_length or metadata.max_length
+        tokenizer = _load_tokenizer(Path(model_dir) / TOKENIZER_FILE, length)
+        return cls(session, tokenizer, metadata, max_length=length,
+                   model_version=metadata.model_version)
 
     @classmethod
     def load(
@@ -97,11 +144,14 @@ class TextEncoder:
         """Open the export in ``model_dir`` with one ``InferenceSession``.
 
         ``max_length`` may shorten (never lengthen) the export's; ``quantized`` picks
-        ``model.int8.onnx`` from :func:`encoders.export.quantize_int8`.
+        ``model.int8.onnx`` from :func:`encoders.export.quantize_int8`. On CUDA the fused fp16
+        graph (:func:`encoders.fp16.optimize_fp16`) is used when it is current; it is checked
+        against its float32 reference vectors and warmed up before the encoder is returned.
         """
         model_dir = Path(model_dir)
         metadata = read_metadata(model_dir)
-        model_path = model_dir / (INT8_FILE if quantized else MODEL_FILE)
+        providers = choose_providers(provider)
+        model_path, card = _graph_for(model_dir, providers, quantized)
         for needed in (model_path, model_dir / TOKENIZER_FILE):
             if not needed.is_file():
                 raise ModelNotFoundError(f"{needed} is missing; export (or quantise) again")
@@ -111,9 +161,17 @@ class TextEncoder:
                 f"max_length must be within 2..{metadata.max_length} (the export's), got {length}"
             )
         tokenizer = _load_tokenizer(model_dir / TOKENIZER_FILE, length)
-        session = _open_session(model_path, provider, intra_op_threads)
-        version = f"{metadata.model_version}-int8" if quantized else metadata.model_version
+        session = _open_session(model_path, providers, intra_op_threads)
+        version = metadata.model_version + ("-int8" if quantized else "-fp16" if card else "")
         encoder = cls(session, tokenizer, metadata, max_length=length, model_version=version)
+        if card is not None:
+            try:
+                encoder.warm_up(card)
+            except ModelLoadError as exc:  # wrong vectors are never served: float32 serves
+                log.error("%s; the float32 graph runs on %s instead", exc, encoder.provider)
+                session = _open_session(model_dir / MODEL_FILE, providers, intra_op_threads)
+                encoder = cls(session, tokenizer, metadata, max_length=length,
+                              model_version=metadata.model_version)
         log.info(
             "text encoder %s (dim %d, max_length %d) on %s",
             version,
@@ -129,11 +187,31 @@ class TextEncoder:
             f"max_length={self.max_length}, provider={self.provider!r})"
         )
 
+    def warm_up(self, card: Fp16Card, batch_sizes: Sequence[int] = (1, 64, 512)) -> float:
+        """Check the graph against ``card``'s float32 vectors on this provider, then run a batch
+        of each size once (first runs allocate and pick kernels). Returns the smallest cosine;
+        :class:`ModelLoadError` when the vectors are off. The check tokenises at the export's
+        full length, as the reference was made, whatever this encoder truncates at."""
+        self._tokenizer.enable_truncation(max_length=self._export_max_length)
+        try:
+            cosine = check_vectors(self.encode(list(card.texts)), card, self.provider)
+        except EncoderError as exc:
+            raise ModelLoadError(f"the fp16 graph fails its check on {self.provider}: {exc}"
+                                 ) from exc
+        finally:
+            self._tokenizer.enable_truncation(max_length=self.max_length)
+        for size in batch_sizes:
+            self.encode([card.texts[1]] * size, batch_size=size)
+        log.info("fp16 graph checked on %s (min cosine %.5f) and warmed up", self.provider, cosine)
+        return cosine
+
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """(n, dim) float32, rows L2-normalised, in the order of ``texts``.
 
-        Texts are tokenised once, sorted by token count and run in batches padded only to the
-        longest in each batch. Over-long texts are truncated at ``max_length``.
+        Texts run in batches of similar length, each padded only to its longest. On the CPU
+        they are tokenised at once and sorted by token count; on CUDA they are sorted by
+        character count and each batch is tokenised and padded while the GPU runs the one
+        before. Over-long texts are truncated at ``max_length``.
         """
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be >= 1, got {batch_size}")
@@ -141,35 +219,79 @@ class TextEncoder:
         out = np.empty((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
-        encodings = self._tokenizer.encode_batch(items)
+        if self._runner is None:
+            for rows, feeds in self._batches_tokenised_first(items, batch_size):
+                out[rows] = self._run(feeds)
+            return out
+        pending: tuple[np.ndarray, Future[np.ndarray]] | None = None
+        for rows, feeds in self._batches_tokenised_per_batch(items, batch_size):
+            running = self._runner.submit(self._run, feeds)  # the GPU works, we make the next
+            if pending is not None:
+                out[pending[0]] = pending[1].result()
+            pending = (rows, running)
+        if pending is not None:
+            out[pending[0]] = pending[1].result()
+        return out
+
+    def _tokenise(self, texts: list[str]) -> list[Encoding]:
+        fast = getattr(self._tokenizer, "encode_batch_fast", None)  # no offsets: we need none
+        encodings: list[Encoding] = (fast or self._tokenizer.encode_batch)(texts)
+        return encodings
+
+    def _batches_tokenised_first(self, items: list[str], batch_size: int
+                                 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        encodings = self._tokenise(items)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(items))
         order = np.argsort(lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            out[rows] = self._run(self._feeds([encodings[row] for row in rows]))
-        return out
+            yield rows, self._feeds([encodings[row] for row in rows], lengths[rows])
 
-    def _feeds(self, encodings: list[Encoding]) -> dict[str, np.ndarray]:
-        width = max(len(encoding.ids) for encoding in encodings)
-        shape = (len(encodings), width)
-        ids = np.full(shape, self._pad_id, dtype=np.int64)
-        mask = np.zeros(shape, dtype=np.int64)
-        types = np.zeros(shape, dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            size = len(encoding.ids)
-            ids[row, :size] = encoding.ids
-            mask[row, :size] = 1
-            types[row, :size] = encoding.type_ids
-        made = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    def _batches_tokenised_per_batch(self, items: list[str], batch_size: int
+                                     ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        chars = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+        order = np.argsort(chars, kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            encodings = self._tokenise([items[row] for row in rows])
+            lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
+            yield rows, self._feeds(encodings, lengths)
+
+    def _feeds(self, encodings: list[Encoding], lengths: np.ndarray) -> dict[str, np.ndarray]:
+        """Padded int64 inputs, built with two vectorised copies rather than a loop per row."""
+        filled = np.arange(int(lengths.max())) < lengths[:, None]
+        total = int(lengths.sum())
+        ids = np.full(filled.shape, self._pad_id, dtype=np.int64)
+        ids[filled] = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int64, total)
+        made = {"input_ids": ids, "attention_mask": filled.astype(np.int64)}
+        if "token_type_ids" in self._inputs:
+            types = np.zeros(filled.shape, dtype=np.int64)
+            types[filled] = np.fromiter(
+                chain.from_iterable(e.type_ids for e in encodings), np.int64, total)
+            made["token_type_ids"] = types
         return {name: made[name] for name in self._inputs}
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         try:
-            result = self._session.run([self._output], feeds)[0]
+            if self._cuda:
+                result = self._run_bound(feeds)
+            else:
+                result = self._session.run([self._output], feeds)[0]
         except Exception as exc:  # onnxruntime raises untyped pybind errors
             rows = len(feeds["input_ids"])
             raise InferenceError(f"ONNX Runtime failed on a batch of {rows}: {exc}") from exc
         return np.asarray(result, dtype=np.float32)
+
+    def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One run through IO binding: inputs copied to the device, the output left there by
+        the run and copied back once."""
+        binding = self._session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        binding.bind_output(self._output, "cuda")
+        self._session.run_with_iobinding(binding)
+        result: np.ndarray = binding.copy_outputs_to_cpu()[0]
+        return result
 
 
 def _as_texts(texts: Sequence[str]) -> list[str]:

@@ -62,7 +62,7 @@ __all__ = [
     "throughput_from_samples",
 ]
 
-SECTIONS = ("stream", "encoder", "rank", "sequence", "state")
+SECTIONS = ("stream", "encoder", "rank", "sequence", "state", "gpu")
 STAGES = ("noop", "table-send", "ours")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: /metrics polling period: each poll costs the worker ~1 ms (a percentile over its reservoir).
@@ -231,6 +231,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "INTEREST_STREAM_WEB_HOST": settings.web_host,
         "INTEREST_STREAM_WEB_PORT": str(settings.web_port),
         "INTEREST_STREAM_STORE": settings.store,
+        "INTEREST_STREAM_PROVIDER": settings.provider,
+        "INTEREST_STREAM_ENCODER_INT8": str(settings.encoder_int8).lower(),
         "INTEREST_STREAM_TOPIC_CLICK": t.click,
         "INTEREST_STREAM_TOPIC_BROWSE": t.browse,
         "INTEREST_STREAM_TOPIC_COMMENT": t.comment,
@@ -958,6 +960,13 @@ def run_bench(settings: Settings, cfg: BenchConfig, echo: Callable[[str], None])
         if "state" in cfg.sections:
             with timed(report, "state"):
                 report.rows += state_section()
+        if "gpu" in cfg.sections:
+            from streams.bench_gpu import gpu_section
+
+            with timed(report, "gpu"):
+                report.rows += gpu_section(
+                    settings, cfg, Path(tmp), echo,
+                    shares=(cfg.comment_share,) if cfg.comment_share else (0.5, 1.0))
     report.meta["loadavg_end"] = os.getloadavg()
     return report
 

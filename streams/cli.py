@@ -102,13 +102,15 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
     help="A local Hugging Face BERT-family folder (default: MiniLM).",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--fp16", is_flag=True,
+              help="Also build the GPU graph: fused by onnxruntime's optimizer, float16, checked.")
 @click.pass_context
-def export(ctx: click.Context, source: Path | None, out: Path | None) -> None:
+def export(ctx: click.Context, source: Path | None, out: Path | None, fp16: bool) -> None:
     """Export the text encoder to ONNX (validated against torch)."""
     from streams.runtime import ensure_model
 
     settings = _settings(ctx).replace(model_dir=out)
-    path = ensure_model(settings, source)
+    path = ensure_model(settings, source, fp16=fp16)
     click.echo(f"text encoder ready in {path}")
 
 

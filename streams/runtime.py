@@ -11,6 +11,7 @@ from pathlib import Path
 import faust
 
 from encoders import (
+    ExportDependencyError,
     ModelNotFoundError,
     TextEncoder,
     default_model_source,
@@ -18,7 +19,9 @@ from encoders import (
     quantize_int8,
 )
 from encoders.export import is_exported
-from encoders.metadata import INT8_FILE
+from encoders.fp16 import optimize_fp16, read_fp16_card
+from encoders.metadata import INT8_FILE, read_metadata
+from encoders.providers import CUDA, choose_providers
 from interest_state import UpdateParams
 from streams.app import create_app, topic_specs
 from streams.errors import StreamError
@@ -40,14 +43,26 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def ensure_model(settings: Settings, source: Path | None = None) -> Path:
-    """Export the text encoder into ``settings.resolved_model_dir`` unless it is already there."""
+def ensure_model(settings: Settings, source: Path | None = None, *, fp16: bool = False) -> Path:
+    """Export the text encoder into ``settings.resolved_model_dir`` unless it is already there;
+    quantise it when the int8 encoder is chosen; build the fused fp16 graph when asked or when
+    the encoder will run on CUDA (a worker without the ``onnx`` package then runs float32)."""
     out = settings.resolved_model_dir
     if not is_exported(out):
         _export(out, source)
     if settings.encoder_int8 and not (out / INT8_FILE).is_file():
         log.info("int8 encoder: quantising %s", out / INT8_FILE)
         quantize_int8(out)
+    on_cuda = not settings.encoder_int8 and choose_providers(settings.provider)[0] == CUDA
+    if (fp16 or on_cuda) and read_fp16_card(out) is None:
+        if read_metadata(out).num_heads < 1:  # exported before the fusable graph: once more
+            _export(out, source)
+        try:
+            log.info("fp16 graph: fused and converted in %s", optimize_fp16(out))
+        except ExportDependencyError as exc:
+            if fp16:
+                raise
+            log.warning("no fp16 graph, the float32 one runs on CUDA: %s", exc)
     return out
 
 
