@@ -15,6 +15,10 @@ much less so). Sections:
 3. ``rank``: users/s of :func:`interest_state.rank` over an :class:`encoders.ItemIndex` of
    random unit vectors vs a plain numpy matmul + argpartition top-k.
 4. ``state``: bytes of one full-ring user state (:func:`interest_state.encode_state`) vs pickle.
+5. ``store``: RSS of a process holding N users (1M; ``--quick`` 100k) in the worker's RocksDB
+   table store vs faust's default store options, and a real worker that recovered them
+   (:mod:`streams.bench_state`).
+6. ``gpu``: the encoder and the worker on CUDA vs their baselines (:mod:`streams.bench_gpu`).
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ __all__ = [
     "throughput_from_samples",
 ]
 
-SECTIONS = ("stream", "encoder", "rank", "sequence", "state", "gpu")
+SECTIONS = ("stream", "encoder", "rank", "sequence", "state", "store", "gpu")
 STAGES = ("noop", "table-send", "ours")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: /metrics polling period: each poll costs the worker ~1 ms (a percentile over its reservoir).
@@ -960,6 +964,12 @@ def run_bench(settings: Settings, cfg: BenchConfig, echo: Callable[[str], None])
         if "state" in cfg.sections:
             with timed(report, "state"):
                 report.rows += state_section()
+        if "store" in cfg.sections:
+            from streams.bench_state import state_scale_section
+
+            echo("store: users in the worker's RocksDB table store ...")
+            with timed(report, "store"):
+                report.rows += state_scale_section(cfg, settings, Path(tmp))
         if "gpu" in cfg.sections:
             from streams.bench_gpu import gpu_section
 
