@@ -2,7 +2,7 @@
 
 :func:`optimize_fp16` turns an export's ``model.onnx`` into ``model.fp16.onnx``: one
 ``EmbedLayerNormalization``, one ``Attention`` per layer, ``SkipLayerNormalization`` and
-``BiasGelu`` (about 60 nodes instead of about 600), weights in float16, inputs and the output
+``BiasGelu`` (66 nodes instead of 532 for MiniLM), weights in float16, inputs and the output
 vector kept as the export's (int64 ids in, float32 vector out). It is checked before it is kept:
 every fusion must have happened and each validation text's vector must stay within
 :data:`MIN_COSINE` of the float32 graph's. ``model.fp16.json`` records the check and the float32
