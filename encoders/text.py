@@ -108,6 +108,9 @@ class TextEncoder:
                 f"the graph wants inputs the encoder cannot feed: {sorted(unknown)}"
             )
         self._output = session.get_outputs()[0].name
+        # A single text's token types come from the tokenizer's template: all 0 for BERT-family
+        # templates, in which case they need not be read back per text.
+        self._zero_types = not any(tokenizer.encode("probe").type_ids)
         self.dim: int = metadata.dim
         self.max_length: int = max_length
         self._export_max_length = metadata.max_length
@@ -241,11 +244,11 @@ class TextEncoder:
     def _batches_tokenised_first(self, items: list[str], batch_size: int
                                  ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         encodings = self._tokenise(items)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(items))
+        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(items))
         order = np.argsort(lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            yield rows, self._feeds([encodings[row] for row in rows], lengths[rows])
+            yield rows, self._feeds([encodings[row] for row in rows])
 
     def _batches_tokenised_per_batch(self, items: list[str], batch_size: int
                                      ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
@@ -253,12 +256,11 @@ class TextEncoder:
         order = np.argsort(chars, kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            encodings = self._tokenise([items[row] for row in rows])
-            lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
-            yield rows, self._feeds(encodings, lengths)
+            yield rows, self._feeds(self._tokenise([items[row] for row in rows]))
 
-    def _feeds(self, encodings: list[Encoding], lengths: np.ndarray) -> dict[str, np.ndarray]:
-        """Padded int64 inputs, built with two vectorised copies rather than a loop per row."""
+    def _feeds(self, encodings: list[Encoding]) -> dict[str, np.ndarray]:
+        """Padded int64 inputs, built with vectorised copies (each text's ids read once)."""
+        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
         filled = np.arange(int(lengths.max())) < lengths[:, None]
         total = int(lengths.sum())
         ids = np.full(filled.shape, self._pad_id, dtype=np.int64)
@@ -266,8 +268,9 @@ class TextEncoder:
         made = {"input_ids": ids, "attention_mask": filled.astype(np.int64)}
         if "token_type_ids" in self._inputs:
             types = np.zeros(filled.shape, dtype=np.int64)
-            types[filled] = np.fromiter(
-                chain.from_iterable(e.type_ids for e in encodings), np.int64, total)
+            if not self._zero_types:
+                types[filled] = np.fromiter(
+                    chain.from_iterable(e.type_ids for e in encodings), np.int64, total)
             made["token_type_ids"] = types
         return {name: made[name] for name in self._inputs}
 

@@ -28,5 +28,15 @@ print("onnxruntime", ort.__version__, ort.get_available_providers(), "->", choos
 PY
 [ "${PROBE:-1}" = 0 ] || (python3 scripts/gpu/fp16_probe.py "$B/home/models/all-MiniLM-L6-v2" "$OUT/fp16_probe.json" 2>&1 \
     | grep -v -i warn | tee "$OUT/fp16_probe.log") || echo "!! fp16 probe failed: see above"
+if [ "${ENCODER_ONLY:-0}" = 1 ]; then  # the encoder rows alone (a short second look)
+    python3 - <<'PY' 2>&1 | tee "$OUT/encoder.log"
+from streams.bench import BenchConfig, format_table
+from streams.bench_gpu import encoder_rows
+from streams.settings import Settings
+print(format_table(encoder_rows(Settings.from_env(), BenchConfig.for_mode(False),
+                                "CUDAExecutionProvider")))
+PY
+    exit 0
+fi
 python3 -m streams.cli bench --sections "${SECTIONS:-gpu,sequence}" --events "${EVENTS:-30000}" \
     --comment-share "${SHARE:-0.5}" --out "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"
