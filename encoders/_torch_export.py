@@ -27,7 +27,7 @@ def load_hf(source: Path) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
         # Eager attention traces to the classic MatMul-Scale-Add(mask)-Softmax-MatMul pattern,
         # which onnxruntime's transformer optimizer fuses into one Attention node per layer
-        # (encoders.export.optimize_fp16); the SDPA trace (with its IsNaN guard) does not fuse.
+        # (encoders.fp16.optimize_fp16); the SDPA trace (with its IsNaN guard) does not fuse.
         # Same arithmetic either way: validation below compares with this very model.
         model = AutoModel.from_pretrained(
             str(source), local_files_only=True, attn_implementation="eager"

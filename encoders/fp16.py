@@ -94,7 +94,8 @@ def check_vectors(actual: np.ndarray, card: Fp16Card, where: str) -> float:
     if actual.shape != expected.shape:
         raise ExportMismatchError(float("inf"), MIN_COSINE,
                                   f"{where}: shape {actual.shape} != {expected.shape}")
-    cosine = float(np.min(np.sum(actual * expected, axis=1)))  # both L2-normalised
+    norms = np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1)
+    cosine = float(np.min(np.sum(actual * expected, axis=1) / np.maximum(norms, 1e-12)))
     if not cosine >= MIN_COSINE:
         raise ExportMismatchError(1.0 - cosine, 1.0 - MIN_COSINE,
                                   f"{where}: fp16 vector cosine {cosine:.5f} < {MIN_COSINE}")
@@ -105,10 +106,12 @@ def optimize_fp16(model_dir: Path, *, raw_mask: bool = False, embed_fusion: bool
                   attention_fusion: bool = True) -> Path:
     """Fuse and convert ``model_dir/model.onnx`` -> ``model_dir/model.fp16.onnx`` (+ its card).
 
-    The defaults are what ``scripts/gpu/fp16_probe.py`` found right on an H100 (onnxruntime-gpu
-    1.31.1); the others are kept for that probe. ``raw_mask``: the Attention nodes take the 2-D
-    attention mask (else the per-row lengths); ``embed_fusion``: fuse the embeddings with their
-    layer norm; ``attention_fusion``: one Attention node per layer.
+    The defaults are the build that ``scripts/gpu/fp16_probe.py`` found right on an H100
+    (onnxruntime-gpu 1.31.1: min cosine 0.9998 to float32; keeping the pooling in float32
+    instead did not even load there); the options are kept for that probe. ``raw_mask``: the
+    Attention nodes take the 2-D attention mask (else the per-row lengths); ``embed_fusion``:
+    fuse the embeddings with their layer norm; ``attention_fusion``: one Attention node per
+    layer.
 
     :class:`ExportError` when the graph does not fuse (an export from before eager attention:
     export again), :class:`ExportMismatchError` when fp16 moves a validation vector too far.
@@ -120,7 +123,8 @@ def optimize_fp16(model_dir: Path, *, raw_mask: bool = False, embed_fusion: bool
         raise ModelNotFoundError(f"no complete export at {model_dir} to build the fp16 graph from")
     metadata = read_metadata(model_dir)
     if metadata.num_heads < 1:
-        raise ExportError(f"{model_dir} was exported before num_heads was recorded; export again")
+        raise ExportError(f"{model_dir} was exported before the fusable graph (no num_heads); "
+                          "export it again: interest-stream export [--source …] --fp16")
     optimizer, fusion_options = _optimizer()
     options = fusion_options.FusionOptions("bert")
     options.use_raw_attention_mask(raw_mask)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -172,12 +172,13 @@ class TextEncoder:
                 encoder.warm_up(card)
             except ModelLoadError as exc:  # wrong vectors are never served: float32 serves
                 log.error("%s; the float32 graph runs on %s instead", exc, encoder.provider)
+                encoder.close()
                 session = _open_session(model_dir / MODEL_FILE, providers, intra_op_threads)
                 encoder = cls(session, tokenizer, metadata, max_length=length,
                               model_version=metadata.model_version)
         log.info(
             "text encoder %s (dim %d, max_length %d) on %s",
-            version,
+            encoder.model_version,
             encoder.dim,
             length,
             encoder.provider,
@@ -198,13 +199,13 @@ class TextEncoder:
         self._tokenizer.enable_truncation(max_length=self._export_max_length)
         try:
             cosine = check_vectors(self.encode(list(card.texts)), card, self.provider)
+            for size in batch_sizes:
+                self.encode([card.texts[1]] * size, batch_size=size)
         except EncoderError as exc:
             raise ModelLoadError(f"the fp16 graph fails its check on {self.provider}: {exc}"
                                  ) from exc
         finally:
             self._tokenizer.enable_truncation(max_length=self.max_length)
-        for size in batch_sizes:
-            self.encode([card.texts[1]] * size, batch_size=size)
         log.info("fp16 graph checked on %s (min cosine %.5f) and warmed up", self.provider, cosine)
         return cosine
 
@@ -227,14 +228,24 @@ class TextEncoder:
                 out[rows] = self._run(feeds)
             return out
         pending: tuple[np.ndarray, Future[np.ndarray]] | None = None
-        for rows, feeds in self._batches_tokenised_per_batch(items, batch_size):
-            running = self._runner.submit(self._run, feeds)  # the GPU works, we make the next
+        try:
+            for rows, feeds in self._batches_tokenised_per_batch(items, batch_size):
+                running = self._runner.submit(self._run, feeds)  # the GPU works, we make the next
+                if pending is not None:
+                    out[pending[0]] = pending[1].result()
+                pending = (rows, running)
             if pending is not None:
                 out[pending[0]] = pending[1].result()
-            pending = (rows, running)
-        if pending is not None:
-            out[pending[0]] = pending[1].result()
+                pending = None
+        finally:
+            if pending is not None:  # an error above: no run may outlive this call
+                wait([pending[1]])
         return out
+
+    def close(self) -> None:
+        """Stop the GPU batch thread (CUDA only); the encoder must not be used afterwards."""
+        if self._runner is not None:
+            self._runner.shutdown(wait=True)
 
     def _tokenise(self, texts: list[str]) -> list[Encoding]:
         fast = getattr(self._tokenizer, "encode_batch_fast", None)  # no offsets: we need none

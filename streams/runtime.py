@@ -11,7 +11,7 @@ from pathlib import Path
 import faust
 
 from encoders import (
-    ExportDependencyError,
+    ExportError,
     ModelNotFoundError,
     TextEncoder,
     default_model_source,
@@ -20,7 +20,7 @@ from encoders import (
 )
 from encoders.export import is_exported
 from encoders.fp16 import optimize_fp16, read_fp16_card
-from encoders.metadata import INT8_FILE, read_metadata
+from encoders.metadata import INT8_FILE
 from encoders.providers import CUDA, choose_providers
 from interest_state import UpdateParams
 from streams.app import create_app, topic_specs
@@ -55,11 +55,9 @@ def ensure_model(settings: Settings, source: Path | None = None, *, fp16: bool =
         quantize_int8(out)
     on_cuda = not settings.encoder_int8 and choose_providers(settings.provider)[0] == CUDA
     if (fp16 or on_cuda) and read_fp16_card(out) is None:
-        if read_metadata(out).num_heads < 1:  # exported before the fusable graph: once more
-            _export(out, source)
-        try:
+        try:  # an export is never redone here: it may come from a --source of the user's
             log.info("fp16 graph: fused and converted in %s", optimize_fp16(out))
-        except ExportDependencyError as exc:
+        except ExportError as exc:  # missing onnx, an old export, a graph that does not fuse
             if fp16:
                 raise
             log.warning("no fp16 graph, the float32 one runs on CUDA: %s", exc)

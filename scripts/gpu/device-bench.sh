@@ -39,4 +39,4 @@ PY
     exit 0
 fi
 python3 -m streams.cli bench --sections "${SECTIONS:-gpu,sequence}" --events "${EVENTS:-30000}" \
-    --comment-share "${SHARE:-0.5}" --out "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"
+    --comment-share "${SHARE:-1.0}" --out "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"

@@ -7,6 +7,8 @@ import math
 import shutil
 from pathlib import Path
 
+import pytest
+
 from encoders import ExportReport
 from encoders.fp16 import optimize_fp16
 from streams.bench import BenchConfig
@@ -14,7 +16,11 @@ from streams.bench_gpu import TOKENS, encoder_rows, gpu_section, sixteen_token_t
 from streams.settings import Settings
 
 
-def test_without_cuda_the_section_says_so_and_measures_nothing(tmp_path: Path) -> None:
+def test_without_cuda_the_section_says_so_and_measures_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import encoders.providers
+
+    monkeypatch.setattr(encoders.providers, "choose_providers", lambda _="auto": ["CPU"])
     rows = gpu_section(Settings(), BenchConfig.for_mode(True), tmp_path, lambda _: None)
     assert len(rows) == 1 and math.isnan(rows[0].value) and "skipped" in rows[0].note
 

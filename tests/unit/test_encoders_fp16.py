@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from encoders import ExportError, ExportReport, ModelLoadError, TextEncoder
+from encoders import ExportError, ExportReport, InferenceError, ModelLoadError, TextEncoder
 from encoders.fp16 import MIN_COSINE, optimize_fp16, read_fp16_card
 from encoders.metadata import FP16_CARD, FP16_FILE, METADATA_FILE, read_metadata
 
@@ -92,7 +92,7 @@ def test_an_export_without_num_heads_must_be_exported_again(fp16_dir: Path,
     meta = json.loads((old / METADATA_FILE).read_text())
     del meta["num_heads"]
     (old / METADATA_FILE).write_text(json.dumps(meta))
-    with pytest.raises(ExportError, match="export again"):
+    with pytest.raises(ExportError, match="export it again"):
         optimize_fp16(old)
 
 
@@ -106,3 +106,55 @@ def test_the_overlapped_path_gives_the_plain_vectors_in_input_order(
                                        tiny_encoder.encode(TEXTS, batch_size=size), atol=1e-5)
     finally:
         overlapped._runner.shutdown()
+
+
+def test_an_error_in_the_overlapped_path_waits_for_the_run_in_flight(
+        tiny_export: ExportReport, monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = _cpu_encoder(tiny_export.out_dir, "model.onnx")
+    encoder._runner = ThreadPoolExecutor(1)
+    runs: list[int] = []
+    real = encoder._run
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        runs.append(len(feeds["input_ids"]))
+        if len(runs) == 2:
+            raise InferenceError("the second batch fails")
+        return real(feeds)
+
+    monkeypatch.setattr(encoder, "_run", run)
+    with pytest.raises(InferenceError, match="second batch"):
+        encoder.encode(TEXTS, batch_size=4)
+    assert len(runs) >= 2
+    encoder.close()
+    assert encoder._runner._shutdown  # type: ignore[attr-defined]
+
+
+def test_ensure_model_builds_the_gpu_graph_when_asked_and_never_re_exports(
+        fp16_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import encoders.providers
+    from streams.runtime import ensure_model
+    from streams.settings import Settings
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(fp16_dir, fresh)
+    for name in (FP16_FILE, FP16_CARD):
+        (fresh / name).unlink()
+    ensure_model(Settings(model_dir=fresh, provider="cpu"))
+    assert read_fp16_card(fresh) is None  # CPU: nothing to build
+    ensure_model(Settings(model_dir=fresh, provider="cpu"), fp16=True)
+    assert read_fp16_card(fresh) is not None
+    old = tmp_path / "old"
+    shutil.copytree(fp16_dir, old)
+    for name in (FP16_FILE, FP16_CARD):
+        (old / name).unlink()
+    meta = json.loads((old / METADATA_FILE).read_text())
+    del meta["num_heads"]
+    (old / METADATA_FILE).write_text(json.dumps(meta))
+    before = (old / "model.onnx").stat().st_mtime_ns
+    with pytest.raises(ExportError, match="export it again"):
+        ensure_model(Settings(model_dir=old, provider="cpu"), fp16=True)
+    monkeypatch.setattr(encoders.providers, "choose_providers",
+                        lambda _="auto": [encoders.providers.CUDA, encoders.providers.CPU])
+    monkeypatch.setattr("streams.runtime.choose_providers", encoders.providers.choose_providers)
+    ensure_model(Settings(model_dir=old))  # a worker on CUDA: warns, float32 serves
+    assert read_fp16_card(old) is None and (old / "model.onnx").stat().st_mtime_ns == before
