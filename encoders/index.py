@@ -115,6 +115,14 @@ class ItemIndex:
         out: np.ndarray = query @ matrix[:n].T
         return out
 
+    def vectors_view(self) -> np.ndarray:
+        """Rows ``[0, len(self))`` as a read-only view, no copy (what an ANN index syncs from
+        and candidate rows are rescored with); a row replaced later shows through."""
+        matrix, n = self._view
+        view = matrix[:n]
+        view.flags.writeable = False
+        return view
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best-first (scores (m, k'), rows (m, k') int64), k' = min(k, len(self)).
 
