@@ -101,12 +101,7 @@ def rank_blended(
     items taken out (the offline evaluator hides context items the ring no longer holds).
     Scores in the result are the blended standardised scores.
     """
-    if k < 1:
-        raise ParamsError(f"k must be >= 1, got {k}")
-    if hide is not None and len(hide) != len(states):
-        raise ParamsError(f"hide has {len(hide)} entries for {len(states)} states")
-    if not 0.0 <= weight <= 1.0:
-        raise ParamsError(f"weight must be in [0, 1], got {weight!r}")
+    _check_args(states, k, weight, hide)
     short_q, long_q = _queries(states, catalog, long_items)
     users = sorted(set(short_q) | set(long_q))
     results: list[list[Recommendation]] = [[] for _ in states]
@@ -130,6 +125,20 @@ def rank_blended(
         picked = _top(blend[n_user], catalog, k)
         results[i] = explain(states[i], catalog, picked)
     return results
+
+
+def _check_args(
+    states: Sequence[InterestState],
+    k: int,
+    weight: float,
+    hide: Sequence[Collection[str]] | None,
+) -> None:
+    if k < 1:
+        raise ParamsError(f"k must be >= 1, got {k}")
+    if hide is not None and len(hide) != len(states):
+        raise ParamsError(f"hide has {len(hide)} entries for {len(states)} states")
+    if not 0.0 <= weight <= 1.0:
+        raise ParamsError(f"weight must be in [0, 1], got {weight!r}")
 
 
 def _queries(
