@@ -15,10 +15,12 @@ much less so). Sections:
 3. ``rank``: users/s of :func:`interest_state.rank` over an :class:`encoders.ItemIndex` of
    random unit vectors vs a plain numpy matmul + argpartition top-k.
 4. ``state``: bytes of one full-ring user state (:func:`interest_state.encode_state`) vs pickle.
-5. ``store``: RSS of a process holding N users (1M; ``--quick`` 100k) in the worker's RocksDB
+5. ``ann``: users/s of ranking over approximate candidates (:mod:`encoders.ann`) vs exact
+   ranking, with recall@10 against exact, at 10k / 100k / 1M items (:mod:`streams.bench_ann`).
+6. ``store``: RSS of a process holding N users (1M; ``--quick`` 100k) in the worker's RocksDB
    table store vs faust's default store options, and a real worker that recovered them
    (:mod:`streams.bench_state`).
-6. ``gpu``: the encoder and the worker on CUDA vs their baselines (:mod:`streams.bench_gpu`).
+7. ``gpu``: the encoder and the worker on CUDA vs their baselines (:mod:`streams.bench_gpu`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ __all__ = [
     "throughput_from_samples",
 ]
 
-SECTIONS = ("stream", "encoder", "rank", "sequence", "state", "store", "gpu")
+SECTIONS = ("stream", "encoder", "rank", "ann", "sequence", "state", "store", "gpu")
 STAGES = ("noop", "table-send", "ours")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: /metrics polling period: each poll costs the worker ~1 ms (a percentile over its reservoir).
@@ -955,6 +957,12 @@ def run_bench(settings: Settings, cfg: BenchConfig, echo: Callable[[str], None])
             echo("rank ...")
             with timed(report, "rank"):
                 report.rows += rank_section(cfg)
+        if "ann" in cfg.sections:
+            from streams.bench_ann import ann_section
+
+            echo("ann: exact vs approximate ranking at large catalogs ...")
+            with timed(report, "ann"):
+                report.rows += ann_section(cfg, settings)
         if "sequence" in cfg.sections:
             from streams.bench_sequence import sequence_section
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from encoders import EncoderError, ItemIndex, TextEncoder
+from encoders.ann import AnnIndex
 from encoders.sequence import SequenceEvent, SequenceModel
 from interest_state import (
     Event,
@@ -36,6 +37,7 @@ from interest_state import (
     rank_blended,
     update,
 )
+from interest_state.blend_ann import rank_approx, rank_blended_approx
 from streams.models import ActiveSequence, AlignedItems, ring_history
 from streams.schemas import ItemMessage
 
@@ -76,12 +78,19 @@ class Pipeline:
         *,
         blend_weight: float = 0.95,
         sequence: SequenceModel | None = None,
+        ann_min_items: int = 20_000,
     ) -> None:
         self.encoder = encoder
         self.index = index or ItemIndex(encoder.dim)
         self.params = params
         self.top_k = top_k
         self.blend_weight = blend_weight
+        #: Catalogs of at least this many items are ranked over approximate candidates
+        #: (:mod:`encoders.ann`, exact standardisation); smaller ones exactly. 0: always exact.
+        self.ann_min_items = ann_min_items
+        self.text_ann = (AnnIndex(encoder.dim, min_rows=max(1024, ann_min_items // 2))
+                         if ann_min_items else None)
+        self.long_ann: AnnIndex | None = None
         #: Batches ranked short-term only because the sequence model failed on them, and user
         #: vectors it returned non-finite (those users ranked short-term only); on /metrics.
         self.sequence_failures = 0
@@ -109,6 +118,11 @@ class Pipeline:
         """
         with self._index_lock:  # no catalog item can arrive between alignment and swap
             items = AlignedItems.build(model, self.index)
+            if self.text_ann is not None:
+                if self.long_ann is None or self.long_ann.dim != model.dim:
+                    self.long_ann = AnnIndex(model.dim, min_rows=self.text_ann.min_rows)
+                snap = items.snapshot()
+                self.long_ann.sync(snap.vectors, snap.known, version=snap.version)
             active = ActiveSequence(model, items)
             self._sequence = active
         missing = len(items) - int(items.snapshot().known.sum())
@@ -141,6 +155,16 @@ class Pipeline:
                     [ids[n] for _, n in placed],
                     vectors[[n for _, n in placed]],
                 )
+            self._sync_ann([row for i in ids if (row := self.index.row_of(i)) is not None])
+
+    def _sync_ann(self, rows: list[int]) -> None:
+        """Bring the approximate indexes up to the catalog (under the index lock)."""
+        if self.text_ann is None:
+            return
+        self.text_ann.sync(self.index.vectors_view(), touched=rows)
+        if self._sequence is not None and self.long_ann is not None:
+            snap = self._sequence.items.snapshot()
+            self.long_ann.sync(snap.vectors, snap.known, version=snap.version, touched=rows)
 
     def process(
         self, events: Sequence[Event], states: Mapping[str, InterestState | None]
@@ -196,9 +220,17 @@ class Pipeline:
         """States (with their long-term vectors), their recommendations, the model version."""
         if active is not None and states:
             states, active = self._long_terms(states, active)
+        approx = self.text_ann is not None and len(self.index) >= self.ann_min_items
         if active is None:
-            return states, rank(states, self.index, k), _version(self.encoder, None)
-        ranked = rank_blended(states, self.index, active.long_items(), k, weight=self.blend_weight)
+            ranked = (rank_approx(states, self.index, self.text_ann, k) if approx
+                      else rank(states, self.index, k))
+            return states, ranked, _version(self.encoder, None)
+        if approx:
+            ranked = rank_blended_approx(states, self.index, active.long_items(), self.text_ann,
+                                         self.long_ann, k, weight=self.blend_weight)
+        else:
+            ranked = rank_blended(states, self.index, active.long_items(), k,
+                                  weight=self.blend_weight)
         return states, ranked, _version(self.encoder, active)
 
     def _long_terms(

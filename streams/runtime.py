@@ -18,6 +18,7 @@ from encoders import (
     export_text_encoder,
     quantize_int8,
 )
+from encoders.ann import limit_threads as limit_ann_threads
 from encoders.export import is_exported
 from encoders.fp16 import optimize_fp16, read_fp16_card
 from encoders.metadata import INT8_FILE
@@ -86,7 +87,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
         raise StreamError(f"{exc}\nrun `interest-stream export` first") from exc
     log.info("text encoder %s on %s", encoder.model_version, encoder.provider)
     params = UpdateParams(half_life_s=settings.half_life_s, history_len=settings.history_len)
-    return Pipeline(encoder, params, top_k=settings.top_k, blend_weight=settings.blend_weight)
+    return Pipeline(encoder, params, top_k=settings.top_k, blend_weight=settings.blend_weight,
+                    ann_min_items=settings.ann_min_items)
 
 
 def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:
@@ -110,7 +112,8 @@ def limit_blas_threads(threads: int) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=threads, user_api="blas")
-        log.info("numpy BLAS limited to %d thread(s)", threads)
+        limit_ann_threads(threads)  # faiss's OpenMP pool likewise (small adds ran 10x slower)
+        log.info("numpy BLAS and faiss limited to %d thread(s)", threads)
 
 
 def prepare_topics(settings: Settings) -> None:

@@ -119,3 +119,47 @@ def test_without_a_sequence_model_the_batch_says_short_term_only(
     result = pipeline(tiny_encoder).process([ev("a", "u1", "0")], {})
     assert result.model_version == tiny_encoder.model_version
     assert result.users["u1"].state.long_term is None
+
+
+def test_large_catalogs_rank_over_approximate_candidates_as_exact_ranking_would(
+    tiny_encoder: TextEncoder, tiny_sequence_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streams.pipeline
+
+    model = SequenceModel.load(tiny_sequence_dir, provider="cpu", intra_op_threads=1)
+    items = [ItemMessage(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS]
+    events = [ev(f"e{n}", f"u{n % 3}", f"s{n}", ts=1000.0 + n) for n in range(9)]
+    approx_calls: list[int] = []
+    real = streams.pipeline.rank_blended_approx
+
+    def counted(states, *args, **kwargs):  # type: ignore[no-untyped-def]
+        approx_calls.append(len(states))
+        return real(states, *args, **kwargs)
+
+    monkeypatch.setattr(streams.pipeline, "rank_blended_approx", counted)
+    lists = []
+    for ann_min_items in (0, 4):  # 0: always exact; 4: this 20-item catalog is "large"
+        p = Pipeline(tiny_encoder, UpdateParams(history_len=8), top_k=4, sequence=model,
+                     ann_min_items=ann_min_items)
+        p.add_items(items)
+        result = p.process(events, {})
+        lists.append({u: [r.item_id for r in o.recommendations] for u, o in result.users.items()})
+    assert approx_calls == [3]
+    assert lists[0] == lists[1]  # rows not in an index yet are scored exactly: same lists
+
+
+def test_the_approximate_index_follows_the_catalog(tiny_encoder: TextEncoder) -> None:
+    p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=1000)
+    words = ["space", "love", "war", "toys", "cook", "ship", "city", "night", "sea", "song"]
+    titles = [f"{words[n % 10]} {words[n // 10 % 10]} {words[n // 100 % 10]} {n}"
+              for n in range(1200)]
+    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles)])
+    assert p.text_ann is not None and p.text_ann.covered == 1200  # trained at min_rows, synced
+    exact = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=0)
+    exact.index = p.index
+    events = [ev(f"e{n}", f"u{n % 20}", str(n * 7)) for n in range(60)]
+    approx_lists = p.process(events, {}).users
+    exact_lists = exact.process(events, {}).users
+    hits = sum(len({r.item_id for r in approx_lists[u].recommendations}
+                   & {r.item_id for r in exact_lists[u].recommendations}) for u in exact_lists)
+    assert hits / (5 * len(exact_lists)) >= 0.8
