@@ -137,7 +137,7 @@ def forget_local_state(settings: Settings) -> None:
 def run_worker(settings: Settings) -> None:
     """Run one worker until it is stopped; exits non-zero when the worker crashes."""
     prepare_topics(settings)
-    ensure_model(settings)  # the export, and its int8 copy when that is asked for
+    ensure_model(settings)  # the export, its int8 copy when asked for, the fp16 graph on CUDA
     limit_blas_threads(settings.blas_threads)
     pipeline = build_pipeline(settings)
     app = create_app(settings, pipeline, build_watcher(settings, pipeline))
