@@ -163,6 +163,8 @@ def encoder_rows(settings: Settings, cfg: BenchConfig, provider: str,
                 rates[name].append(timed_rate(step, seconds))
         best = {name: float(np.median(values)) for name, values in rates.items()}
         note = f"{TOKENS} tokens, {encoder.model_version} on {encoder.provider}"
+        if not encoder.model_version.endswith("-fp16"):
+            note += " (not the fp16 graph the bare session runs: it failed its check or is absent)"
         rows.append(Row("gpu", f"encoder sentences/s, batch {size}, text in (8 batches/call)",
                         best["ours"], "sent/s", "bare session, ids on device", best["bare"], note))
         rows.append(Row("gpu", f"encoder sentences/s, batch {size}, one batch per call",
