@@ -113,20 +113,25 @@ async def handle_batch(
     wiring: Wiring, pipeline: Pipeline, executor: ThreadPoolExecutor, batch: Sequence[EventT[bytes]]
 ) -> None:
     stats = wiring.stats
+    started = time.time()
     stats.batches += 1
     stats.events_in += len(batch)
     stats.batch_sizes.append(len(batch))
-    events, sources, bad = _decode(wiring, batch)
-    for ev, reason in bad:
-        await dead_letter(wiring, ev.message, reason)
-    if not events:
-        return
-    states = _load_states(wiring, events, sources)
-    loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(executor, pipeline.process, events, states)
-    for position, reason in result.rejected:
-        await dead_letter(wiring, sources[position].message, reason)
-    _write_back(wiring, events, sources, result)
+    stats.waits_ms.extend((started - ev.message.timestamp) * 1000.0 for ev in batch)
+    try:
+        events, sources, bad = _decode(wiring, batch)
+        for ev, reason in bad:
+            await dead_letter(wiring, ev.message, reason)
+        if not events:
+            return
+        states = _load_states(wiring, events, sources)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(executor, pipeline.process, events, states)
+        for position, reason in result.rejected:
+            await dead_letter(wiring, sources[position].message, reason)
+        _write_back(wiring, events, sources, result)
+    finally:
+        stats.batch_ms.append((time.time() - started) * 1000.0)
 
 
 def _write_back(

@@ -72,6 +72,8 @@ def cli(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # faiss logs each CPU-specific library it fails to find before the one it loads, at INFO
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     ctx.obj = settings
 
 

@@ -50,6 +50,9 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
         ("mean batch size", metrics.get("mean_batch_size")),
     ]
     lat = [(f"{q} (ms)", v) for q, v in latency.items()] or [("no events yet", "")]
+    lat += [(f"{label} {q} (ms)", v) for key, label in (
+        ("wait_ms", "waiting for its batch,"), ("batch_ms", "one batch's work,"))
+        for q, v in (metrics.get(key) or {}).items()]
     dlq = sorted(reasons.items(), key=lambda kv: -kv[1]) or [("none", 0)]
     return f"""<!doctype html><html><head><meta charset=utf-8>
 <meta http-equiv=refresh content=2><title>Interest Stream worker</title>

@@ -40,18 +40,17 @@ class Stats:
     items_indexed: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    #: Where the latency goes: each event's record timestamp -> its batch reaching the agent
+    #: (broker, fetch, Faust, the microbatch window), and each batch's own work (decode, states,
+    #: model, ranking, writes and sends queued).
+    waits_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    batch_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1_000))
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1_000))
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters[reason_group(reason)] += 1
 
     def snapshot(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies_ms, dtype=np.float64)
-        pct = (
-            {f"p{q}": round(float(np.percentile(lat, q)), 2) for q in (50, 90, 99)}
-            if lat.size
-            else {}
-        )
         return {
             "uptime_s": round(time.time() - self.started, 1),
             "events_in": self.events_in,
@@ -65,5 +64,15 @@ class Stats:
             if self.batch_sizes
             else 0,
             "items_indexed": self.items_indexed,
-            "latency_ms": pct,
+            "latency_ms": _percentiles(self.latencies_ms),
+            "wait_ms": _percentiles(self.waits_ms),
+            "batch_ms": _percentiles(self.batch_ms),
         }
+
+
+def _percentiles(values: deque[float]) -> dict[str, float]:
+    """p50/p90/p99 of a reservoir, {} while it is empty."""
+    if not values:
+        return {}
+    array = np.asarray(values, dtype=np.float64)
+    return {f"p{q}": round(float(np.percentile(array, q)), 2) for q in (50, 90, 99)}

@@ -133,3 +133,18 @@ def test_the_dashboard_shows_the_numbers_and_escapes_what_it_shows() -> None:
     assert "serving" in page and "12345" in page and "7.5" in page
     assert "m&lt;1&gt;" in page and "<script>" not in page
     assert page.index("unknown item_id") < page.index("&lt;script&gt;")  # most frequent first
+
+
+def test_metrics_split_the_latency_into_the_wait_for_a_batch_and_the_batch_itself() -> None:
+    from streams.dashboard import render_dashboard
+    from streams.stats import Stats
+
+    stats = Stats()
+    assert stats.snapshot()["wait_ms"] == {} and stats.snapshot()["batch_ms"] == {}
+    stats.waits_ms.extend([10.0, 20.0, 30.0])
+    stats.batch_ms.append(4.0)
+    snap = stats.snapshot()
+    assert snap["wait_ms"]["p50"] == 20.0 and snap["batch_ms"] == {"p50": 4.0, "p90": 4.0,
+                                                                     "p99": 4.0}
+    page = render_dashboard(snap)
+    assert "waiting for its batch, p50 (ms)" in page and "one batch&#x27;s work, p99 (ms)" in page
