@@ -604,8 +604,9 @@ def stage_note(stage: StageResult) -> str:
         parts.append(f"{m['dead_letters']} dead letters")
     wait, work = m.get("wait_ms") or {}, m.get("batch_ms") or {}
     if wait.get("p50") is not None and work.get("p50") is not None:
-        parts.append(f"last 10k events: wait for a batch p50 {wait['p50']:.0f} ms, "
-                     f"a batch's work p50 {work['p50']:.0f} ms")
+        parts.append(f"/metrics over its last 10k events (pre-loaded ones waited for the "
+                     f"start): wait for a batch p50 {wait['p50']:.0f} ms, a batch's work p50 "
+                     f"{work['p50']:.0f} ms")
     if stage.seconds < 20 * POLL_S:
         parts.append(f"SHORT window: +-{POLL_S}s polling, use more --events")
     return "; ".join(parts)
