@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,15 +60,21 @@ def sixteen_token_texts(count: int, seed: int = 5) -> list[str]:
 # --------------------------------------------------------------------------- encoder
 
 
-def _bare_step(model_path: Path, provider: str, feeds: dict[str, np.ndarray]
-               ) -> Callable[[], int]:
+def _bare_session(model_path: Path, provider: str) -> Any:
+    import onnxruntime as ort
+
+    from encoders.providers import CPU
+
+    return ort.InferenceSession(str(model_path), providers=list(dict.fromkeys([provider, CPU])))
+
+
+def _bare_step(session: Any, provider: str, feeds: dict[str, np.ndarray]) -> Callable[[], int]:
     """One run of a plain session on inputs placed on the device once, output left there."""
     import onnxruntime as ort
 
-    from encoders.providers import CPU, CUDA
+    from encoders.providers import CUDA
 
     device = "cuda" if provider == CUDA else "cpu"
-    session = ort.InferenceSession(str(model_path), providers=list(dict.fromkeys([provider, CPU])))
     names = {i.name for i in session.get_inputs()}
     binding = session.io_binding()
     for name, value in feeds.items():
@@ -99,10 +106,11 @@ def _host_step(encoder: TextEncoder, texts: list[str]) -> Callable[[], int]:
     return step
 
 
-def _torch_step(config_path: Path, feeds: dict[str, np.ndarray], cuda: bool
-                ) -> tuple[Callable[[], int], str] | None:
-    """Torch eager (fp16 on the GPU) on the same token ids; the export's ``config.json`` gives
-    the architecture. Weights are random: the timing does not depend on their values."""
+def _torch_steps(config_path: Path, cuda: bool
+                 ) -> tuple[Callable[[dict[str, np.ndarray]], Callable[[], int]], str] | None:
+    """Torch eager (fp16 on the GPU), built once: a maker of steps on given token ids, and its
+    label. The export's ``config.json`` gives the architecture; weights are random (the timing
+    does not depend on their values). ``None`` without torch."""
     try:
         import torch
         from transformers import AutoConfig, AutoModel
@@ -113,19 +121,22 @@ def _torch_step(config_path: Path, feeds: dict[str, np.ndarray], cuda: bool
     device = "cuda" if cuda else "cpu"
     model = AutoModel.from_config(  # type: ignore[no-untyped-call]
         config, attn_implementation="sdpa").to(device, dtype).eval()
-    inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
-    rows = len(feeds["input_ids"])
 
-    def step() -> int:
-        with torch.inference_mode():
-            hidden = model(**inputs).last_hidden_state
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            torch.nn.functional.normalize(pooled, dim=1).float().cpu()
-        return rows
+    def steps(feeds: dict[str, np.ndarray]) -> Callable[[], int]:
+        inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+        rows = len(feeds["input_ids"])
 
-    label = f"torch {torch.__version__} eager {'fp16' if cuda else 'fp32'} (sdpa)"
-    return step, label
+        def step() -> int:
+            with torch.inference_mode():
+                hidden = model(**inputs).last_hidden_state
+                mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                torch.nn.functional.normalize(pooled, dim=1).float().cpu()
+            return rows
+
+        return step
+
+    return steps, f"torch {torch.__version__} eager {'fp16' if cuda else 'fp32'} (sdpa)"
 
 
 def encoder_rows(settings: Settings, cfg: BenchConfig, provider: str,
@@ -136,7 +147,8 @@ def encoder_rows(settings: Settings, cfg: BenchConfig, provider: str,
     model_dir = settings.resolved_model_dir.resolve()
     encoder = TextEncoder.load(model_dir, provider="cuda" if provider == CUDA else "cpu",
                                max_length=TOKENS)
-    graph = model_dir / FP16_FILE
+    bare = _bare_session(model_dir / FP16_FILE, provider)
+    torch_steps = _torch_steps(model_dir / CONFIG_FILE, provider == CUDA)
     texts = sixteen_token_texts(max(sizes) * 8)
     widths = {len(e.ids) for e in encoder._tokenizer.encode_batch(texts[:256])}
     if widths != {TOKENS}:
@@ -150,13 +162,13 @@ def encoder_rows(settings: Settings, cfg: BenchConfig, provider: str,
         stages: dict[str, Callable[[], int]] = {
             "ours": _encode_step(encoder, texts[: size * 8], size),
             "ours, one batch per call": _encode_step(encoder, batch, size),
-            "bare": _bare_step(graph, provider, feeds),
+            "bare": _bare_step(bare, provider, feeds),
             "host": _host_step(encoder, batch),
         }
-        made = _torch_step(model_dir / CONFIG_FILE, feeds, provider == CUDA)
         torch_label = ""
-        if made is not None:
-            stages["torch"], torch_label = made
+        if torch_steps is not None:
+            stages["torch"] = torch_steps[0](feeds)
+            torch_label = torch_steps[1]
         rates: dict[str, list[float]] = {name: [] for name in stages}
         for _ in range(cfg.rounds):  # alternating rounds: drift hits every contender alike
             for name, step in stages.items():

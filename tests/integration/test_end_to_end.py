@@ -152,6 +152,7 @@ def test_every_event_becomes_a_recommendation_or_a_dead_letter(
     status, metrics = worker.get("/metrics")
     assert status == 200 and metrics["dead_letters"] == len(bad) + 1
     assert metrics["events_applied"] == len(want_good)
+    assert metrics["wait_ms"]["p50"] >= 0 and metrics["batch_ms"]["p50"] > 0
 
 
 def _covered(records: list[Record]) -> set[str]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -112,19 +114,27 @@ def test_an_error_in_the_overlapped_path_waits_for_the_run_in_flight(
         tiny_export: ExportReport, monkeypatch: pytest.MonkeyPatch) -> None:
     encoder = _cpu_encoder(tiny_export.out_dir, "model.onnx")
     encoder._runner = ThreadPoolExecutor(1)
-    runs: list[int] = []
-    real = encoder._run
+    finished: list[int] = []
+    real_run, real_tokenise = encoder._run, encoder._tokenise
 
-    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
-        runs.append(len(feeds["input_ids"]))
-        if len(runs) == 2:
+    def slow_run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        time.sleep(0.3)  # still running when the next batch fails to tokenise
+        out = real_run(feeds)
+        finished.append(len(feeds["input_ids"]))
+        return out
+
+    def tokenise(texts: list[str]) -> list[Any]:
+        if tokenised:  # the second batch
             raise InferenceError("the second batch fails")
-        return real(feeds)
+        tokenised.append(len(texts))
+        return real_tokenise(texts)
 
-    monkeypatch.setattr(encoder, "_run", run)
+    tokenised: list[int] = []
+    monkeypatch.setattr(encoder, "_run", slow_run)
+    monkeypatch.setattr(encoder, "_tokenise", tokenise)
     with pytest.raises(InferenceError, match="second batch"):
         encoder.encode(TEXTS, batch_size=4)
-    assert len(runs) >= 2
+    assert finished == [4]  # the first batch's run ended before encode() raised
     encoder.close()
     assert encoder._runner._shutdown  # type: ignore[attr-defined]
 
