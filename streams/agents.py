@@ -1,9 +1,9 @@
 """The interest-updater agent: decode, validate, microbatch, update state, recommend.
 
-Each batch from ``stream.take_events`` is decoded (bad records go to the dead-letter topic),
-handed to :meth:`Pipeline.process` in an executor thread, and then written back: one table
-write and one recommendation message per user touched (coalescing), in the partition that
-received that user's events, whatever hash the producer used to put them there.
+Each batch from :func:`streams.batching.take_batches` is decoded (bad records go to the
+dead-letter topic), handed to :meth:`Pipeline.process` in an executor thread, and then written
+back: one table write and one recommendation message per user touched (coalescing), in the
+partition that received that user's events, whatever hash the producer used to put them there.
 
 A crash of the agent stops the worker (exit code != 0) instead of leaving a worker that is up
 but consumes nothing.
@@ -18,13 +18,13 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import cast
 
 import faust
 import faust.streams
 from faust.types import EventT
 
 from interest_state import CodecError, Event, InterestState, decode_state, encode_state
+from streams.batching import take_batches
 from streams.catalog import CatalogFeed
 from streams.dlq import dead_letter
 from streams.errors import EventRejected
@@ -42,9 +42,9 @@ def in_partition_of(event: EventT[bytes]) -> Iterator[None]:
     """Make table reads and writes use ``event``'s partition.
 
     Faust places a table write in the partition of the *current event*, which a batch from
-    ``take_events`` does not set. We set it to the user's own event, so the state lives in
-    the partition that receives the user's events (``use_partitioner`` would hash the key
-    with murmur2 instead, which disagrees with librdkafka producers).
+    :func:`~streams.batching.take_batches` does not set. We set it to the user's own event, so
+    the state lives in the partition that receives the user's events (``use_partitioner``
+    would hash the key with murmur2 instead, which disagrees with librdkafka producers).
     """
     token = faust.streams._current_event.set(weakref.ref(event))
     try:
@@ -61,10 +61,7 @@ def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
     async def interest_updater(stream: faust.StreamT[bytes]) -> None:
         try:
             await feed.ready.wait()
-            batches = cast(faust.Stream[bytes], stream).take_events(
-                settings.batch_size, settings.batch_wait_s
-            )
-            async for batch in batches:
+            async for batch in take_batches(stream, settings.batch_size, settings.batch_wait_s):
                 await handle_batch(wiring, pipeline, executor, batch)
         except asyncio.CancelledError:
             raise

@@ -57,3 +57,10 @@ def test_session_options_threads() -> None:
     assert session_options().inter_op_num_threads == 1
     with pytest.raises(ConfigurationError):
         session_options(0)
+
+
+def test_session_threads_do_not_spin_unless_asked() -> None:
+    key = "session.intra_op.allow_spinning"
+    assert session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(Exception, match="does not have configuration"):  # onnxruntime's default
+        session_options(spin=True).get_session_config_entry(key)
