@@ -61,8 +61,10 @@ def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
     async def interest_updater(stream: faust.StreamT[bytes]) -> None:
         try:
             await feed.ready.wait()
-            async for batch in take_batches(stream, settings.batch_size, settings.batch_wait_s):
-                await handle_batch(wiring, pipeline, executor, batch)
+            batches = take_batches(stream, settings.batch_size, settings.batch_wait_s)
+            async with contextlib.aclosing(batches):  # its reader task ends with the agent
+                async for batch in batches:
+                    await handle_batch(wiring, pipeline, executor, batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

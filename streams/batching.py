@@ -17,7 +17,7 @@ it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 import faust
@@ -28,7 +28,7 @@ __all__ = ["take_batches"]
 
 async def take_batches(
     stream: faust.StreamT[Any], max_size: int, within: float
-) -> AsyncIterator[list[EventT[Any]]]:
+) -> AsyncGenerator[list[EventT[Any]], None]:
     """Yield batches of at most ``max_size`` events; none waits more than ``within`` seconds
     in the buffer unless the caller is still busy with the batch before it."""
     if max_size < 1 or within <= 0:

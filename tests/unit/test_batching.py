@@ -164,3 +164,19 @@ def test_bad_arguments_are_refused() -> None:
         run(go(0, 0.1))
     with pytest.raises(ValueError, match="within"):
         run(go(1, 0))
+
+
+def test_closing_the_batches_stops_reading_the_stream() -> None:
+    async def go() -> tuple[int, int]:
+        stream = QueueStream()
+        stream.queue.put_nowait(0)
+        batches = take_batches(stream, 10, 0.05)  # type: ignore[arg-type]
+        assert await anext(batches) == [0]
+        await batches.aclose()
+        taken = stream.taken
+        stream.queue.put_nowait(1)
+        await asyncio.sleep(0.1)
+        return taken, stream.taken
+
+    before, after = run(go())
+    assert before == after == 1
