@@ -77,7 +77,7 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         broker_commit_interval=1.0,
-        producer_linger=0.002,
+        producer_linger=0.0,  # no wait before a produce request: ~1 ms off the send path
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
         stream_wait_empty=False,
         key_serializer="raw",
