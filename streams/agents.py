@@ -65,6 +65,8 @@ def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
             async with contextlib.aclosing(batches):  # its reader task ends with the agent
                 async for batch in batches:
                     await handle_batch(wiring, pipeline, executor, batch)
+            if not wiring.app.should_stop:  # not a shutdown: nothing would consume any more
+                raise RuntimeError("the event stream ended while the worker is running")
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -11,12 +11,16 @@ its *first* event has waited ``within`` seconds, whichever comes first. Events t
 during the previous batch therefore go at once when their time is up, and under load the
 batch size follows the arrival rate by itself. Acks are manual: an event is acked only after
 the caller has finished with its batch (the generator resumed), so a crash mid-batch replays
-it.
+it. Events still buffered when a rebalance starts a new consumer generation are dropped
+unacked, as Faust drops such events when it reads them: the partition's owner after the
+rebalance reads them again from the last committed offset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncGenerator
 from typing import Any, cast
 
@@ -24,6 +28,8 @@ import faust
 from faust.types import EventT
 
 __all__ = ["take_batches"]
+
+log = logging.getLogger(__name__)
 
 
 async def take_batches(
@@ -36,6 +42,7 @@ async def take_batches(
             f"take_batches needs max_size >= 1 and within > 0, got {max_size}, {within}"
         )
     manual = cast(faust.Stream[Any], stream).noack()
+    app = manual.app
     loop = asyncio.get_running_loop()
     buffer: list[EventT[Any]] = []
     first_at = 0.0
@@ -46,15 +53,16 @@ async def take_batches(
 
     async def fill() -> None:
         nonlocal first_at
-        async for event in manual.events():
-            if not buffer:
-                first_at = loop.time()
-                arrived.set()
-            buffer.append(event)
-            if len(buffer) >= max_size:
-                full.set()
-                room.clear()
-                await room.wait()
+        async with contextlib.aclosing(manual.events()) as events:
+            async for event in events:
+                if not buffer:
+                    first_at = loop.time()
+                    arrived.set()
+                buffer.append(event)
+                if len(buffer) >= max_size:
+                    full.set()
+                    room.clear()
+                    await room.wait()
 
     filler = asyncio.ensure_future(fill())
     try:
@@ -68,11 +76,17 @@ async def take_batches(
             if not buffer:  # the stream ended with nothing left (or the filler failed)
                 filler.result()
                 return
-            batch = buffer[:]
+            generation = app.consumer_generation_id
+            batch = [e for e in buffer if e.message.generation_id == generation]
+            if len(batch) < len(buffer):
+                log.info("%d events read before a rebalance dropped unacked (read again by "
+                         "their partition's owner)", len(buffer) - len(batch))
             buffer.clear()
             arrived.clear()
             full.clear()
             room.set()
+            if not batch:
+                continue
             yield batch
             for event in batch:
                 await manual.ack(event)

@@ -9,8 +9,9 @@ Two modes, each its own tiny Faust app on the same event topics, with no model a
 
 Both use the worker's own transport (``interest-kafka://``, short fetch wait, exact high-water
 marks) and the same consumer/producer settings (but the producer linger, which each gets at
-its best), so the comparison isolates what the worker does per event. Each serves ``/healthz`` and ``/metrics`` (``events_applied`` is the count of
-events handled) on the Faust web server. Run one as a process:
+its best), so the comparison isolates what the worker does per event. Each serves
+``/healthz`` and ``/metrics`` (``events_applied`` is the count of events handled) on the
+Faust web server. Run one as a process:
 ``python -m streams.bench_baseline {table-send,noop}`` with the worker's environment variables
 (``Settings.from_env``); the output topic is ``<recommendations topic>.baseline``.
 """

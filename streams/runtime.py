@@ -22,7 +22,7 @@ from encoders.ann import limit_threads as limit_ann_threads
 from encoders.export import is_exported
 from encoders.fp16 import optimize_fp16, read_fp16_card
 from encoders.metadata import INT8_FILE
-from encoders.providers import CUDA, choose_providers
+from encoders.providers import CUDA, choose_providers, usable_cpu_count
 from interest_state import UpdateParams
 from streams.app import create_app, topic_specs
 from streams.errors import StreamError
@@ -95,14 +95,15 @@ def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:
     """The sequence model watcher, polled once now: the worker starts with the model that is
     there (or short-term only, saying so), and the app's timer picks up later ones.
 
-    The sequence model runs on one intra-op thread: its graph is small (a few users x 50
-    steps per microbatch), so a second thread only adds hand-offs, and the other core is the
-    event loop's and the broker's. ``Pipeline.process`` on ml-100k, 2 cores, alternating runs:
-    1.41-1.59 vs 1.56-1.67 ms per 8-event batch, 2.81-3.46 vs 3.25-3.54 ms per 64.
+    On up to 2 cores the sequence model runs on one intra-op thread: its graph is small (a few
+    users x 50 steps per microbatch), a second thread only adds hand-offs, and the other core
+    is the event loop's and the broker's. ``Pipeline.process`` on ml-100k, 2 cores,
+    alternating runs: 1.41-1.59 vs 1.56-1.67 ms per 8-event batch, 2.81-3.46 vs 3.25-3.54 ms
+    per 64. Bigger machines keep onnxruntime's default (not measured there).
     """
     watcher = ModelWatcher(
         settings.resolved_sequence_model_dir, pipeline, provider=settings.provider,
-        intra_op_threads=1,
+        intra_op_threads=1 if usable_cpu_count() <= 2 else None,
     )
     watcher.poll()
     return watcher

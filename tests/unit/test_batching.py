@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,13 +20,28 @@ from streams.batching import take_batches
 STOP = object()
 
 
+class Ev(int):
+    """An event that compares equal to its number, read in consumer generation ``generation``."""
+
+    message: SimpleNamespace
+
+    @classmethod
+    def of(cls, n: int, generation: int) -> Ev:
+        event = cls(n)
+        event.message = SimpleNamespace(generation_id=generation)
+        return event
+
+
 class QueueStream:
-    """Events put on a queue come out of ``events()``; ``ack`` records what was acked."""
+    """Numbers put on a queue come out of ``events()`` as events of the app's current consumer
+    generation (or of the one given with a ``(number, generation)`` pair); ``ack`` records
+    what was acked."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.acked: list[Any] = []
         self.taken = 0
+        self.app = SimpleNamespace(consumer_generation_id=1)
 
     def noack(self) -> QueueStream:
         return self
@@ -38,7 +54,8 @@ class QueueStream:
             if isinstance(item, BaseException):
                 raise item
             self.taken += 1
-            yield item
+            n, generation = item if isinstance(item, tuple) else (item, None)
+            yield Ev.of(n, self.app.consumer_generation_id if generation is None else generation)
 
     async def ack(self, event: Any) -> bool:
         self.acked.append(event)
@@ -180,3 +197,16 @@ def test_closing_the_batches_stops_reading_the_stream() -> None:
 
     before, after = run(go())
     assert before == after == 1
+
+
+def test_events_read_before_a_rebalance_are_dropped_unacked() -> None:
+    async def go() -> tuple[list[list[int]], list[int]]:
+        stream = QueueStream()
+        for item in ((0, 0), 1, (2, 0), 3, STOP):  # 0 and 2 were read in generation 0
+            stream.queue.put_nowait(item)
+        batches = [b async for b in take_batches(stream, 10, 0.05)]  # type: ignore[arg-type]
+        return batches, stream.acked
+
+    batches, acked = run(go())
+    assert batches == [[1, 3]]
+    assert acked == [1, 3]
