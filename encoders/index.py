@@ -94,6 +94,16 @@ class ItemIndex:
         row = self._rows.get(item_id)
         return None if row is None else self._view[0][row].copy()
 
+    def vectors_of(self, item_ids: Sequence[str]) -> tuple[list[int], np.ndarray]:
+        """The known ones of ``item_ids``: their positions in ``item_ids`` and a copy of their
+        vectors, one row each in that order (``(0, dim)`` when none is known). One gather."""
+        rows = self._rows
+        found = [(i, row) for i, item_id in enumerate(item_ids)
+                 if (row := rows.get(item_id)) is not None]
+        matrix, _ = self._view  # rows below the published count never change place
+        picked = np.fromiter((row for _, row in found), dtype=np.int64, count=len(found))
+        return [i for i, _ in found], matrix[picked]
+
     def title_of(self, item_id: str) -> str | None:
         row = self._rows.get(item_id)
         return None if row is None else self._titles[row]

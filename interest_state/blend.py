@@ -186,10 +186,12 @@ def _long_scores(
     if not have or rows == 0:
         return out
     query = np.stack([queries[users[n_user]] for n_user in have])
-    known = items.known[:rows]
-    scores = query @ np.where(known[:, None], items.vectors[:rows], 0.0).T
-    scores[:, ~known] = np.nan
-    out[np.asarray(have)[:, None], np.arange(rows)[None, :]] = scores
+    # A row's score depends on that row alone, so rows that are not known (whatever they
+    # hold, NaN included) are scored with the rest and then overwritten: no masked copy.
+    with np.errstate(invalid="ignore", over="ignore"):
+        scores = query @ items.vectors[:rows].T
+    scores[:, ~items.known[:rows]] = np.nan
+    out[np.asarray(have), :rows] = scores
     return out
 
 

@@ -19,7 +19,7 @@ from .errors import DimensionError, ParamsError
 from .events import EventType
 from .state import InterestState
 
-_VERBS = {
+_VERBS: dict[int, str] = {  # keyed by EventType, looked up by the int in a state
     EventType.BROWSE: "browsed",
     EventType.CLICK: "clicked",
     EventType.COMMENT: "commented on",
@@ -44,6 +44,11 @@ class Catalog(Protocol):
     def item_id_at(self, row: int) -> str: ...
 
     def vector(self, item_id: str) -> FloatVector | None: ...
+
+    def vectors_of(self, item_ids: Sequence[str]) -> tuple[list[int], npt.NDArray[np.float32]]:
+        """The known ones of ``item_ids``: their positions in ``item_ids``, and their vectors
+        stacked in that order (``(0, dim)`` when none is known)."""
+        ...
 
     def title_of(self, item_id: str) -> str | None: ...
 
@@ -138,16 +143,14 @@ def explain(
 ) -> list[Recommendation]:
     """Name, for each picked item, the user's recent item most similar to it."""
     anchors, anchor_vectors = _anchors(state, catalog)
-    targets = [catalog.vector(item_id) for item_id, _ in picked]
     reasons = [FALLBACK_REASON] * len(picked)
-    usable = [j for j, v in enumerate(targets) if v is not None]
+    usable, targets = catalog.vectors_of([item_id for item_id, _ in picked])
     if anchors and usable:
-        matrix = np.stack([np.asarray(targets[j], dtype=np.float32) for j in usable])
-        best = np.argmax(anchor_vectors @ matrix.T, axis=0)
+        best = np.argmax(anchor_vectors @ targets.T, axis=0)
         for j, a in zip(usable, best, strict=True):
             item_id, kind = anchors[int(a)]
             title = catalog.title_of(item_id) or item_id
-            reasons[j] = f'like "{title}" you {_VERBS[EventType(kind)]}'
+            reasons[j] = f'like "{title}" you {_VERBS[kind]}'
     return [
         Recommendation(item_id=item_id, score=score, reason=reason)
         for (item_id, score), reason in zip(picked, reasons, strict=True)
@@ -157,17 +160,11 @@ def explain(
 def _anchors(
     state: InterestState, catalog: Catalog
 ) -> tuple[list[tuple[str, int]], npt.NDArray[np.float32]]:
-    """Recent items with a catalog vector, each with its strongest event type."""
+    """Recent items with a catalog vector (newest first), each with its strongest event type,
+    and their vectors (one gather from the catalog)."""
     strongest: dict[str, int] = {}
     for item_id, kind in zip(state.recent_items, state.recent_types, strict=True):
         strongest[item_id] = max(kind, strongest.get(item_id, kind))
-    anchors: list[tuple[str, int]] = []
-    vectors: list[FloatVector] = []
-    for item_id in reversed(strongest):
-        vector = catalog.vector(item_id)
-        if vector is not None:
-            anchors.append((item_id, strongest[item_id]))
-            vectors.append(np.asarray(vector, dtype=np.float32))
-    if not vectors:
-        return [], np.zeros((0, state.dim), dtype=np.float32)
-    return anchors, np.stack(vectors)
+    newest_first = list(reversed(strongest))
+    found, vectors = catalog.vectors_of(newest_first)
+    return [(newest_first[i], strongest[newest_first[i]]) for i in found], vectors

@@ -57,7 +57,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_EVENT_NAMES = {EventType.BROWSE: "browse", EventType.CLICK: "click", EventType.COMMENT: "comment"}
+_EVENT_NAMES: dict[int, str] = {  # keyed by EventType, looked up by the int in a state
+    EventType.BROWSE: "browse",
+    EventType.CLICK: "click",
+    EventType.COMMENT: "comment",
+}
 MODEL_FILES = (SEQUENCE_FILE, ITEMS_FILE, TEXT_PROJ_FILE, CARD_FILE)
 """In publishing order: the card last."""
 
@@ -73,7 +77,7 @@ class ModelRejected(StreamError):
 def ring_history(state: InterestState) -> tuple[SequenceEvent, ...]:
     """The state's ring as the sequence model reads it, oldest first."""
     return tuple(
-        SequenceEvent(item, _EVENT_NAMES[EventType(kind)], ts)
+        SequenceEvent(item, _EVENT_NAMES[kind], ts)
         for item, kind, ts in zip(
             state.recent_items, state.recent_types, state.recent_ts, strict=True
         )

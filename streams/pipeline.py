@@ -97,7 +97,7 @@ class Pipeline:
         self.sequence_nonfinite = 0
         self._index_lock = threading.Lock()
         self._sequence: ActiveSequence | None = None
-        self._probes: tuple[tuple[SequenceEvent, ...], ...] = ()
+        self._probes: tuple[InterestState, ...] = ()  # states: histories built only on demand
         if sequence is not None:
             self.install_sequence(sequence)
 
@@ -134,7 +134,7 @@ class Pipeline:
 
     def probe_histories(self) -> list[tuple[SequenceEvent, ...]]:
         """A few recent real histories (to check a new model on before swapping it in)."""
-        return list(self._probes)  # an immutable tuple, replaced whole by each batch
+        return [ring_history(s) for s in self._probes]  # a tuple replaced whole per batch
 
     def add_items(self, items: Sequence[ItemMessage]) -> None:
         """Encode catalog items (one encoder call) and make them recommendable at once."""
@@ -185,7 +185,7 @@ class Pipeline:
         for user_id, state, recs in zip(users, ranked_states, ranked, strict=True):
             _, applied, duplicates = updated[user_id]
             result.users[user_id] = UserOutcome(state, applied, duplicates, recs)
-        fresh = tuple(ring_history(s) for s in ranked_states[:2] if s.recent_items)
+        fresh = tuple(s for s in ranked_states[:2] if s.recent_items)
         self._probes = (*fresh, *self._probes)[:PROBES_KEPT]
         return result
 

@@ -93,6 +93,17 @@ def test_lookups_of_unknown_items() -> None:
         index.item_id_at(2)
 
 
+def test_vectors_of_gathers_the_known_ids_in_order_as_a_copy() -> None:
+    index, vectors = _filled(12)  # grown past its capacity of 8
+    found, matrix = index.vectors_of(["i9", "nope", "i0", "i9", "i3"])
+    assert found == [0, 2, 3, 4]
+    np.testing.assert_array_equal(matrix, vectors[[9, 0, 9, 3]])
+    matrix[:] = 0.0
+    np.testing.assert_array_equal(index.vector("i9"), vectors[9])  # the index is untouched
+    found, matrix = index.vectors_of(["nope"])
+    assert found == [] and matrix.shape == (0, 16)
+
+
 def test_wrong_shapes_are_encoder_errors() -> None:
     index, _ = _filled(2)
     with pytest.raises(InputError) as caught:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,10 @@ class MemoryCatalog:
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self._rows.get(item_id)
         return None if row is None else self._matrix[row]
+
+    def vectors_of(self, item_ids: Sequence[str]) -> tuple[list[int], np.ndarray]:
+        found = [i for i, item_id in enumerate(item_ids) if item_id in self._rows]
+        return found, self._matrix[[self._rows[item_ids[i]] for i in found]]
 
     def title_of(self, item_id: str) -> str | None:
         return self._titles.get(item_id)
