@@ -54,7 +54,7 @@ class Settings:
     web_port: int = 6066
     web_enabled: bool = True
     batch_size: int = 512
-    batch_wait_s: float = 0.01
+    batch_wait_s: float = 0.001
     fetch_max_wait_ms: int = 10
     session_timeout_s: float = 10.0
     top_k: int = 10
