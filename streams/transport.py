@@ -6,9 +6,8 @@
    recovery replays every record on Tansu too (Tansu under-reports the end offset after a
    multi-record batch and faust's recovery would stop one batch short). On Apache Kafka the
    result equals the broker's end offsets.
-3. The fetch loop hands each message to its stream by awaiting the delivery, where faust wraps
-   every delivery in ``wait_first`` (four tasks and an ``asyncio.wait`` per message): see
-   :meth:`_Consumer._drain_messages`.
+3. The fetch loop puts a message in its stream's buffer without the four tasks and the
+   ``asyncio.wait`` faust spends on each (:meth:`_Consumer._deliver`), with the same outcome.
 
 The scheme is declared under the ``faust.transports`` entry point in ``pyproject.toml``.
 """
@@ -17,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, ClassVar
 
 import aiokafka
@@ -80,18 +79,14 @@ class _Consumer(faust_aiokafka.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
-        """Faust's fetch loop (faust 0.15 ``Consumer._drain_messages``), delivering each
-        message by awaiting the callback that puts it in its stream's buffer.
+        """Faust's fetch loop (faust 0.15 ``Consumer._drain_messages``), with each delivery
+        run by :meth:`_deliver` instead of a ``wait_first``.
 
         Faust awaits ``wait_first(callback(message), suspend_flow.wait())`` per message: four
         tasks, an ``asyncio.wait`` and their cancellation, on the event loop that also runs the
-        agent. Without them the worker stage of the stream bench ran 5,543-8,390 vs 4,663-6,216
-        events/s (15,000 events, four runs each, ABBA order; docs/benchmarks.md). What faust's
-        wait bought: a delivery blocked on a
-        full stream buffer is given up when a rebalance suspends the flow. Here it completes
-        when the buffer has room, carrying its old generation, and the agent drops it unacked
-        (:func:`streams.batching.take_batches`); its offset is not recorded as read then, so
-        the partition's new position stands.
+        agent, for a delivery that almost always finishes at once. Without them the worker
+        stage of the stream bench ran 5,543-8,390 vs 4,663-6,216 events/s (15,000 events, four
+        runs each, ABBA order; docs/benchmarks.md).
         """
         callback = self.callback
         consumer_stopped = self._stopped.is_set
@@ -119,9 +114,9 @@ class _Consumer(faust_aiokafka.Consumer):
                             self._n_acked = 0
                             await self.commit()
                         generation = self.app.consumer_generation_id
-                        await callback(message)
+                        await self._deliver(callback(message))
                         if self.app.consumer_generation_id == generation:
-                            read_offset[tp] = offset
+                            read_offset[tp] = offset  # else the new generation's seek stands
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -136,6 +131,44 @@ class _Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, delivery: Awaitable[Any]) -> None:
+        """Run ``delivery`` (putting one message in its stream's buffer) with the outcome of
+        faust's ``wait_first(delivery, suspend_flow.wait())``, without any task when it finishes
+        at its first step, as it does unless the flow is suspended, the producer's buffer is
+        over its limit or the stream's buffer is full. A delivery that has to wait is finished
+        under ``wait_first`` as faust does it: given up when a rebalance suspends the flow, so
+        no message of the old generation reaches a stream after the rebalance.
+        """
+        if not isinstance(delivery, Coroutine):  # not faust's conductor: its own way
+            await self.wait_first(delivery, self.suspend_flow.wait())
+            return
+        try:
+            waiting = delivery.send(None)
+        except StopIteration:
+            return
+        await self.wait_first(_resume(delivery, waiting), self.suspend_flow.wait())
+
+
+async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Drive ``coro``, which has run to its first wait (``waiting``: what it yielded, a future
+    or ``None`` for a bare yield), to its end as an asyncio Task would: resumed when ``waiting``
+    is done; cancelling this task cancels ``waiting``, which ``coro`` then sees raise, or, with
+    nothing to cancel, gets the ``CancelledError`` thrown in."""
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False  # taken over, as a Task takes it
+                await waiting
+            step = None
+        except asyncio.CancelledError as exc:
+            step = None if waiting is not None and waiting.cancelled() else exc
+        try:
+            waiting = coro.send(None) if step is None else coro.throw(step)
+        except StopIteration:
+            return
 
 
 class Transport(faust_aiokafka.Transport):
