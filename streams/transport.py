@@ -172,6 +172,7 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
 
 
 class Transport(faust_aiokafka.Transport):
-    """aiokafka transport with a short fetch wait and exact high-water marks."""
+    """aiokafka transport with a short fetch wait, exact high-water marks and a fetch loop
+    without a task per message."""
 
     Consumer: ClassVar[Any] = _Consumer
