@@ -95,8 +95,15 @@ class StandIn:
         raise AssertionError("not expected")
 
 
-def _drain(standin: StandIn) -> None:
-    asyncio.run(_Consumer._drain_messages(standin, standin.fetcher))  # type: ignore[arg-type]
+def _drain(standin: StandIn, after_20ms: Any = None) -> None:
+    """Run the fetch loop over the stand-in's one fetch; ``after_20ms`` is called 20 ms in."""
+
+    async def run() -> None:
+        if after_20ms is not None:
+            asyncio.get_running_loop().call_later(0.02, after_20ms)
+        await _Consumer._drain_messages(standin, standin.fetcher)  # type: ignore[arg-type]
+
+    asyncio.run(run())
 
 
 def test_every_message_is_delivered_in_order_and_its_offset_recorded() -> None:
@@ -137,12 +144,7 @@ def test_deliveries_that_finish_at_once_take_no_detour() -> None:
 def test_a_delivery_that_waits_is_finished() -> None:
     standin = StandIn([Msg(T0, 0), Msg(T0, 1)])
     standin.blockers[0] = gate = asyncio.Event()
-
-    async def run() -> None:
-        asyncio.get_running_loop().call_later(0.02, gate.set)
-        await _Consumer._drain_messages(standin, standin.fetcher)  # type: ignore[arg-type]
-
-    asyncio.run(run())
+    _drain(standin, after_20ms=gate.set)
     assert standin.delivered == [(T0, 0), (T0, 1)] and standin.slow_deliveries == 1
     assert standin.given_up == [] and standin._read_offset[T0] == 1
 
@@ -150,11 +152,6 @@ def test_a_delivery_that_waits_is_finished() -> None:
 def test_a_waiting_delivery_is_given_up_when_the_flow_is_suspended() -> None:
     standin = StandIn([Msg(T0, 0), Msg(T0, 1)])
     standin.blockers[0] = asyncio.Event()  # never set: e.g. a full buffer during a rebalance
-
-    async def run() -> None:
-        asyncio.get_running_loop().call_later(0.02, standin.suspend_flow.set)
-        await _Consumer._drain_messages(standin, standin.fetcher)  # type: ignore[arg-type]
-
-    asyncio.run(run())
+    _drain(standin, after_20ms=standin.suspend_flow.set)
     assert standin.given_up == [0]  # the delivery saw the cancellation, as under faust
     assert standin.delivered == [(T0, 1)]
