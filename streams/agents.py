@@ -130,7 +130,8 @@ async def handle_batch(
         result = await loop.run_in_executor(executor, pipeline.process, events, states)
         for position, reason in result.rejected:
             await dead_letter(wiring, sources[position].message, reason)
-        _write_back(wiring, events, sources, result)
+        outgoing = _write_back(wiring, events, sources, result)
+        await _publish(wiring, outgoing)
     finally:
         stats.batch_ms.append((time.time() - started) * 1000.0)
 
@@ -140,9 +141,10 @@ def _write_back(
     events: Sequence[Event],
     sources: Sequence[EventT[bytes]],
     result: BatchResult,
-) -> None:
-    """One state write and one recommendation message per user touched."""
+) -> list[tuple[bytes, bytes]]:
+    """One state write per user touched; returns one recommendation message per user."""
     stats = wiring.stats
+    outgoing: list[tuple[bytes, bytes]] = []
     last_source: dict[str, EventT[bytes]] = {}
     first_arrival: dict[str, float] = {}
     for event, source in zip(events, sources, strict=True):
@@ -160,8 +162,26 @@ def _write_back(
         payload = encode_recommendations(
             user_id, event_ids, outcome.recommendations, result.model_version, latency_ms, now
         )
-        wiring.recommendations.send_soon(key=key, value=payload)
+        outgoing.append((key, payload))
         stats.events_applied += len(outcome.applied)
         stats.duplicates += len(outcome.duplicates)
         stats.recommendations_out += 1
         stats.latencies_ms.append(latency_ms)
+    return outgoing
+
+
+async def _publish(wiring: Wiring, outgoing: Sequence[tuple[bytes, bytes]]) -> None:
+    """Hand the batch's recommendations to the Kafka producer before the next batch starts.
+
+    ``send_soon`` would queue them for faust's producer-buffer task, which runs only when the
+    agent next yields (after the next batch's decoding and state reads, behind the other ready
+    tasks): about 2 ms more from the batch to the output topic at 1,000 events/s here. Awaiting
+    the send puts each message in aiokafka's batch for its partition at once (it waits only
+    when the producer's buffer is full, which also holds the agent back). ``force=True``: never
+    attached to a source event (faust would send an attached message only when that event is
+    acked). Faust flushes the producer before it commits offsets, so a committed event's
+    recommendation has been handed to the broker, as with ``send_soon``.
+    """
+    topic = wiring.recommendations
+    for key, payload in outgoing:
+        await topic.send(key=key, value=payload, force=True)

@@ -1,0 +1,80 @@
+"""``handle_batch`` end to end on stand-in topics: what a batch leaves behind when it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from encoders import TextEncoder
+from interest_state import UpdateParams, decode_state
+from streams.agents import handle_batch
+from streams.pipeline import Pipeline
+from streams.schemas import ItemMessage
+from streams.settings import Settings
+from streams.stats import Stats
+from streams.wiring import Wiring
+
+TITLES = ["space battle saga", "romantic comedy in paris", "animated toys adventure", "war drama"]
+
+
+@dataclass
+class _Message:
+    topic: str
+    key: bytes
+    value: bytes
+    timestamp: float
+    partition: int = 0
+    offset: int = 0
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Event:
+    message: _Message
+
+
+class _Topic:
+    """Records what was handed to the producer; ``send_soon`` is not there on purpose: a
+    message left in faust's buffer would reach the broker only when the agent next yields."""
+
+    def __init__(self, *, forced: bool) -> None:
+        self.forced = forced
+        self.sent: list[tuple[bytes, bytes]] = []
+
+    async def send(self, *, key: bytes, value: bytes, force: bool = False,
+                   headers: Any = None) -> None:
+        if self.forced:
+            assert force, "a recommendation must not be attached to (held for) a source event"
+        self.sent.append((key, value))
+
+
+def _event(settings: Settings, event_id: str, user: str, item: str) -> _Event:
+    body = {"event_id": event_id, "user_id": user, "item_id": item, "ts": 1000.0}
+    return _Event(_Message(settings.topics.click, user.encode(), json.dumps(body).encode(), 1.0))
+
+
+def test_a_batch_hands_one_recommendation_per_user_to_the_producer_before_it_returns(
+    tiny_encoder: TextEncoder,
+) -> None:
+    settings = Settings()
+    pipeline = Pipeline(tiny_encoder, UpdateParams(), top_k=2)
+    pipeline.add_items([ItemMessage(str(i), t, t, ()) for i, t in enumerate(TITLES)])
+    table: dict[bytes, bytes] = {}
+    recommendations, dlq = _Topic(forced=True), _Topic(forced=False)
+    wiring = Wiring(app=None, settings=settings, events=None, items=None,  # type: ignore[arg-type]
+                    recommendations=recommendations, dlq=dlq,  # type: ignore[arg-type]
+                    table=table, stats=Stats())  # type: ignore[arg-type]
+    batch = [_event(settings, "a", "u1", "0"), _event(settings, "b", "u2", "1"),
+             _event(settings, "c", "u1", "2"), _event(settings, "d", "u3", "nope")]
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        asyncio.run(handle_batch(wiring, pipeline, executor, batch))  # type: ignore[arg-type]
+
+    sent = {key: json.loads(value) for key, value in recommendations.sent}
+    assert len(recommendations.sent) == 2 and set(sent) == {b"u1", b"u2"}
+    assert sent[b"u1"]["event_ids"] == ["a", "c"] and sent[b"u2"]["event_ids"] == ["b"]
+    assert all(len(body["items"]) == 2 for body in sent.values())
+    assert set(table) == {b"u1", b"u2"} and decode_state(table[b"u1"]).n_events == 2
+    assert [json.loads(value)["event_id"] for _, value in dlq.sent] == ["d"]  # unknown item
