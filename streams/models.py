@@ -99,11 +99,11 @@ class AlignedItems:
     @classmethod
     def build(cls, model: SequenceModel, index: ItemIndex) -> AlignedItems:
         """Rows for every item the index holds now (hold the index lock)."""
-        aligned = cls(model, capacity=max(1024, len(index)))
-        n = len(index)
+        vectors = index.vectors_view()  # rows [0, n) as they are now, no copy
+        n = len(vectors)
+        aligned = cls(model, capacity=max(1024, n))
         if n:
             ids = [index.item_id_at(row) for row in range(n)]
-            vectors = np.stack([_vector(index, item_id) for item_id in ids])
             aligned.write(list(range(n)), ids, vectors)
         return aligned
 
@@ -152,13 +152,6 @@ class AlignedItems:
 
     def __len__(self) -> int:
         return self._view[2]
-
-
-def _vector(index: ItemIndex, item_id: str) -> np.ndarray:
-    vector = index.vector(item_id)
-    if vector is None:  # pragma: no cover - ids come from the index itself
-        raise ModelRejected(f"item {item_id!r} vanished from the index")
-    return vector
 
 
 @dataclass(frozen=True, slots=True, eq=False)
