@@ -18,6 +18,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import faust
 import faust.streams
@@ -136,21 +137,34 @@ async def handle_batch(
         stats.batch_ms.append((time.time() - started) * 1000.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One recommendation message, and the record timestamps of the events it answers."""
+
+    key: bytes
+    payload: bytes
+    stamps: tuple[float, ...]
+
+
 def _write_back(
     wiring: Wiring,
     events: Sequence[Event],
     sources: Sequence[EventT[bytes]],
     result: BatchResult,
-) -> list[tuple[bytes, bytes]]:
+) -> list[Outgoing]:
     """One state write per user touched; returns one recommendation message per user."""
     stats = wiring.stats
-    outgoing: list[tuple[bytes, bytes]] = []
+    outgoing: list[Outgoing] = []
     last_source: dict[str, EventT[bytes]] = {}
     first_arrival: dict[str, float] = {}
-    for event, source in zip(events, sources, strict=True):
+    stamps: dict[str, list[float]] = {}
+    rejected = {position for position, _ in result.rejected}
+    for position, (event, source) in enumerate(zip(events, sources, strict=True)):
         last_source[event.user_id] = source
         arrival = source.message.timestamp
         first_arrival[event.user_id] = min(first_arrival.get(event.user_id, arrival), arrival)
+        if position not in rejected:
+            stamps.setdefault(event.user_id, []).append(arrival)
     now = time.time()
     for user_id, outcome in result.users.items():
         key = user_id.encode()
@@ -162,7 +176,7 @@ def _write_back(
         payload = encode_recommendations(
             user_id, event_ids, outcome.recommendations, result.model_version, latency_ms, now
         )
-        outgoing.append((key, payload))
+        outgoing.append(Outgoing(key, payload, tuple(stamps.get(user_id, ()))))
         stats.events_applied += len(outcome.applied)
         stats.duplicates += len(outcome.duplicates)
         stats.recommendations_out += 1
@@ -170,7 +184,7 @@ def _write_back(
     return outgoing
 
 
-async def _publish(wiring: Wiring, outgoing: Sequence[tuple[bytes, bytes]]) -> None:
+async def _publish(wiring: Wiring, outgoing: Sequence[Outgoing]) -> None:
     """Hand the batch's recommendations to the Kafka producer before the next batch starts.
 
     ``send_soon`` would queue them for faust's producer-buffer task, which runs only when the
@@ -180,8 +194,12 @@ async def _publish(wiring: Wiring, outgoing: Sequence[tuple[bytes, bytes]]) -> N
     when the producer's buffer is full, which also holds the agent back). ``force=True``: never
     attached to a source event (faust would send an attached message only when that event is
     acked). Faust flushes the producer before it commits offsets, so a committed event's
-    recommendation has been handed to the broker, as with ``send_soon``.
+    recommendation has been handed to the broker, as with ``send_soon``. When the broker acks
+    a message, its events' time from their record timestamps goes to ``stats.acked``
+    (``acked_ms`` in ``/metrics``).
     """
     topic = wiring.recommendations
-    for key, payload in outgoing:
-        await topic.send(key=key, value=payload, force=True)
+    acked = wiring.stats.acked
+    for out in outgoing:
+        await topic.send(key=out.key, value=out.payload, force=True,
+                         callback=acked.callback(out.stamps))

@@ -9,8 +9,11 @@ much less so). Sections:
    (``table-send``: one table write + one send per event; ``noop``: iterate only). Each app gets
    its own topics, pre-loaded with the same ml-100k events before it starts; its rate is read
    from its ``/metrics`` (events handled between the first and the last sample). Then
-   event->output latency at fixed input rates (record timestamp = send time; latency = arrival
-   of the first output naming the event - that timestamp), and the processes' RSS.
+   event->output latency at fixed input rates, two ways: ``e2e`` (record timestamp = the bench's
+   send call -> the bench's reader receiving the first output naming the event: both client hops
+   included) and ``to broker ack`` (the app's ``/metrics?since=`` ``acked_ms``: the same
+   timestamp -> the broker's ack of that output; an upper bound of the event's time from the
+   broker to the output topic, which Tansu cannot stamp); and the processes' RSS.
 2. ``encoder``: sentences/s of :class:`encoders.TextEncoder` per batch size vs torch eager.
 3. ``rank``: users/s of :func:`interest_state.rank` over an :class:`encoders.ItemIndex` of
    random unit vectors vs a plain numpy matmul + argpartition top-k.
@@ -397,6 +400,10 @@ class Latency:
     seconds: float = 0.0
     e2e_ms: dict[str, float] = field(default_factory=dict)
     worker_ms: list[float] = field(default_factory=list)
+    #: the app's own ``acked_ms`` for this run's events (stamped since its start): record
+    #: timestamp -> the broker's ack of the output (an upper bound of broker -> output topic,
+    #: without the reader's hop)
+    acked_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def achieved_rate(self) -> float:
@@ -493,6 +500,13 @@ def latency_rows(stage: str, ours: Latency, base: Latency | None) -> list[Row]:
     rows.append(Row("latency", f"{stage} {label} e2e max", max(e2e, default=float("nan")), "ms",
                     "table+send" if base else "",
                     max(base_e2e, default=float("nan")) if base else None))
+    acked, base_acked = ours.acked_ms, base.acked_ms if base else {}
+    for stat in ("p50", "p99", "max"):
+        note = (f"the app's acked_ms over this run ({acked.get('n', 0):,.0f} events): record "
+                "timestamp -> broker ack of the output" if stat == "p50" else "")
+        rows.append(Row("latency", f"{stage} {label} to broker ack {stat}",
+                        acked.get(stat, float("nan")), "ms", "table+send" if base else "",
+                        base_acked.get(stat, float("nan")) if base else None, note))
     lost = len(ours.sent) - len(ours.e2e_ms)
     for q in (50, 99):
         rows.append(Row("latency", f"{stage} {label} worker latency_ms p{q}",
@@ -554,7 +568,8 @@ def _prepare_stage(run: StreamRun, kind: str) -> Settings:
     return settings
 
 
-def _latency_runs(run: StreamRun, settings: Settings, topic: str) -> list[Latency]:
+def _latency_runs(run: StreamRun, settings: Settings, topic: str,
+                  proc: ServiceProcess) -> list[Latency]:
     results = []
     offset = run.cfg.events
     for rate in run.cfg.latency_rates:
@@ -562,12 +577,16 @@ def _latency_runs(run: StreamRun, settings: Settings, topic: str) -> list[Latenc
         chunk = run.events[offset : offset + count]
         offset += count
         limit = count / rate + 60
+        since = math.floor(time.time() * 1000) / 1000  # record timestamps are whole ms
         try:
-            results.append(asyncio.run(asyncio.wait_for(
-                measure_latency(settings, topic, chunk, rate), limit)))
+            result = asyncio.run(asyncio.wait_for(
+                measure_latency(settings, topic, chunk, rate), limit))
         except TimeoutError as exc:
             check_broker(run.bootstrap)
             raise BenchError(f"latency run at {rate}/s did not finish in {limit:.0f}s") from exc
+        metrics = proc.get_json(f"/metrics?since={since:.3f}") or {}
+        result.acked_ms = metrics.get("acked_ms") or {}
+        results.append(result)
     return results
 
 
@@ -584,7 +603,7 @@ def run_stage(run: StreamRun, kind: str) -> StageResult:
         if kind != "noop":
             proc.wait_healthy(60)
             topic = settings.topics.recommendations if kind == "ours" else output_topic(settings)
-            latencies = _latency_runs(run, settings, topic)
+            latencies = _latency_runs(run, settings, topic, proc)
         memory = proc.memory()
         metrics = proc.get_json("/metrics") or {}
     finally:

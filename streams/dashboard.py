@@ -51,8 +51,9 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
     ]
     lat = [(f"{q} (ms)", v) for q, v in latency.items()] or [("no events yet", "")]
     lat += [(f"{label} {q} (ms)", v) for key, label in (
-        ("wait_ms", "waiting for its batch,"), ("batch_ms", "one batch's work,"))
-        for q, v in (metrics.get(key) or {}).items()]
+        ("acked_ms", "until the broker acked it,"), ("wait_ms", "waiting for its batch,"),
+        ("batch_ms", "one batch's work,"))
+        for q, v in (metrics.get(key) or {}).items() if q != "n"]
     dlq = sorted(reasons.items(), key=lambda kv: -kv[1]) or [("none", 0)]
     return f"""<!doctype html><html><head><meta charset=utf-8>
 <meta http-equiv=refresh content=2><title>Interest Stream worker</title>
@@ -60,7 +61,7 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
 <h1>Interest Stream worker: {status}</h1>
 <table>{_rows(runtime)}</table>
 <h2>Flow</h2><table>{_rows(flow)}</table>
-<h2>Event → recommendation latency (last 10,000)</h2><table>{_rows(lat)}</table>
+<h2>Event → recommendation latency (recent events)</h2><table>{_rows(lat)}</table>
 <h2>Dead letters by reason</h2><table>{_rows(dlq)}</table>
 <form onsubmit="location.href='/users/'+encodeURIComponent(this.u.value);return false">
 <label>User <input name=u placeholder="user id"></label> <button>show state</button></form>

@@ -1,16 +1,19 @@
-"""Per-worker counters and a latency reservoir, shown by ``/metrics`` and ``/healthz``."""
+"""Per-worker counters and latency reservoirs, shown by ``/metrics`` and ``/healthz``."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Stats", "reason_group"]
+__all__ = ["Acked", "Stats", "reason_group", "since_param"]
 
 
 _VALUES = re.compile(r": .*|, got .*| \(.*\)$| '[^']*'$")
@@ -25,6 +28,58 @@ def reason_group(reason: str) -> str:
     "field 'ts' must be epoch seconds or ISO-8601"
     """
     return re.sub(r"(?<![\w-])\d+(?![\w-])", "N", _VALUES.sub("", reason)).strip()
+
+
+def since_param(query: Mapping[str, str]) -> float:
+    """``/metrics?since=<epoch seconds>``: 0 when absent; ``ValueError`` saying why if bad.
+
+    >>> since_param({"since": "1764100000.5"})
+    1764100000.5
+    """
+    raw = query.get("since")
+    if raw is None:
+        return 0.0
+    try:
+        since = float(raw)
+    except ValueError:
+        raise ValueError(f"since must be epoch seconds, got {raw!r}") from None
+    if not math.isfinite(since) or since < 0:
+        raise ValueError(f"since must be epoch seconds, got {raw!r}")
+    return since
+
+
+@dataclass(slots=True)
+class Acked:
+    """Event -> output at the broker: each event's record timestamp -> the broker's ack of the
+    output message naming it (ms), kept with that timestamp so one window of events (those
+    stamped since a time) can be read back.
+
+    The record timestamp is the producer's (``CreateTime``: set at its send call, in whole ms,
+    so never after the event reached the broker), and the ack comes after the output is on its
+    topic: each figure is an upper bound of the event's time from broker to output topic,
+    without the hop to whoever reads the output.
+    """
+
+    samples: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=20_000))
+
+    def record(self, stamps: Iterable[float]) -> None:
+        """The broker acked an output naming events with these record timestamps (s)."""
+        now = time.time()
+        self.samples.extend((stamp, (now - stamp) * 1000.0) for stamp in stamps)
+
+    def callback(self, stamps: tuple[float, ...]) -> Callable[[object], None]:
+        """A callback for faust's ``send``: records ``stamps`` when the broker acks the message."""
+        return partial(self._on_ack, stamps)
+
+    def _on_ack(self, stamps: tuple[float, ...], _sent: object) -> None:
+        self.record(stamps)
+
+    def summary(self, since: float = 0.0) -> dict[str, float]:
+        """p50/p90/p99/max and count for the events stamped at or after ``since`` (epoch s)."""
+        values = deque(ms for stamp, ms in self.samples if stamp >= since)
+        if not values:
+            return {}
+        return {**_percentiles(values), "max": round(max(values), 2), "n": len(values)}
 
 
 @dataclass(slots=True)
@@ -46,11 +101,13 @@ class Stats:
     waits_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     batch_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1_000))
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1_000))
+    acked: Acked = field(default_factory=Acked)
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters[reason_group(reason)] += 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, since: float = 0.0) -> dict[str, Any]:
+        """``since`` (epoch s) limits ``acked_ms`` to the events stamped from then on."""
         return {
             "uptime_s": round(time.time() - self.started, 1),
             "events_in": self.events_in,
@@ -67,6 +124,7 @@ class Stats:
             "latency_ms": _percentiles(self.latencies_ms),
             "wait_ms": _percentiles(self.waits_ms),
             "batch_ms": _percentiles(self.batch_ms),
+            "acked_ms": self.acked.summary(since),
         }
 
 

@@ -16,6 +16,7 @@ from streams.catalog import CatalogFeed
 from streams.dashboard import render_dashboard
 from streams.model_watch import ModelWatcher
 from streams.pipeline import Pipeline
+from streams.stats import since_param
 from streams.wiring import Wiring
 
 __all__ = ["ranking_summary", "register", "user_summary"]
@@ -101,7 +102,11 @@ def register(
 
     @app.page("/metrics")
     async def metrics(self: View, request: Request) -> Response:
-        return self.json({**runtime(), **wiring.stats.snapshot()})
+        try:
+            since = since_param(request.query)
+        except ValueError as exc:
+            return self.json({"error": str(exc)}, status=400)
+        return self.json({**runtime(), **wiring.stats.snapshot(since)})
 
     @app.page("/dashboard")
     async def dashboard(self: View, request: Request) -> Response:

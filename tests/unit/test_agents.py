@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,17 +45,27 @@ class _Topic:
     def __init__(self, *, forced: bool) -> None:
         self.forced = forced
         self.sent: list[tuple[bytes, bytes]] = []
+        self.callbacks: list[Callable[[Any], Any]] = []
 
     async def send(self, *, key: bytes, value: bytes, force: bool = False,
-                   headers: Any = None) -> None:
+                   headers: Any = None, callback: Callable[[Any], Any] | None = None) -> None:
         if self.forced:
             assert force, "a recommendation must not be attached to (held for) a source event"
         self.sent.append((key, value))
+        if callback is not None:
+            self.callbacks.append(callback)
+
+    def ack_all(self) -> None:
+        """What faust does when the broker acks each message: call its callback."""
+        for callback in self.callbacks:
+            callback(None)
 
 
-def _event(settings: Settings, event_id: str, user: str, item: str) -> _Event:
+def _event(settings: Settings, event_id: str, user: str, item: str,
+           stamp: float = 1.0) -> _Event:
     body = {"event_id": event_id, "user_id": user, "item_id": item, "ts": 1000.0}
-    return _Event(_Message(settings.topics.click, user.encode(), json.dumps(body).encode(), 1.0))
+    return _Event(_Message(settings.topics.click, user.encode(), json.dumps(body).encode(),
+                           stamp))
 
 
 def test_a_batch_hands_one_recommendation_per_user_to_the_producer_before_it_returns(
@@ -78,3 +90,30 @@ def test_a_batch_hands_one_recommendation_per_user_to_the_producer_before_it_ret
     assert all(len(body["items"]) == 2 for body in sent.values())
     assert set(table) == {b"u1", b"u2"} and decode_state(table[b"u1"]).n_events == 2
     assert [json.loads(value)["event_id"] for _, value in dlq.sent] == ["d"]  # unknown item
+
+
+def test_the_brokers_ack_records_each_answered_events_time_from_its_record_timestamp(
+    tiny_encoder: TextEncoder,
+) -> None:
+    settings = Settings()
+    pipeline = Pipeline(tiny_encoder, UpdateParams(), top_k=2)
+    pipeline.add_items([ItemMessage(str(i), t, t, ()) for i, t in enumerate(TITLES)])
+    recommendations, dlq = _Topic(forced=True), _Topic(forced=False)
+    stats = Stats()
+    wiring = Wiring(app=None, settings=settings, events=None, items=None,  # type: ignore[arg-type]
+                    recommendations=recommendations, dlq=dlq,  # type: ignore[arg-type]
+                    table={}, stats=stats)  # type: ignore[arg-type]
+    now = time.time()
+    batch = [_event(settings, "a", "u1", "0", now - 0.3),
+             _event(settings, "b", "u2", "1", now - 0.2),
+             _event(settings, "c", "u1", "2", now - 0.1),
+             _event(settings, "e", "u1", "nope", now - 50.0)]  # rejected: not answered
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        asyncio.run(handle_batch(wiring, pipeline, executor, batch))  # type: ignore[arg-type]
+    assert stats.acked.summary() == {}  # sent, not acked yet
+
+    recommendations.ack_all()
+    acked = stats.acked.summary()
+    assert acked["n"] == 3
+    assert 300.0 <= acked["max"] < 50_000.0 and 100.0 <= acked["p50"] < acked["max"]
+    assert stats.acked.summary(since=time.time() + 1.0) == {}

@@ -185,11 +185,17 @@ def test_latency_counts_the_first_output_per_event() -> None:
 
 
 def test_latency_rows_with_and_without_a_baseline() -> None:
-    ours = Latency(200.0, sent={"a": 0.0, "b": 0.0}, seconds=0.01, e2e_ms={"a": 10.0})
-    base = Latency(200.0, sent={"a": 0.0}, seconds=0.005, e2e_ms={"a": 5.0})
+    ours = Latency(200.0, sent={"a": 0.0, "b": 0.0}, seconds=0.01, e2e_ms={"a": 10.0},
+                   acked_ms={"p50": 6.0, "p99": 9.0, "max": 9.5, "n": 1})
+    base = Latency(200.0, sent={"a": 0.0}, seconds=0.005, e2e_ms={"a": 5.0},
+                   acked_ms={"p50": 3.0, "p99": 4.5, "max": 5.0, "n": 1})
     rows = latency_rows("worker", ours, base)
     p50 = next(r for r in rows if r.metric.endswith("e2e p50"))
     assert p50.value == 10.0 and p50.ratio == 2.0
+    acked = {r.metric.rsplit(" ", 1)[1]: r for r in rows if "to broker ack" in r.metric}
+    assert {q: (r.value, r.baseline_value) for q, r in acked.items()} == {
+        "p50": (6.0, 3.0), "p99": (9.0, 4.5), "max": (9.5, 5.0)}
+    assert "(1 events)" in acked["p50"].note
     achieved = rows[-1]
     assert achieved.value == 200.0 and "1 without output" in achieved.note
     alone = latency_rows("worker", ours, None)
@@ -219,7 +225,7 @@ def test_baseline_topics_and_counter() -> None:
     assert specs["b1-baseline_state-changelog"].compacted
     assert {spec.partitions for spec in specs.values()} == {3}
     counter = BaselineCounter(events=4)
-    assert counter.snapshot() == {"events_in": 4, "events_applied": 4}
+    assert counter.snapshot() == {"events_in": 4, "events_applied": 4, "acked_ms": {}}
 
 
 def test_plain_topk_matches_a_full_sort() -> None:

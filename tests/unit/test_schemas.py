@@ -148,3 +148,30 @@ def test_metrics_split_the_latency_into_the_wait_for_a_batch_and_the_batch_itsel
                                                                      "p99": 4.0}
     page = render_dashboard(snap)
     assert "waiting for its batch, p50 (ms)" in page and "one batch&#x27;s work, p99 (ms)" in page
+
+
+def test_acked_latency_reads_back_the_window_since_a_time_and_metrics_say_it() -> None:
+    from streams.dashboard import render_dashboard
+    from streams.stats import Stats
+
+    stats = Stats()
+    now = time.time()
+    stats.acked.samples.extend([(now - 60.0, 900.0), (now - 1.0, 10.0), (now, 20.0), (now, 30.0)])
+    # (record timestamp of the event, ms from it to the ack)
+    assert stats.snapshot()["acked_ms"]["n"] == 4 and stats.snapshot()["acked_ms"]["max"] == 900.0
+    window = stats.snapshot(since=now - 30.0)["acked_ms"]
+    assert window["n"] == 3 and window["p50"] == 20.0 and window["max"] == 30.0
+    assert stats.snapshot(since=now + 1.0)["acked_ms"] == {}
+    stats.acked.record([time.time() - 0.25])
+    assert 250.0 <= stats.acked.summary(since=now - 1.0)["max"] < 900.0
+    page = render_dashboard(stats.snapshot())
+    assert "until the broker acked it, p50 (ms)" in page and "acked it, n" not in page
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "nan", "inf"])
+def test_metrics_since_must_be_epoch_seconds(raw: str) -> None:
+    from streams.stats import since_param
+
+    assert since_param({}) == 0.0 and since_param({"since": "12.5"}) == 12.5
+    with pytest.raises(ValueError, match="since must be epoch seconds, got"):
+        since_param({"since": raw})
