@@ -68,51 +68,65 @@ def _event(settings: Settings, event_id: str, user: str, item: str,
                            stamp))
 
 
-def test_a_batch_hands_one_recommendation_per_user_to_the_producer_before_it_returns(
-    tiny_encoder: TextEncoder,
-) -> None:
+@dataclass
+class _Setup:
+    settings: Settings
+    wiring: Wiring
+    recommendations: _Topic
+    dlq: _Topic
+    table: dict[bytes, bytes]
+
+    def run(self, pipeline: Pipeline, batch: list[_Event]) -> None:
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            asyncio.run(handle_batch(self.wiring, pipeline, executor, batch))  # type: ignore[arg-type]
+
+
+def _setup() -> _Setup:
     settings = Settings()
-    pipeline = Pipeline(tiny_encoder, UpdateParams(), top_k=2)
-    pipeline.add_items([ItemMessage(str(i), t, t, ()) for i, t in enumerate(TITLES)])
     table: dict[bytes, bytes] = {}
     recommendations, dlq = _Topic(forced=True), _Topic(forced=False)
     wiring = Wiring(app=None, settings=settings, events=None, items=None,  # type: ignore[arg-type]
                     recommendations=recommendations, dlq=dlq,  # type: ignore[arg-type]
                     table=table, stats=Stats())  # type: ignore[arg-type]
-    batch = [_event(settings, "a", "u1", "0"), _event(settings, "b", "u2", "1"),
-             _event(settings, "c", "u1", "2"), _event(settings, "d", "u3", "nope")]
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        asyncio.run(handle_batch(wiring, pipeline, executor, batch))  # type: ignore[arg-type]
+    return _Setup(settings, wiring, recommendations, dlq, table)
+
+
+def _pipeline(encoder: TextEncoder) -> Pipeline:
+    pipeline = Pipeline(encoder, UpdateParams(), top_k=2)
+    pipeline.add_items([ItemMessage(str(i), t, t, ()) for i, t in enumerate(TITLES)])
+    return pipeline
+
+
+def test_a_batch_hands_one_recommendation_per_user_to_the_producer_before_it_returns(
+    tiny_encoder: TextEncoder,
+) -> None:
+    run = _setup()
+    settings, recommendations, table = run.settings, run.recommendations, run.table
+    run.run(_pipeline(tiny_encoder), [
+        _event(settings, "a", "u1", "0"), _event(settings, "b", "u2", "1"),
+        _event(settings, "c", "u1", "2"), _event(settings, "d", "u3", "nope")])
 
     sent = {key: json.loads(value) for key, value in recommendations.sent}
     assert len(recommendations.sent) == 2 and set(sent) == {b"u1", b"u2"}
     assert sent[b"u1"]["event_ids"] == ["a", "c"] and sent[b"u2"]["event_ids"] == ["b"]
     assert all(len(body["items"]) == 2 for body in sent.values())
     assert set(table) == {b"u1", b"u2"} and decode_state(table[b"u1"]).n_events == 2
-    assert [json.loads(value)["event_id"] for _, value in dlq.sent] == ["d"]  # unknown item
+    assert [json.loads(value)["event_id"] for _, value in run.dlq.sent] == ["d"]  # unknown item
 
 
 def test_the_brokers_ack_records_each_answered_events_time_from_its_record_timestamp(
     tiny_encoder: TextEncoder,
 ) -> None:
-    settings = Settings()
-    pipeline = Pipeline(tiny_encoder, UpdateParams(), top_k=2)
-    pipeline.add_items([ItemMessage(str(i), t, t, ()) for i, t in enumerate(TITLES)])
-    recommendations, dlq = _Topic(forced=True), _Topic(forced=False)
-    stats = Stats()
-    wiring = Wiring(app=None, settings=settings, events=None, items=None,  # type: ignore[arg-type]
-                    recommendations=recommendations, dlq=dlq,  # type: ignore[arg-type]
-                    table={}, stats=stats)  # type: ignore[arg-type]
+    run = _setup()
+    settings, stats = run.settings, run.wiring.stats
     now = time.time()
-    batch = [_event(settings, "a", "u1", "0", now - 0.3),
-             _event(settings, "b", "u2", "1", now - 0.2),
-             _event(settings, "c", "u1", "2", now - 0.1),
-             _event(settings, "e", "u1", "nope", now - 50.0)]  # rejected: not answered
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        asyncio.run(handle_batch(wiring, pipeline, executor, batch))  # type: ignore[arg-type]
+    run.run(_pipeline(tiny_encoder), [
+        _event(settings, "a", "u1", "0", now - 0.3), _event(settings, "b", "u2", "1", now - 0.2),
+        _event(settings, "c", "u1", "2", now - 0.1),
+        _event(settings, "e", "u1", "nope", now - 50.0)])  # rejected: not answered
     assert stats.acked.summary() == {}  # sent, not acked yet
 
-    recommendations.ack_all()
+    run.recommendations.ack_all()
     acked = stats.acked.summary()
     assert acked["n"] == 3
     assert 300.0 <= acked["max"] < 50_000.0 and 100.0 <= acked["p50"] < acked["max"]
