@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from encoders.errors import ConfigurationError, InputError
+from interest_state import inner_products
 
 __all__ = ["ItemIndex"]
 
@@ -122,7 +123,7 @@ class ItemIndex:
         if query.ndim != 2 or query.shape[1] != self.dim:
             raise InputError(f"queries must be (m, {self.dim}), got {query.shape}")
         matrix, n = self._view  # one snapshot for the whole call
-        out: np.ndarray = query @ matrix[:n].T
+        out: np.ndarray = inner_products(query, matrix[:n])
         return out
 
     def vectors_view(self) -> np.ndarray:
@@ -150,7 +151,7 @@ class ItemIndex:
                 np.empty((query.shape[0], 0), dtype=np.float32),
                 np.empty((query.shape[0], 0), dtype=np.int64),
             )
-        scores = query @ matrix[:n].T
+        scores = inner_products(query, matrix[:n])
         if top < n:
             candidates = np.argpartition(-scores, top - 1, axis=1)[:, :top]
         else:

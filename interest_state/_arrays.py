@@ -39,3 +39,23 @@ def unit(vector: npt.NDArray[Any]) -> FloatVector | None:
     if not np.isfinite(norm) or norm == 0.0:
         return None
     return (as64 / norm).astype(np.float32)
+
+
+#: Up to this many queries, :func:`inner_products` takes the product the other way round.
+FEW_QUERIES = 32
+
+
+def inner_products(queries: npt.NDArray[Any], matrix: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``queries @ matrix.T`` ((m, d) by (n, d) -> (m, n), C order), quicker for a few queries.
+
+    OpenBLAS multiplies a few short rows by a tall transposed matrix slowly: with one BLAS
+    thread here, for 4 queries against 1,682 x 384 float32 rows, ``queries @ matrix.T`` takes
+    0.37 ms and ``(matrix @ queries.T).T`` 0.16 (1.3-2.9x for 2 to 32 queries, any width from
+    64 to 384 and 1.7k to 1M rows; no gain for 1, mixed from 64). A live stream's batches touch
+    a few users each, so up to :data:`FEW_QUERIES` queries go that way round (plus one copy of
+    the small result into C order); more go straight. The values agree to float32 rounding.
+    """
+    if 1 < queries.shape[0] <= FEW_QUERIES:
+        return np.ascontiguousarray((matrix @ queries.T).T)
+    out: npt.NDArray[Any] = queries @ matrix.T
+    return out

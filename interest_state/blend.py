@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import FloatVector, unit
+from ._arrays import FloatVector, inner_products, unit
 from .errors import DimensionError, ParamsError
 from .rank import Catalog, Recommendation, explain
 from .state import InterestState
@@ -189,7 +189,7 @@ def _long_scores(
     # A row's score depends on that row alone, so rows that are not known (whatever they
     # hold, NaN included) are scored with the rest and then overwritten: no masked copy.
     with np.errstate(invalid="ignore", over="ignore"):
-        scores = query @ items.vectors[:rows].T
+        scores = inner_products(query, items.vectors[:rows])
     scores[:, ~items.known[:rows]] = np.nan
     out[np.asarray(have), :rows] = scores
     return out
