@@ -73,6 +73,13 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The broker process (for CPU figures); ``BrokerError`` when it is not running."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise BrokerError("the embedded broker is not running")
+        return self._proc.pid
+
     def start(self, timeout_s: float = 10.0) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         cmd = [

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
 
 from streams.broker import EmbeddedBroker, broker_for
-from streams.errors import TopicError
+from streams.errors import BrokerError, TopicError
 from streams.topics import TopicSpec, ensure_topics, read_true_end_offsets
 from tests.integration.kafka_client import produce
 
@@ -26,7 +27,10 @@ def test_embedded_broker_lives_exactly_as_long_as_its_block() -> None:
     with EmbeddedBroker() as broker:
         assert broker.bootstrap.startswith("127.0.0.1:")
         assert _answers(broker.port)
+        assert "tansu" in Path(f"/proc/{broker.pid}/cmdline").read_bytes().decode()
     assert not _answers(broker.port)
+    with pytest.raises(BrokerError, match="not running"):
+        _ = broker.pid
 
 
 def test_a_configured_bootstrap_starts_nothing() -> None:
