@@ -156,8 +156,8 @@ def test_acked_latency_reads_back_the_window_since_a_time_and_metrics_say_it() -
 
     stats = Stats()
     now = time.time()
-    stats.acked.samples.extend([(now - 60.0, 900.0), (now - 1.0, 10.0), (now, 20.0), (now, 30.0)])
-    # (record timestamp of the event, ms from it to the ack)
+    for stamp, ms in [(now - 60.0, 900.0), (now - 1.0, 10.0), (now, 20.0), (now, 30.0)]:
+        stats.acked.record([stamp], now=stamp + ms / 1000.0)  # acked ``ms`` after its stamp
     assert stats.snapshot()["acked_ms"]["n"] == 4 and stats.snapshot()["acked_ms"]["max"] == 900.0
     window = stats.snapshot(since=now - 30.0)["acked_ms"]
     assert window["n"] == 3 and window["p50"] == 20.0 and window["max"] == 30.0
@@ -166,6 +166,22 @@ def test_acked_latency_reads_back_the_window_since_a_time_and_metrics_say_it() -
     assert 250.0 <= stats.acked.summary(since=now - 1.0)["max"] < 900.0
     page = render_dashboard(stats.snapshot())
     assert "until the broker acked it, p50 (ms)" in page and "acked it, n" not in page
+
+
+def test_acked_keeps_the_last_capacity_events_in_its_ring() -> None:
+    from streams.stats import Acked
+
+    acked = Acked(capacity=3)
+    assert acked.summary() == {}
+    acked.record([1.0, 2.0], now=3.0)  # 2000 and 1000 ms
+    assert acked.summary() == {"p50": 1500.0, "p90": 1900.0, "p99": 1990.0, "max": 2000.0,
+                               "n": 2}
+    acked.record([2.5, 2.75], now=3.0)  # the ring drops the oldest (1.0)
+    assert acked.summary()["n"] == 3 and acked.summary()["max"] == 1000.0
+    assert acked.summary(since=2.6) == {"p50": 250.0, "p90": 250.0, "p99": 250.0, "max": 250.0,
+                                        "n": 1}
+    with pytest.raises(ValueError, match="capacity"):
+        Acked(capacity=0)
 
 
 @pytest.mark.parametrize("raw", ["soon", "-1", "nan", "inf"])
