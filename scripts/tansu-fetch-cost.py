@@ -22,6 +22,7 @@ import asyncio
 import os
 import statistics
 import time
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -33,7 +34,7 @@ WINDOW_S = 2.0
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -104,6 +105,8 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--secs", type=float, default=20.0)
     args = parser.parse_args()
+    if args.rate <= 0 or args.secs <= 0:
+        parser.error("--rate and --secs must be > 0")
     with EmbeddedBroker() as broker:
         for linger in (0, 20):
             await one_run(broker, linger, args.rate, args.secs)

@@ -577,17 +577,45 @@ def _latency_runs(run: StreamRun, settings: Settings, topic: str,
         chunk = run.events[offset : offset + count]
         offset += count
         limit = count / rate + 60
-        since = math.floor(time.time() * 1000) / 1000  # record timestamps are whole ms
+        since = window_start(time.time())
         try:
             result = asyncio.run(asyncio.wait_for(
                 measure_latency(settings, topic, chunk, rate), limit))
         except TimeoutError as exc:
             check_broker(run.bootstrap)
             raise BenchError(f"latency run at {rate}/s did not finish in {limit:.0f}s") from exc
-        metrics = proc.get_json(f"/metrics?since={since:.3f}") or {}
-        result.acked_ms = metrics.get("acked_ms") or {}
+        result.acked_ms = _acked_since(proc, since, len(result.e2e_ms))
         results.append(result)
     return results
+
+
+def window_start(now: float) -> float:
+    """``now`` floored to whole ms: record timestamps are whole ms, so the first event sent
+    after ``now`` is stamped at or after this (a plain ``now`` could leave it out)."""
+    return math.floor(now * 1000) / 1000
+
+
+def _acked_since(proc: ServiceProcess, since: float, answered: int,
+                 wait_s: float = 3.0) -> dict[str, float]:
+    """The app's ``acked_ms`` for the events stamped since ``since``. The reader may see an
+    output before the app has the broker's ack of it, so wait (briefly) until the acks cover
+    every answered event."""
+    deadline = time.monotonic() + wait_s
+    acked: dict[str, float] | None = None
+    while True:
+        metrics = proc.get_json(f"/metrics?since={since:.3f}")
+        if metrics is None:
+            proc.check()
+        else:
+            acked = metrics.get("acked_ms") or {}
+            if acked.get("n", 0) >= answered:
+                return acked
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if acked is None:
+        raise BenchError(f"{proc.name}: /metrics did not answer after the latency run")
+    return acked  # short of the answered events: its row's note gives the count
 
 
 def run_stage(run: StreamRun, kind: str) -> StageResult:

@@ -45,6 +45,8 @@ def since_param(query: Mapping[str, str]) -> float:
         raise ValueError(f"since must be epoch seconds, got {raw!r}") from None
     if not math.isfinite(since) or since < 0:
         raise ValueError(f"since must be epoch seconds, got {raw!r}")
+    if since > time.time() + 86_400:
+        raise ValueError(f"since must be epoch seconds (not ms), got {raw!r}: a day ahead or more")
     return since
 
 

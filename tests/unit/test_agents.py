@@ -100,9 +100,9 @@ def _pipeline(encoder: TextEncoder) -> Pipeline:
 def test_a_batch_hands_one_recommendation_per_user_to_the_producer_before_it_returns(
     tiny_encoder: TextEncoder,
 ) -> None:
-    run = _setup()
-    settings, recommendations, table = run.settings, run.recommendations, run.table
-    run.run(_pipeline(tiny_encoder), [
+    setup = _setup()
+    settings, recommendations, table = setup.settings, setup.recommendations, setup.table
+    setup.run(_pipeline(tiny_encoder), [
         _event(settings, "a", "u1", "0"), _event(settings, "b", "u2", "1"),
         _event(settings, "c", "u1", "2"), _event(settings, "d", "u3", "nope")])
 
@@ -111,22 +111,22 @@ def test_a_batch_hands_one_recommendation_per_user_to_the_producer_before_it_ret
     assert sent[b"u1"]["event_ids"] == ["a", "c"] and sent[b"u2"]["event_ids"] == ["b"]
     assert all(len(body["items"]) == 2 for body in sent.values())
     assert set(table) == {b"u1", b"u2"} and decode_state(table[b"u1"]).n_events == 2
-    assert [json.loads(value)["event_id"] for _, value in run.dlq.sent] == ["d"]  # unknown item
+    assert [json.loads(value)["event_id"] for _, value in setup.dlq.sent] == ["d"]  # unknown item
 
 
 def test_the_brokers_ack_records_each_answered_events_time_from_its_record_timestamp(
     tiny_encoder: TextEncoder,
 ) -> None:
-    run = _setup()
-    settings, stats = run.settings, run.wiring.stats
+    setup = _setup()
+    settings, stats = setup.settings, setup.wiring.stats
     now = time.time()
-    run.run(_pipeline(tiny_encoder), [
+    setup.run(_pipeline(tiny_encoder), [
         _event(settings, "a", "u1", "0", now - 0.3), _event(settings, "b", "u2", "1", now - 0.2),
         _event(settings, "c", "u1", "2", now - 0.1),
         _event(settings, "e", "u1", "nope", now - 50.0)])  # rejected: not answered
     assert stats.acked.summary() == {}  # sent, not acked yet
 
-    run.recommendations.ack_all()
+    setup.recommendations.ack_all()
     acked = stats.acked.summary()
     assert acked["n"] == 3
     assert 300.0 <= acked["max"] < 50_000.0 and 100.0 <= acked["p50"] < acked["max"]

@@ -148,14 +148,3 @@ def test_reader_thread_sees_only_published_rows() -> None:
     assert not errors, errors[0] if errors else None
     assert len(index) == 300
 
-
-@pytest.mark.parametrize("m", [0, 1, 2, 4, 32, 33, 64])
-def test_inner_products_match_the_plain_product_either_way_round(m: int) -> None:
-    from interest_state import inner_products
-
-    rng = np.random.default_rng(m)
-    matrix = rng.standard_normal((300, 48)).astype(np.float32)
-    queries = rng.standard_normal((m, 48)).astype(np.float32)
-    out = inner_products(queries, matrix)
-    assert out.shape == (m, 300) and out.dtype == np.float32 and out.flags.c_contiguous
-    assert np.allclose(out, queries.astype(np.float64) @ matrix.T.astype(np.float64), atol=1e-4)

@@ -11,6 +11,7 @@ from interest_state import (
     InterestState,
     LongTermItems,
     ParamsError,
+    inner_products,
     rank,
     rank_blended,
 )
@@ -190,3 +191,13 @@ def test_hidden_items_are_taken_out_without_changing_the_other_scores() -> None:
         assert [(r.item_id, r.score) for r in got] == want
     with pytest.raises(ParamsError, match="hide"):
         rank_blended(users, catalog, items, hide=hide[:2])
+
+
+@pytest.mark.parametrize("m", [0, 1, 2, 4, 32, 33, 64])
+def test_inner_products_match_the_plain_product_either_way_round(m: int) -> None:
+    rng = np.random.default_rng(m)
+    matrix = rng.standard_normal((300, 48)).astype(np.float32)
+    queries = rng.standard_normal((m, 48)).astype(np.float32)
+    out = inner_products(queries, matrix)
+    assert out.shape == (m, 300) and out.dtype == np.float32 and out.flags.c_contiguous
+    assert np.allclose(out, queries.astype(np.float64) @ matrix.T.astype(np.float64), atol=1e-4)

@@ -184,10 +184,10 @@ def test_acked_keeps_the_last_capacity_events_in_its_ring() -> None:
         Acked(capacity=0)
 
 
-@pytest.mark.parametrize("raw", ["soon", "-1", "nan", "inf"])
+@pytest.mark.parametrize("raw", ["soon", "-1", "nan", "inf", str(int(time.time() * 1000))])
 def test_metrics_since_must_be_epoch_seconds(raw: str) -> None:
     from streams.stats import since_param
 
     assert since_param({}) == 0.0 and since_param({"since": "12.5"}) == 12.5
-    with pytest.raises(ValueError, match="since must be epoch seconds, got"):
+    with pytest.raises(ValueError, match="since must be epoch seconds"):
         since_param({"since": raw})
