@@ -131,6 +131,8 @@ def test_the_dashboard_shows_the_numbers_and_escapes_what_it_shows() -> None:
         }
     )
     assert "serving" in page and "12345" in page and "7.5" in page
+    assert "until its recommendation was sent (oldest event of each message), p50 (ms)" in page
+    assert "no events yet" in render_dashboard({"catalog_ready": False})
     assert "m&lt;1&gt;" in page and "<script>" not in page
     assert page.index("unknown item_id") < page.index("&lt;script&gt;")  # most frequent first
 
@@ -165,7 +167,8 @@ def test_acked_latency_reads_back_the_window_since_a_time_and_metrics_say_it() -
     stats.acked.record([time.time() - 0.25])
     assert 250.0 <= stats.acked.summary(since=now - 1.0)["max"] < 900.0
     page = render_dashboard(stats.snapshot())
-    assert "until the broker acked it, p50 (ms)" in page and "acked it, n" not in page
+    assert "until the broker acked its recommendation, p50 (ms)" in page
+    assert "recommendation, n" not in page
 
 
 def test_acked_keeps_the_last_capacity_events_in_its_ring() -> None:
