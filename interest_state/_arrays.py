@@ -51,9 +51,10 @@ def inner_products(queries: npt.NDArray[Any], matrix: npt.NDArray[Any]) -> npt.N
     OpenBLAS multiplies a few short rows by a tall transposed matrix slowly: with one BLAS
     thread here, for 4 queries against 1,682 x 384 float32 rows, ``queries @ matrix.T`` takes
     0.37 ms and ``(matrix @ queries.T).T`` 0.16 (1.1-2.9x for 2 to 32 queries at widths of
-    64 to 384 and 1.7k to 1M rows, the least at 32; no gain for 1, mixed from 64). A live stream's batches touch
-    a few users each, so up to :data:`FEW_QUERIES` queries go that way round (plus one copy of
-    the small result into C order); more go straight. The values agree to float32 rounding.
+    64 to 384 and 1.7k to 1M rows, the least at 32; no gain for 1, mixed from 64). A live
+    stream's batches touch a few users each, so up to :data:`FEW_QUERIES` queries go that way
+    round (plus one copy of the small result into C order); more go straight. The values agree
+    to float32 rounding.
     """
     if 1 < queries.shape[0] <= FEW_QUERIES:
         return np.ascontiguousarray((matrix @ queries.T).T)
