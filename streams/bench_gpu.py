@@ -28,6 +28,7 @@ import numpy as np
 from encoders import TextEncoder
 from streams.bench import (
     BenchConfig,
+    Latency,
     Row,
     StreamRun,
     percentile,
@@ -194,6 +195,21 @@ def encoder_rows(settings: Settings, cfg: BenchConfig, provider: str,
 # --------------------------------------------------------------------------- end to end
 
 
+def latency_pair_rows(mine: Latency, theirs: Latency, share: float,
+                      providers: Sequence[str]) -> list[Row]:
+    """p50/p99 of one fixed-rate run on the second provider against the first: e2e (to the
+    bench's reader) and to the broker's ack of the recommendation (the worker's ``acked_ms``)."""
+    where = f"at {mine.target_rate:,.0f}/s, {share:.0%} comments, {providers[1]}"
+    rows = [Row("gpu", f"worker e2e p{q} {where}", percentile(list(mine.e2e_ms.values()), q),
+                "ms", providers[0], percentile(list(theirs.e2e_ms.values()), q))
+            for q in (50, 99)]
+    rows += [Row("gpu", f"worker to broker ack {stat} {where}",
+                 mine.acked_ms.get(stat, float("nan")), "ms", providers[0],
+                 theirs.acked_ms.get(stat, float("nan")))
+             for stat in ("p50", "p99")]
+    return rows
+
+
 def stream_rows(settings: Settings, cfg: BenchConfig, tmp: Path, shares: Sequence[float],
                 providers: Sequence[str] = ("cpu", "cuda")) -> list[Row]:
     """The same worker on the same stream once per provider, for each comment share, and the
@@ -220,11 +236,7 @@ def stream_rows(settings: Settings, cfg: BenchConfig, tmp: Path, shares: Sequenc
                         gpu.rate, "ev/s", f"same worker, {providers[0]}", cpu.rate,
                         f"{stage_note(gpu)} | {providers[0]}: {stage_note(cpu)}"))
         for mine, theirs in zip(gpu.latencies, cpu.latencies, strict=True):
-            for q in (50, 99):
-                rows.append(Row("gpu", f"worker e2e p{q} at {mine.target_rate:,.0f}/s, "
-                                f"{share:.0%} comments, {providers[1]}",
-                                percentile(list(mine.e2e_ms.values()), q), "ms", providers[0],
-                                percentile(list(theirs.e2e_ms.values()), q)))
+            rows += latency_pair_rows(mine, theirs, share, providers)
     ceiling = results[providers[1], 0.0]
     rows.append(Row("gpu", f"worker events/s, no comments, {providers[1]}", ceiling.rate, "ev/s",
                     note=f"this machine's worker without text to encode; {stage_note(ceiling)}"))

@@ -45,3 +45,17 @@ def test_encoder_rows_compare_ours_with_the_bare_session_and_torch(
                      "encoder sentences/s, batch 4, vs torch"]
     assert all(row.value > 0 and row.baseline_value for row in rows)
     assert f"{TOKENS} tokens" in rows[0].note and "torch" in rows[3].baseline
+
+
+def test_gpu_latency_rows_put_e2e_and_the_brokers_ack_beside_the_cpu_run() -> None:
+    from streams.bench import Latency
+    from streams.bench_gpu import latency_pair_rows
+
+    gpu = Latency(1000.0, e2e_ms={"a": 10.0, "b": 30.0}, acked_ms={"p50": 8.0, "p99": 20.0})
+    cpu = Latency(1000.0, e2e_ms={"a": 100.0}, acked_ms={"p50": 90.0, "p99": 99.0})
+    rows = {r.metric: r for r in latency_pair_rows(gpu, cpu, 1.0, ("cpu", "cuda"))}
+    ack = rows["worker to broker ack p50 at 1,000/s, 100% comments, cuda"]
+    assert (ack.value, ack.baseline, ack.baseline_value) == (8.0, "cpu", 90.0)
+    e2e = rows["worker e2e p50 at 1,000/s, 100% comments, cuda"]
+    assert e2e.value == 20.0 and e2e.baseline_value == 100.0
+    assert len(rows) == 4
