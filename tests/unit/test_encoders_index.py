@@ -147,4 +147,3 @@ def test_reader_thread_sees_only_published_rows() -> None:
         thread.join(timeout=10)
     assert not errors, errors[0] if errors else None
     assert len(index) == 300
-
