@@ -53,7 +53,15 @@ import numpy.typing as npt
 
 from encoders.errors import ConfigurationError, InputError
 
-__all__ = ["AnnIndex", "Candidates", "Moments", "limit_threads"]
+__all__ = [
+    "AnnIndex",
+    "Candidates",
+    "Moments",
+    "check_finite",
+    "check_source",
+    "fingerprint",
+    "limit_threads",
+]
 
 Rows = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
@@ -238,7 +246,7 @@ class AnnIndex:
         ``touched`` below ``covered`` are compared with what the index holds and re-entered
         when they changed. May rebuild the whole index (see the module docstring).
         """
-        matrix, flags, touched_rows = self._check(vectors, known, touched)
+        matrix, flags, touched_rows = check_source(self.dim, vectors, known, touched)
         current = self._lists
         live = int(flags.sum())
         if self._needs_build(current, version, live):
@@ -249,7 +257,7 @@ class AnnIndex:
             return self._rebuild(matrix, flags, version)
         rows = touched_rows[touched_rows < current.covered]
         if len(rows):
-            _check_finite(matrix[rows[flags[rows]]], "touched rows")
+            check_finite(matrix[rows[flags[rows]]], "touched rows")
             with self._lock:
                 current.replace(rows, np.ascontiguousarray(matrix[rows]), flags[rows])
         start = current.covered
@@ -270,7 +278,7 @@ class AnnIndex:
         live = np.flatnonzero(flags)
         lists = max(1, min(round(2 * math.sqrt(len(live))), len(live) // _TRAIN_PER_LIST))
         sample = matrix[live[:: max(1, len(live) // (_TRAIN_PER_LIST * lists))]]
-        _check_finite(sample, "training rows")
+        check_finite(sample, "training rows")
         fresh = _Lists(self.dim, version, sample, lists)
         fresh.trained_on = len(live)
         for low in range(0, len(matrix), self.chunk):
@@ -280,30 +288,12 @@ class AnnIndex:
             self._lists = fresh
         return len(matrix)
 
-    def _check(
-        self,
-        vectors: npt.ArrayLike,
-        known: npt.ArrayLike | None,
-        touched: Sequence[int] | npt.NDArray[np.integer[Any]],
-    ) -> tuple[Vectors, npt.NDArray[np.bool_], Rows]:
-        matrix = np.asarray(vectors, dtype=np.float32)
-        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
-            raise InputError(f"vectors must be (n, {self.dim}), got {matrix.shape}")
-        n = len(matrix)
-        flags = np.ones(n, dtype=bool) if known is None else np.asarray(known)
-        if flags.dtype != np.bool_ or flags.shape != (n,):
-            raise InputError(f"known must be bool ({n},), got {flags.dtype} {flags.shape}")
-        rows = np.unique(np.asarray(touched, dtype=np.int64).reshape(-1))
-        if len(rows) and (rows[0] < 0 or rows[-1] >= n):
-            raise InputError(f"touched rows must be within 0..{n - 1}")
-        return matrix, flags, rows
-
     def candidates(self, queries: npt.ArrayLike, count: int) -> Candidates:
         """The ``count`` best rows per query (approximately), with the index's snapshot."""
         query = np.ascontiguousarray(queries, dtype=np.float32)
         if query.ndim != 2 or query.shape[1] != self.dim:
             raise InputError(f"queries must be (m, {self.dim}), got {query.shape}")
-        _check_finite(query, "queries")
+        check_finite(query, "queries")
         if count < 1:
             raise ConfigurationError(f"count must be >= 1, got {count}")
         with self._lock:
@@ -314,6 +304,27 @@ class AnnIndex:
                 _, labels = lists.index.search(query, count, params=params)
                 rows = np.where(labels >= 0, lists.row_of_label[labels.clip(0)], -1)
             return Candidates(rows.astype(np.int64), lists.covered, lists.moments, lists.version)
+
+
+def check_source(
+    dim: int,
+    vectors: npt.ArrayLike,
+    known: npt.ArrayLike | None,
+    touched: Sequence[int] | npt.NDArray[np.integer[Any]],
+) -> tuple[Vectors, npt.NDArray[np.bool_], Rows]:
+    """A candidate index's ``sync`` arguments checked: the (n, dim) float32 source, one bool
+    flag per row (all true when ``known`` is ``None``) and the touched rows, unique, sorted."""
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise InputError(f"vectors must be (n, {dim}), got {matrix.shape}")
+    n = len(matrix)
+    flags = np.ones(n, dtype=bool) if known is None else np.asarray(known)
+    if flags.dtype != np.bool_ or flags.shape != (n,):
+        raise InputError(f"known must be bool ({n},), got {flags.dtype} {flags.shape}")
+    rows = np.unique(np.asarray(touched, dtype=np.int64).reshape(-1))
+    if len(rows) and (rows[0] < 0 or rows[-1] >= n):
+        raise InputError(f"touched rows must be within 0..{n - 1}")
+    return matrix, flags, rows
 
 
 def fingerprint(vectors: Vectors) -> npt.NDArray[np.uint64]:
@@ -330,7 +341,7 @@ def _block(
 ) -> tuple[Rows, Vectors]:
     rows = low + np.flatnonzero(flags[low:high]).astype(np.int64)
     block = np.ascontiguousarray(matrix[rows])
-    _check_finite(block, f"rows {low}..{high - 1}")
+    check_finite(block, f"rows {low}..{high - 1}")
     return rows, block
 
 
@@ -340,6 +351,6 @@ def _grown(array: npt.NDArray[Any], size: int, fill: int) -> npt.NDArray[Any]:
     return out
 
 
-def _check_finite(vectors: Vectors, what: str) -> None:
+def check_finite(vectors: Vectors, what: str) -> None:
     if not np.isfinite(vectors).all():
         raise InputError(f"{what} contain NaN or infinity")
