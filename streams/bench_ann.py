@@ -18,8 +18,9 @@ like the seeds' spread (:func:`mixture_catalog`). A user's history is drawn from
 around three seed items (their taste); the long-term vector is the mean long-term vector of
 that history plus noise.
 
-``python -m streams.bench_ann [--quick] [--sweep]``; ``--sweep`` times both paths over small
-catalogs, to find where the approximate one starts to win (the worker's threshold).
+``python -m streams.bench_ann [--quick] [--sweep] [--sizes N,..] [--device cpu|cuda]``;
+``--sweep`` times both paths over small catalogs, to find where the approximate one starts to
+win (the worker's threshold); ``--device`` times the device item index against faiss instead.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from threadpoolctl import threadpool_limits
 
 from encoders import ItemIndex
 from encoders.ann import AnnIndex
+from encoders.device_index import DeviceIndex
+from encoders.providers import usable_cpu_count
 from interest_state import (
     Event,
     EventType,
@@ -54,7 +57,15 @@ from interest_state.blend_ann import rank_approx, rank_blended_approx
 from streams.bench import BenchConfig, Row, format_table, paired_rates, timed_rate
 from streams.settings import Settings
 
-__all__ = ["MixedCatalog", "Seeds", "ann_section", "build_indexes", "load_seeds", "mixture_catalog"]
+__all__ = [
+    "MixedCatalog",
+    "Seeds",
+    "ann_section",
+    "build_indexes",
+    "device_index_rows",
+    "load_seeds",
+    "mixture_catalog",
+]
 
 CANDIDATES = 256
 """Rows asked of each index per user (``rank_blended_approx(candidates=...)``)."""
@@ -233,17 +244,20 @@ def _compare(
     baseline: str,
     approx: Callable[[], list[Any]],
     exact: Callable[[], list[Any]],
+    section: str = "ann",
+    truth: Callable[[], list[Any]] | None = None,
 ) -> list[Row]:
-    """Users/s of ``approx`` against ``exact`` (alternating rounds) and its recall@10."""
+    """Users/s of ``approx`` against ``exact`` (alternating rounds) and its recall@10 against
+    ``truth`` (default ``exact``)."""
     with _one_thread():
-        recall = recall_at(approx(), exact())
+        recall = recall_at(approx(), (truth or exact)())
         ours, theirs = paired_rates(
             partial(_rate, approx, users, cfg), partial(_rate, exact, users, cfg), cfg.rounds
         )
     return [
-        Row("ann", metric.format("users/s"), ours, "users/s", baseline, theirs,
+        Row(section, metric.format("users/s"), ours, "users/s", baseline, theirs,
             f"recall@10 {recall:.3f}"),
-        Row("ann", metric.format("recall@10"), recall, "", note=note),
+        Row(section, metric.format("recall@10"), recall, "", note=note),
     ]  # fmt: skip
 
 
@@ -265,6 +279,74 @@ def _one_thread() -> Iterator[None]:
             yield
         finally:
             faiss.omp_set_num_threads(threads)
+
+
+def device_index_rows(cfg: BenchConfig, provider: str, sizes: Sequence[int] = (1_000_000,),
+                      settings: Settings | None = None) -> list[Row]:  # fmt: skip
+    """The item index on the device (:class:`encoders.device_index.DeviceIndex`, ``provider``
+    "cuda" or "cpu") against faiss IVF-PQ, both in the worker's setting (numpy and faiss on one
+    thread), in the same run: blended users/s over each one's candidates with recall@10
+    against exact ranking, one search of ``rank_users`` queries for the 256 best rows, the
+    time to add 1,000 items, and the build times. Section ``gpu``."""
+    rng = np.random.default_rng(19)
+    seeds = load_seeds(settings or Settings.from_env(), rng)
+    rows: list[Row] = []
+    for size in sizes:
+        catalog = mixture_catalog(seeds, size, rng)
+        index, long_items, text_ann, long_ann, faiss_s = build_indexes(catalog)
+        start = time.perf_counter()
+        text_dev = DeviceIndex(index.dim, provider=provider)
+        long_dev = DeviceIndex(long_items.dim, provider=provider)
+        text_dev.sync(index.vectors_view())
+        long_dev.sync(long_items.vectors, long_items.known, version=VERSION)
+        device_s = time.perf_counter() - start
+        where = f"{text_dev.provider} {text_dev.dtype}" + (
+            "" if provider == "cuda" else f", {usable_cpu_count()} intra-op threads")
+        states = taste_users(catalog, cfg.rank_users, rng)
+        label = f"{size:,} items, batch {len(states)}"
+        blend = partial(rank_blended_approx, states, index, long_items, k=10, candidates=CANDIDATES)
+        with _one_thread():
+            exact = rank_blended(states, index, long_items, 10)
+        rows += _compare(cfg, f"blend {{}} over device candidates, {label}",
+                         f"device: {where}; C={CANDIDATES} per index; {seeds.source} mixed",
+                         len(states), "faiss IVF-PQ candidates, 1 thread",
+                         partial(blend, short_index=text_dev, long_index=long_dev),
+                         partial(blend, short_index=text_ann, long_index=long_ann),
+                         section="gpu", truth=partial(list, exact))  # fmt: skip
+        with _one_thread():
+            faiss_recall = recall_at(blend(short_index=text_ann, long_index=long_ann), exact)
+        rows.append(Row("gpu", f"blend recall@10 over faiss candidates, {label}", faiss_recall,
+                        "", note=f"IVF-PQ, {text_ann.lists:,} lists, {text_ann.probes} probed"))
+        queries = np.stack([s.short_term / np.linalg.norm(s.short_term) for s in states])
+        ours, theirs = paired_rates(
+            partial(_search_rate, text_dev, queries, cfg), partial(_search_rate, text_ann,
+                                                                   queries, cfg), cfg.rounds)
+        rows.append(Row("gpu", f"device index searches/s, {len(queries)} queries x top "
+                        f"{CANDIDATES}, {size:,} x {index.dim}", ours, "calls/s",
+                        "faiss IVF-PQ, 1 thread", theirs, where))  # fmt: skip
+        rows.append(Row("gpu", f"device index: add 1,000 items to {size:,}",
+                        _append_ms(text_dev, index, catalog.text[:1000]), "ms", note=where))
+        rows.append(Row("gpu", f"device index build, {size:,} items (text + long)", device_s, "s",
+                        "faiss IVF-PQ build", faiss_s, where))  # fmt: skip
+    return rows
+
+
+def _search_rate(source: DeviceIndex | AnnIndex, queries: np.ndarray, cfg: BenchConfig) -> float:
+    def once() -> int:
+        source.candidates(queries, CANDIDATES)
+        return 1
+
+    with _one_thread():
+        return timed_rate(once, cfg.min_seconds)
+
+
+def _append_ms(device: DeviceIndex, index: ItemIndex, vectors: np.ndarray) -> float:
+    """Milliseconds for ``device`` to take ``vectors`` as new catalog rows (one sync)."""
+    ids = [f"new-{n}" for n in range(len(vectors))]
+    index.upsert(ids, ids, vectors)
+    start = time.perf_counter()
+    device.sync(index.vectors_view())
+    return (time.perf_counter() - start) * 1000
 
 
 def ann_sizes(cfg: BenchConfig) -> tuple[int, ...]:
@@ -293,11 +375,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
 @click.option("--quick", is_flag=True, help="10k and 50k items instead of 10k, 100k and 1M.")
 @click.option("--sweep", is_flag=True, help="Small catalogs only, to find the crossover.")
 @click.option("--sizes", default="", help="Comma-separated catalog sizes (overrides the mode).")
-def main(quick: bool, sweep: bool, sizes: str) -> None:
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Time the device item index against faiss instead (the gpu section's rows).")
+def main(quick: bool, sweep: bool, sizes: str, device: str | None) -> None:
     cfg = BenchConfig.for_mode(quick)
     chosen = tuple(int(s) for s in sizes.split(",") if s.strip()) or (SWEEP_SIZES if sweep else ())
     start = time.perf_counter()
-    rows = ann_section(dataclasses.replace(cfg, sections=("ann",)), sizes=chosen)
+    if device is not None:
+        rows = device_index_rows(cfg, device, chosen or ann_sizes(cfg))
+    else:
+        rows = ann_section(dataclasses.replace(cfg, sections=("ann",)), sizes=chosen)
     click.echo(format_table(rows))
     click.echo(f"\n{time.perf_counter() - start:.0f}s in all")
 

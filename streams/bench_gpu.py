@@ -8,6 +8,9 @@ baseline measured in the same run on the same machine.
    SDPA attention, inputs already on the GPU, mean pooling and normalisation included).
 2. End to end: one worker (``python -m streams.cli worker``) on a comment-heavy stream through
    the embedded broker, with the CUDA provider against the same worker on the CPU provider.
+3. The item index on the GPU (:class:`encoders.device_index.DeviceIndex`) against faiss
+   IVF-PQ on the CPU at 1M items: blended users/s, recall@10 against exact ranking, one
+   search, adding items, building (:func:`streams.bench_ann.device_index_rows`).
 
 Where CUDA does not load the section says so and measures nothing; ``provider`` lets the tests
 run the same code on the CPU.
@@ -37,6 +40,7 @@ from streams.bench import (
     timed_rate,
     with_comments,
 )
+from streams.bench_ann import device_index_rows
 from streams.settings import Settings
 
 __all__ = ["GPU_BATCH_SIZES", "gpu_section", "sixteen_token_texts"]
@@ -247,8 +251,8 @@ def stream_rows(settings: Settings, cfg: BenchConfig, tmp: Path, shares: Sequenc
 
 
 def gpu_section(settings: Settings, cfg: BenchConfig, tmp: Path, echo: Callable[[str], None],
-                provider: str | None = None, shares: Sequence[float] = (0.5, 1.0)
-                ) -> list[Row]:
+                provider: str | None = None, shares: Sequence[float] = (0.5, 1.0),
+                index_sizes: Sequence[int] = (1_000_000,)) -> list[Row]:
     """Encoder and end-to-end rows on the GPU; a single 'skipped' row where CUDA does not load.
 
     Each part runs on its own: a part that fails leaves a row saying why and the others run.
@@ -264,6 +268,8 @@ def gpu_section(settings: Settings, cfg: BenchConfig, tmp: Path, echo: Callable[
         ("encoder", lambda: encoder_rows(settings, cfg, chosen)),
         ("stream", lambda: stream_rows(settings, cfg, tmp / "gpu-stream", shares,
                                        ("cpu", "cuda" if chosen == CUDA else "cpu"))),
+        ("index", lambda: device_index_rows(cfg, "cuda" if chosen == CUDA else "cpu",
+                                            index_sizes, settings)),
     ]
     for name, part in parts:
         echo(f"gpu: {name} ...")

@@ -37,6 +37,7 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
         ("last rejected model", metrics.get("model_last_reject") or "none"),
         ("execution provider", metrics.get("provider")),
         ("items in the index", metrics.get("items")),
+        ("large-catalog candidates", metrics.get("candidates")),
         ("uptime (s)", metrics.get("uptime_s")),
     ]
     flow = [

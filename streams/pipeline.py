@@ -15,6 +15,7 @@ throughout.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 from collections import defaultdict
@@ -25,6 +26,8 @@ import numpy as np
 
 from encoders import EncoderError, ItemIndex, TextEncoder
 from encoders.ann import AnnIndex
+from encoders.device_index import DeviceIndex
+from encoders.providers import CUDA
 from encoders.sequence import SequenceEvent, SequenceModel
 from interest_state import (
     Event,
@@ -46,7 +49,33 @@ log = logging.getLogger(__name__)
 PROBES_KEPT = 8
 """Recent real histories kept to probe a new sequence model before it is swapped in."""
 
-__all__ = ["BatchResult", "Pipeline", "UserOutcome"]
+__all__ = ["CANDIDATE_INDEXES", "BatchResult", "Pipeline", "UserOutcome", "candidate_kind"]
+
+CANDIDATE_INDEXES = ("auto", "faiss", "device")
+"""Where a large catalog's candidates come from: faiss IVF-PQ on the CPU
+(:class:`encoders.ann.AnnIndex`), an exact search on the text encoder's ONNX Runtime device
+(:class:`encoders.device_index.DeviceIndex`: the GPU with CUDA), or ``auto``: the device when
+the encoder runs on CUDA, faiss otherwise."""
+
+
+def candidate_kind(choice: str, provider: str) -> str:
+    """``faiss`` or ``device`` for the setting ``choice`` and the text encoder's provider.
+
+    ``auto`` on CUDA without the ``onnx`` package (the device index builds its graphs with it)
+    stays with faiss and says so; ``device`` asked for explicitly fails then, naming the fix.
+    """
+    if choice not in CANDIDATE_INDEXES:
+        raise ValueError(f"candidate index must be one of {', '.join(CANDIDATE_INDEXES)}, "
+                         f"got {choice!r}")  # fmt: skip
+    if choice != "auto":
+        return choice
+    if provider != CUDA:
+        return "faiss"
+    if importlib.util.find_spec("onnx") is None:
+        log.warning("large catalogs: faiss candidates on the CPU, not the GPU index, which needs "
+                    "the onnx package (pip install 'interest-stream[gpu]')")
+        return "faiss"
+    return "device"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,18 +108,20 @@ class Pipeline:
         blend_weight: float = 0.95,
         sequence: SequenceModel | None = None,
         ann_min_items: int = 20_000,
+        candidate_index: str = "auto",
     ) -> None:
         self.encoder = encoder
         self.index = index or ItemIndex(encoder.dim)
         self.params = params
         self.top_k = top_k
         self.blend_weight = blend_weight
-        #: Catalogs of at least this many items are ranked over approximate candidates
-        #: (:mod:`encoders.ann`, exact standardisation); smaller ones exactly. 0: always exact.
+        #: Catalogs of at least this many items are ranked over candidates (exact
+        #: standardisation and rescoring, :mod:`interest_state.blend_ann`) from
+        #: ``candidate_index``; smaller ones exactly. 0: always exact.
         self.ann_min_items = ann_min_items
-        self.text_ann = (AnnIndex(encoder.dim, min_rows=max(1024, ann_min_items // 2))
-                         if ann_min_items else None)
-        self.long_ann: AnnIndex | None = None
+        self.candidate_index = candidate_kind(candidate_index, encoder.provider)
+        self.text_ann = self._new_index(encoder.dim) if ann_min_items else None
+        self.long_ann: AnnIndex | DeviceIndex | None = None
         #: Batches ranked short-term only because the sequence model failed on them, and user
         #: vectors it returned non-finite (those users ranked short-term only); on /metrics.
         self.sequence_failures = 0
@@ -100,6 +131,20 @@ class Pipeline:
         self._probes: tuple[InterestState, ...] = ()  # states: histories built only on demand
         if sequence is not None:
             self.install_sequence(sequence)
+
+    def _new_index(self, dim: int) -> AnnIndex | DeviceIndex:
+        if self.candidate_index == "device":  # the encoder's device: CUDA, or the CPU when asked
+            return DeviceIndex(dim, provider="cuda" if self.encoder.provider == CUDA else "cpu")
+        return AnnIndex(dim, min_rows=max(1024, self.ann_min_items // 2))
+
+    @property
+    def candidate_summary(self) -> str:
+        """Where a large catalog's candidates come from, in words (``/metrics``)."""
+        if self.text_ann is None:
+            return "none: every catalog is ranked exactly"
+        where = ("faiss IVF-PQ (approximate, CPU)" if isinstance(self.text_ann, AnnIndex)
+                 else f"exact search on {self.text_ann.provider} ({self.text_ann.dtype})")
+        return f"{where} from {self.ann_min_items:,} items"
 
     @property
     def sequence(self) -> ActiveSequence | None:
@@ -120,7 +165,7 @@ class Pipeline:
             items = AlignedItems.build(model, self.index)
             if self.text_ann is not None:
                 if self.long_ann is None or self.long_ann.dim != model.dim:
-                    self.long_ann = AnnIndex(model.dim, min_rows=self.text_ann.min_rows)
+                    self.long_ann = self._new_index(model.dim)
                 snap = items.snapshot()
                 self.long_ann.sync(snap.vectors, snap.known, version=snap.version)
             active = ActiveSequence(model, items)

@@ -66,6 +66,7 @@ class Settings:
     blas_threads: int = 1
     encoder_int8: bool = False
     ann_min_items: int = 20_000
+    candidate_index: str = "auto"
     max_user_id_len: int = 128
     log_level: str = "info"
     store_block_cache_mb: int = 256
@@ -123,6 +124,8 @@ class Settings:
             (0 <= self.blas_threads <= 256, "blas_threads must be 0..256 (0: numpy's default)"),
             (1 <= self.web_port <= 65535, "web_port must be 1..65535"),
             (self.ann_min_items >= 0, "ann_min_items must be >= 0 (0: always exact)"),
+            (self.candidate_index in ("auto", "faiss", "device"),
+             "candidate_index must be auto, faiss or device"),
             (1 <= self.store_block_cache_mb <= 65536, "store_block_cache_mb must be 1..65536"),
             (1 <= self.store_write_buffer_mb <= 4096, "store_write_buffer_mb must be 1..4096"),
             (len(set(dataclasses.astuple(self.topics))) == 6, "topic names must differ"),
@@ -166,6 +169,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "INTEREST_STREAM_BLAS_THREADS": ("blas_threads", int),
     "INTEREST_STREAM_ENCODER_INT8": ("encoder_int8", _bool),
     "INTEREST_STREAM_ANN_MIN_ITEMS": ("ann_min_items", int),
+    "INTEREST_STREAM_CANDIDATE_INDEX": ("candidate_index", str),
     "INTEREST_STREAM_LOG_LEVEL": ("log_level", str),
     "INTEREST_STREAM_TOPIC_CLICK": ("topic_click", str),
     "INTEREST_STREAM_TOPIC_BROWSE": ("topic_browse", str),

@@ -88,6 +88,7 @@ def register(
             "catalog_ready": feed.ready.is_set(),
             "items": len(pipeline.index),
             "ranking": ranking_summary(pipeline),
+            "candidates": pipeline.candidate_summary,
             "blend_weight": pipeline.blend_weight,
             "sequence_failures": pipeline.sequence_failures,
             "sequence_nonfinite": pipeline.sequence_nonfinite,

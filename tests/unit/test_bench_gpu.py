@@ -59,3 +59,22 @@ def test_gpu_latency_rows_put_e2e_and_the_brokers_ack_beside_the_cpu_run() -> No
     e2e = rows["worker e2e p50 at 1,000/s, 100% comments, cuda"]
     assert e2e.value == 20.0 and e2e.baseline_value == 100.0
     assert len(rows) == 4
+
+
+def test_device_index_rows_put_the_device_index_beside_faiss(tmp_path: Path) -> None:
+    from streams.bench_ann import device_index_rows
+
+    cfg = dataclasses.replace(BenchConfig.for_mode(True), min_seconds=0.02, rounds=1,
+                              rank_users=8)
+    rows = {r.metric: r for r in device_index_rows(cfg, "cpu", sizes=(3000,),
+                                                   settings=Settings(home=tmp_path))}
+    label = "3,000 items, batch 8"
+    assert rows[f"blend recall@10 over device candidates, {label}"].value == 1.0  # exact
+    assert 0.0 <= rows[f"blend recall@10 over faiss candidates, {label}"].value <= 1.0
+    users = rows[f"blend users/s over device candidates, {label}"]
+    assert users.value > 0 and users.baseline_value and "faiss" in users.baseline
+    assert "CPUExecutionProvider float32" in users.note or "float32" in \
+        rows[f"blend recall@10 over device candidates, {label}"].note
+    assert rows["device index searches/s, 8 queries x top 256, 3,000 x 384"].value > 0
+    assert rows["device index: add 1,000 items to 3,000"].value > 0
+    assert rows["device index build, 3,000 items (text + long)"].baseline_value

@@ -190,3 +190,13 @@ def test_searches_during_syncs_see_whole_snapshots() -> None:
         reader.join()
     assert not problems, problems[:3]
     assert index.covered == 550
+
+
+def test_without_the_onnx_package_it_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from encoders import ExportDependencyError
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    with pytest.raises(ExportDependencyError, match=r"interest-stream\[gpu\]"):
+        _index(4)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from encoders import TextEncoder
+from encoders.ann import AnnIndex
+from encoders.device_index import DeviceIndex
+from encoders.providers import CUDA
 from encoders.sequence import SequenceModel
 from interest_state import Event, EventType, UpdateParams, encode_state
-from streams.pipeline import Pipeline
+from streams.pipeline import Pipeline, candidate_kind
 from streams.schemas import ItemMessage
 from tests.unit.conftest import SEQ_ITEMS, SEQ_TITLES
 
@@ -121,9 +125,13 @@ def test_without_a_sequence_model_the_batch_says_short_term_only(
     assert result.users["u1"].state.long_term is None
 
 
-def test_large_catalogs_rank_over_approximate_candidates_as_exact_ranking_would(
-    tiny_encoder: TextEncoder, tiny_sequence_dir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("candidate_index", ["faiss", "device"])
+def test_large_catalogs_rank_over_candidates_as_exact_ranking_would(
+    tiny_encoder: TextEncoder, tiny_sequence_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    candidate_index: str,
 ) -> None:
+    """faiss is not trained on 20 items (every row is scored as not synced yet); the device
+    index (here on the CPU provider) holds them all and answers exactly: same lists."""
     import streams.pipeline
 
     model = SequenceModel.load(tiny_sequence_dir, provider="cpu", intra_op_threads=1)
@@ -140,12 +148,60 @@ def test_large_catalogs_rank_over_approximate_candidates_as_exact_ranking_would(
     lists = []
     for ann_min_items in (0, 4):  # 0: always exact; 4: this 20-item catalog is "large"
         p = Pipeline(tiny_encoder, UpdateParams(history_len=8), top_k=4, sequence=model,
-                     ann_min_items=ann_min_items)
+                     ann_min_items=ann_min_items, candidate_index=candidate_index)
         p.add_items(items)
         result = p.process(events, {})
         lists.append({u: [r.item_id for r in o.recommendations] for u, o in result.users.items()})
     assert approx_calls == [3]
-    assert lists[0] == lists[1]  # rows not in an index yet are scored exactly: same lists
+    assert lists[0] == lists[1]
+    assert p.text_ann is not None and p.long_ann is not None
+    if candidate_index == "device":
+        assert isinstance(p.text_ann, DeviceIndex) and isinstance(p.long_ann, DeviceIndex)
+        assert p.text_ann.covered == len(p.text_ann) == len(items)
+        assert p.long_ann.version == model.version
+        assert p.candidate_summary == "exact search on CPUExecutionProvider (float32) from 4 items"
+    else:
+        assert isinstance(p.text_ann, AnnIndex) and p.text_ann.covered == 0
+
+
+def test_the_candidate_index_follows_the_provider_unless_chosen(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    assert candidate_kind("auto", CUDA) == "device"
+    assert candidate_kind("auto", "CPUExecutionProvider") == "faiss"
+    assert candidate_kind("device", "CPUExecutionProvider") == "device"
+    assert candidate_kind("faiss", CUDA) == "faiss"
+    with pytest.raises(ValueError, match="auto, faiss, device"):
+        candidate_kind("hnsw", CUDA)
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no onnx installed
+    assert candidate_kind("auto", CUDA) == "faiss"
+    assert "needs the onnx package" in caplog.text
+    assert candidate_kind("device", CUDA) == "device"  # asked for: DeviceIndex says what is missing
+
+
+def test_the_device_index_follows_the_catalog_and_ranks_exactly(tiny_encoder: TextEncoder) -> None:
+    words = ["space", "love", "war", "toys", "cook", "ship", "city", "night", "sea", "song"]
+    titles = [f"{words[n % 10]} {words[n // 10 % 10]} {words[n // 100 % 10]} {n}"
+              for n in range(300)]
+    p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=100,
+                 candidate_index="device")
+    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[:200])])
+    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[150:], 150)])
+    renamed = ItemMessage("7", "sea song night", "sea song night", ())
+    p.add_items([renamed])  # a replaced vector goes to the device too
+    assert p.text_ann is not None and p.text_ann.covered == 300
+    seven = p.index.vector("7")
+    assert seven is not None
+    found = p.text_ann.candidates(seven[None, :], 1)
+    assert found.rows[0, 0] == p.index.row_of("7")
+    np.testing.assert_allclose(found.moments.total, p.index.vectors_view().sum(axis=0), atol=1e-4)
+    exact = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=0)
+    exact.index = p.index
+    events = [ev(f"e{n}", f"u{n % 20}", str(n * 5)) for n in range(60)]
+    ours, theirs = p.process(events, {}).users, exact.process(events, {}).users
+    assert {u: [r.item_id for r in o.recommendations] for u, o in ours.items()} == {
+        u: [r.item_id for r in o.recommendations] for u, o in theirs.items()}
 
 
 def test_the_approximate_index_follows_the_catalog(tiny_encoder: TextEncoder) -> None:
