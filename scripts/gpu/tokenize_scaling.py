@@ -53,8 +53,8 @@ def child(model_dir: str, workers: int, seconds: float, env: dict[str, str]) -> 
     code = ("import sys; from scripts.gpu.tokenize_scaling import measure; "
             "print(measure(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))")
     argv = [sys.executable, "-c", code, model_dir, str(workers), str(seconds)]
-    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True,  # noqa: S603
-                         check=True)
+    env = {**os.environ, **env}
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)  # noqa: S603
     return float(out.stdout.strip().splitlines()[-1])
 
 
