@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -32,12 +33,24 @@ from encoders.metadata import (
     read_metadata,
 )
 from encoders.providers import CUDA, choose_providers, session_options
+from encoders.wordpiece import FastWordPiece, first_difference
 
 __all__ = ["TextEncoder"]
 
 log = logging.getLogger(__name__)
 
 _KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+_PROBE_TEXTS = (
+    "", "   ", "A quiet film about a pilot.", "Don't stop: it's 2024-11-26, 9:30am!!",
+    "e-mail me at someone@example.com or see https://example.org/a_b?c=1&d=2#top",
+    "UPPER lower MiXeD CamelCase snake_case kebab-case dotted.name 3.14159 1,000,000",
+    "tabs\tand\nnewlines\r\nand   runs   of   spaces", "(parens) [brackets] {braces} <angles>",
+    "a" * 120 + " after a word longer than WordPiece takes", "unbelievably uncharacteristic "
+    "antidisestablishmentarianism hyperparameterisation xyzzyq qwrtplk",
+    "~`!@#$%^&*()_+-={}|[]\\:\";'<>?,./", "[MASK] is a special token, [CLS] too",
+    " ".join(["word"] * 200), "the the the the the the the the the the the the the the the",
+)
+"""Texts the fast WordPiece path is checked on against the tokenizer when an encoder loads."""
 
 
 def _load_tokenizer(path: Path, max_length: int) -> Tokenizer:
@@ -78,6 +91,18 @@ def _graph_for(model_dir: Path, providers: list[str], quantized: bool
     return model_dir / FP16_FILE, card
 
 
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token ids per text, and token types per text (``None`` when they are all 0)."""
+
+    ids: list[list[int]]
+    types: list[list[int]] | None = None
+
+    def pick(self, rows: Sequence[int] | np.ndarray) -> Tokens:
+        types = None if self.types is None else [self.types[row] for row in rows]
+        return Tokens([self.ids[row] for row in rows], types)
+
+
 class TextEncoder:
     """Sentence vectors from an exported encoder folder (see :mod:`encoders.export`).
 
@@ -97,6 +122,7 @@ class TextEncoder:
         *,
         max_length: int,
         model_version: str,
+        fast: FastWordPiece | None = None,
     ) -> None:
         self._session = session
         self._tokenizer = tokenizer
@@ -113,7 +139,9 @@ class TextEncoder:
         self._zero_types = not any(tokenizer.encode("probe").type_ids)
         self.dim: int = metadata.dim
         self.max_length: int = max_length
+        self._cut = max_length  # where texts are truncated now (warm_up checks at the export's)
         self._export_max_length = metadata.max_length
+        self._fast = self._checked(fast)
         self.model_version: str = model_version
         self.provider: str = str(session.get_providers()[0])
         self._cuda = self.provider == CUDA
@@ -124,6 +152,22 @@ class TextEncoder:
     def input_names(self) -> tuple[str, ...]:
         return self._inputs
 
+    @property
+    def fast_tokenizer(self) -> bool:
+        """Whether plain-ASCII texts are tokenised by :mod:`encoders.wordpiece`."""
+        return self._fast is not None
+
+    def _checked(self, fast: FastWordPiece | None) -> FastWordPiece | None:
+        """``fast`` when it gives the tokenizer's ids on the probe texts (and the graph needs
+        no token types read back), else ``None``, logged."""
+        if fast is None or not self._zero_types:
+            return None
+        differs = first_difference(fast, self._tokenizer, _PROBE_TEXTS, self.max_length)
+        if differs is not None:
+            log.error("fast WordPiece path disagrees with the tokenizer on %r; not used", differs)
+            return None
+        return fast
+
     @classmethod
     def from_session(cls, session: Any, model_dir: Path, max_length: int | None = None
                      ) -> TextEncoder:
@@ -132,7 +176,8 @@ class TextEncoder:
         length = max_length or metadata.max_length
         tokenizer = _load_tokenizer(Path(model_dir) / TOKENIZER_FILE, length)
         return cls(session, tokenizer, metadata, max_length=length,
-                   model_version=metadata.model_version)
+                   model_version=metadata.model_version,
+                   fast=FastWordPiece.build(Path(model_dir) / TOKENIZER_FILE))
 
     @classmethod
     def load(
@@ -143,13 +188,17 @@ class TextEncoder:
         max_length: int | None = None,
         intra_op_threads: int | None = None,
         quantized: bool = False,
+        fast_tokenizer: bool = True,
     ) -> TextEncoder:
         """Open the export in ``model_dir`` with one ``InferenceSession``.
 
         ``max_length`` may shorten (never lengthen) the export's; ``quantized`` picks
-        ``model.int8.onnx`` from :func:`encoders.export.quantize_int8`. On CUDA the fused fp16
-        graph (:func:`encoders.fp16.optimize_fp16`) is used when it is current; it is checked
-        against its float32 reference vectors and warmed up before the encoder is returned.
+        ``model.int8.onnx`` from :func:`encoders.export.quantize_int8`; ``fast_tokenizer``
+        lets :mod:`encoders.wordpiece` tokenise plain-ASCII texts (checked against the
+        tokenizer first; other texts, and other tokenizers, always go through ``tokenizers``).
+        On CUDA the fused fp16 graph (:func:`encoders.fp16.optimize_fp16`) is used when it is
+        current; it is checked against its float32 reference vectors and warmed up before the
+        encoder is returned.
         """
         model_dir = Path(model_dir)
         metadata = read_metadata(model_dir)
@@ -164,9 +213,11 @@ class TextEncoder:
                 f"max_length must be within 2..{metadata.max_length} (the export's), got {length}"
             )
         tokenizer = _load_tokenizer(model_dir / TOKENIZER_FILE, length)
+        fast = FastWordPiece.build(model_dir / TOKENIZER_FILE) if fast_tokenizer else None
         session = _open_session(model_path, providers, intra_op_threads)
         version = metadata.model_version + ("-int8" if quantized else "-fp16" if card else "")
-        encoder = cls(session, tokenizer, metadata, max_length=length, model_version=version)
+        encoder = cls(session, tokenizer, metadata, max_length=length, model_version=version,
+                      fast=fast)
         if card is not None:
             try:
                 encoder.warm_up(card)
@@ -175,13 +226,14 @@ class TextEncoder:
                 encoder.close()
                 session = _open_session(model_dir / MODEL_FILE, providers, intra_op_threads)
                 encoder = cls(session, tokenizer, metadata, max_length=length,
-                              model_version=metadata.model_version)
+                              model_version=metadata.model_version, fast=fast)
         log.info(
-            "text encoder %s (dim %d, max_length %d) on %s",
+            "text encoder %s (dim %d, max_length %d) on %s; fast WordPiece path %s",
             encoder.model_version,
             encoder.dim,
             length,
             encoder.provider,
+            "on" if encoder.fast_tokenizer else "off",
         )
         return encoder
 
@@ -197,6 +249,7 @@ class TextEncoder:
         :class:`ModelLoadError` when the vectors are off. The check tokenises at the export's
         full length, as the reference was made, whatever this encoder truncates at."""
         self._tokenizer.enable_truncation(max_length=self._export_max_length)
+        self._cut = self._export_max_length
         try:
             cosine = check_vectors(self.encode(list(card.texts)), card, self.provider)
             for size in batch_sizes:
@@ -206,6 +259,7 @@ class TextEncoder:
                                  ) from exc
         finally:
             self._tokenizer.enable_truncation(max_length=self.max_length)
+            self._cut = self.max_length
         log.info("fp16 graph checked on %s (min cosine %.5f) and warmed up", self.provider, cosine)
         return cosine
 
@@ -247,19 +301,34 @@ class TextEncoder:
         if self._runner is not None:
             self._runner.shutdown(wait=True)
 
-    def _tokenise(self, texts: list[str]) -> list[Encoding]:
+    def _tokenise(self, texts: list[str]) -> Tokens:
+        """Each text's token ids (the fast path's where it takes the text, else the
+        tokenizer's, in one ``encode_batch_fast`` call) and token types (``None``: all 0)."""
+        if self._fast is None or not self._zero_types:
+            encodings = self._encode(texts)
+            types = None if self._zero_types else [e.type_ids for e in encodings]
+            return Tokens([e.ids for e in encodings], types)
+        ids: list[list[int] | None] = self._fast.ids(texts, self._cut)
+        rest = [i for i, row in enumerate(ids) if row is None]
+        for i, encoding in zip(rest, self._encode([texts[i] for i in rest]), strict=True):
+            ids[i] = encoding.ids
+        return Tokens(cast(list[list[int]], ids), None)
+
+    def _encode(self, texts: list[str]) -> list[Encoding]:
+        if not texts:
+            return []
         fast = getattr(self._tokenizer, "encode_batch_fast", None)  # no offsets: we need none
         encodings: list[Encoding] = (fast or self._tokenizer.encode_batch)(texts)
         return encodings
 
     def _batches_tokenised_first(self, items: list[str], batch_size: int
                                  ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        encodings = self._tokenise(items)
-        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(items))
+        tokens = self._tokenise(items)
+        lengths = np.fromiter(map(len, tokens.ids), dtype=np.int64, count=len(items))
         order = np.argsort(lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            yield rows, self._feeds([encodings[row] for row in rows])
+            yield rows, self._feeds(tokens.pick(rows))
 
     def _batches_tokenised_per_batch(self, items: list[str], batch_size: int
                                      ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
@@ -269,19 +338,18 @@ class TextEncoder:
             rows = order[start : start + batch_size]
             yield rows, self._feeds(self._tokenise([items[row] for row in rows]))
 
-    def _feeds(self, encodings: list[Encoding]) -> dict[str, np.ndarray]:
+    def _feeds(self, tokens: Tokens) -> dict[str, np.ndarray]:
         """Padded int64 inputs, built with vectorised copies (each text's ids read once)."""
-        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+        lengths = np.fromiter(map(len, tokens.ids), dtype=np.int64, count=len(tokens.ids))
         filled = np.arange(int(lengths.max())) < lengths[:, None]
         total = int(lengths.sum())
         ids = np.full(filled.shape, self._pad_id, dtype=np.int64)
-        ids[filled] = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int64, total)
+        ids[filled] = np.fromiter(chain.from_iterable(tokens.ids), np.int64, total)
         made = {"input_ids": ids, "attention_mask": filled.astype(np.int64)}
         if "token_type_ids" in self._inputs:
             types = np.zeros(filled.shape, dtype=np.int64)
-            if not self._zero_types:
-                types[filled] = np.fromiter(
-                    chain.from_iterable(e.type_ids for e in encodings), np.int64, total)
+            if tokens.types is not None:
+                types[filled] = np.fromiter(chain.from_iterable(tokens.types), np.int64, total)
             made["token_type_ids"] = types
         return {name: made[name] for name in self._inputs}
 

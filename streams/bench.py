@@ -819,7 +819,50 @@ def encoder_section(settings: Settings, cfg: BenchConfig, texts: list[str]) -> l
             rows.append(Row("encoder", f"sentences/s, batch {size} ({provider})", ours,
                             "sent/s", reference, theirs, note))
             note = ""
-    return rows + int8_rows(settings, cfg, texts)
+    return rows + int8_rows(settings, cfg, texts) + host_rows(settings, cfg, texts)
+
+
+def host_rows(settings: Settings, cfg: BenchConfig, texts: list[str], size: int = 512
+              ) -> list[Row]:  # fmt: skip
+    """The encoder's host work (tokenise + pad, no model run: what bounds it on a GPU) with its
+    fast WordPiece path against ``tokenizers`` alone, batches of ``size``, alternating rounds;
+    on the bench's texts and on the gpu section's 16-token texts, with the word cache warm
+    (every word seen before) and cold (emptied before each batch)."""
+    from encoders import TextEncoder
+    from encoders.providers import usable_cpu_count
+    from streams.bench_gpu import sixteen_token_texts
+
+    folder = settings.resolved_model_dir
+    fast = TextEncoder.load(folder, provider="cpu", intra_op_threads=1)
+    plain = TextEncoder.load(folder, provider="cpu", intra_op_threads=1, fast_tokenizer=False)
+    if not fast.fast_tokenizer:
+        return [Row("encoder", "host work: fast WordPiece path", float("nan"), "",
+                    note="not used for this tokenizer")]
+
+    def step(encoder: TextEncoder, batches: list[list[str]], cold: bool) -> Callable[[], int]:
+        def run() -> int:
+            for batch in batches:
+                if cold and encoder._fast is not None:
+                    encoder._fast.clear()
+                encoder._feeds(encoder._tokenise(batch))
+            return sum(map(len, batches))
+
+        return run
+
+    rows = []
+    for label, pool in (("the bench's texts", texts),
+                        ("16-token texts", sixteen_token_texts(size * 8))):
+        batches = [pool[i : i + size] for i in range(0, min(len(pool), size * 8), size)]
+        for cold in (False, True):
+            ours, theirs = paired_rates(
+                partial(timed_rate, step(fast, batches, cold), cfg.min_seconds),
+                partial(timed_rate, step(plain, batches, False), cfg.min_seconds), cfg.rounds)
+            rows.append(Row("encoder", f"host work texts/s, batch {size}, {label}, word cache "
+                            f"{'cold' if cold else 'warm'}", ours, "texts/s",
+                            "tokenizers encode_batch_fast alone", theirs,
+                            "tokenise + pad, no model run; ours on one thread, tokenizers on "
+                            f"its own pool ({usable_cpu_count()} threads)"))
+    return rows
 
 
 def int8_rows(settings: Settings, cfg: BenchConfig, texts: list[str]) -> list[Row]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from encoders import TextEncoder
+from encoders.text import Tokens
 from streams.bench import (
     BenchConfig,
     Latency,
@@ -162,8 +163,7 @@ def encoder_rows(settings: Settings, cfg: BenchConfig, provider: str,
     seconds = cfg.min_seconds
     for size in sizes:
         batch = texts[:size]
-        encodings = encoder._tokenizer.encode_batch(batch)
-        feeds = encoder._feeds(encodings)
+        feeds = encoder._feeds(Tokens([e.ids for e in encoder._tokenizer.encode_batch(batch)]))
         stages: dict[str, Callable[[], int]] = {
             "ours": _encode_step(encoder, texts[: size * 8], size),
             "ours, one batch per call": _encode_step(encoder, batch, size),
