@@ -19,13 +19,16 @@ the edge of the set).
 again for a few rows. Growing past the room, many new rows at once, or another ``version``
 (another sequence model) send every row again.
 
-The moments (count, sum, sum of outer products, see :class:`encoders.ann.Moments`) are exact
-for every vector added (from the float32 source); a replaced row leaves them with its device
-copy (float16 on CUDA: approximate for one row in n, as ``AnnIndex``'s decoded codes are).
+The moments (count, sum, sum of outer products, see :class:`encoders.ann.Moments`) are summed
+afresh from the float32 source whenever every row is sent, and kept up to date by each patch:
+exact for every vector added; a replaced row leaves them with its device copy (float16 on CUDA:
+approximate for one row in n, as ``AnnIndex``'s decoded codes are). In float16 a value beyond
+its range (65,504) is refused rather than turned into infinity.
 
-Device memory: two pairs of buffers, ``2 * room * dim`` values and ``2 * room`` biases, plus
-one search's ``queries x room`` scores (1M rows of 384-d text in float16: 1.5 GiB, and 128 MiB
-of scores for 64 queries).
+Device memory: two pairs of buffers, ``2 * room * dim`` values and ``2 * room`` biases (the
+spare pair is let go before a full send allocates the new one), plus one search's
+``queries x room`` scores (1M rows of 384-d text in float16: 1.5 GiB, and 128 MiB of scores
+for 64 queries).
 
 Concurrency contract: one writer (:meth:`~DeviceIndex.sync`, serialised by the caller) and any
 number of readers (:meth:`~DeviceIndex.candidates` from executor threads). A search holds this
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +50,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from encoders.ann import Candidates, Moments, check_finite, check_source, fingerprint
-from encoders.errors import ConfigurationError, ExportDependencyError, InputError
+from encoders.device_graphs import graphs
+from encoders.errors import ConfigurationError, InputError
 from encoders.providers import CUDA, choose_providers, session_options
 
 __all__ = ["DeviceIndex"]
@@ -56,53 +60,9 @@ log = logging.getLogger(__name__)
 
 Rows = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
-_OPSET = 17
-_MOMENT_CHUNK = 65_536
-"""Rows per float64 block when moments are summed from scratch (bounds the host memory)."""
-
-
-def _graphs(half: bool) -> tuple[bytes, bytes]:
-    """The search graph and the patch graph, serialised, for float16 (``half``) or float32."""
-    try:
-        from onnx import TensorProto, checker, helper
-    except ImportError as exc:
-        raise ExportDependencyError(
-            "the device item index builds its two graphs with the onnx package: "
-            "pip install 'interest-stream[gpu]' (or [export])"
-        ) from exc
-    elem = TensorProto.FLOAT16 if half else TensorProto.FLOAT
-    typed = helper.make_tensor_value_info
-    search = helper.make_graph(
-        [
-            helper.make_node("Gemm", ["queries", "items", "bias"], ["scores"], transB=1),
-            helper.make_node("TopK", ["scores", "k"], ["values", "rows"], axis=1),
-        ],
-        "device_index_search",
-        [typed("queries", elem, ["m", "dim"]), typed("items", elem, ["room", "dim"]),
-         typed("bias", elem, ["room"]), typed("k", TensorProto.INT64, [1])],
-        [typed("values", elem, ["m", "k"]), typed("rows", TensorProto.INT64, ["m", "k"])],
-    )  # fmt: skip
-    patch = helper.make_graph(
-        [
-            helper.make_node("Gather", ["items", "rows"], ["old"], axis=0),
-            helper.make_node("Unsqueeze", ["rows", "last"], ["where"]),
-            helper.make_node("ScatterND", ["items", "where", "values"], ["new_items"]),
-            helper.make_node("ScatterElements", ["bias", "rows", "bias_values"], ["new_bias"],
-                             axis=0),  # fmt: skip
-        ],
-        "device_index_patch",
-        [typed("items", elem, ["room", "dim"]), typed("bias", elem, ["room"]),
-         typed("rows", TensorProto.INT64, ["r"]), typed("values", elem, ["r", "dim"]),
-         typed("bias_values", elem, ["r"])],
-        [typed("old", elem, ["r", "dim"]), typed("new_items", elem, ["room", "dim"]),
-         typed("new_bias", elem, ["room"])],
-        initializer=[helper.make_tensor("last", TensorProto.INT64, [1], [1])],
-    )  # fmt: skip
-    models = [helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)],
-                                ir_version=8) for graph in (search, patch)]  # fmt: skip
-    for model in models:
-        checker.check_model(model, full_check=True)
-    return models[0].SerializeToString(), models[1].SerializeToString()
+_CHUNK = 65_536
+"""Rows per block when every row is cast, fingerprinted and summed (bounds the host memory)."""
+_HALF_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(slots=True, eq=False)
@@ -126,7 +86,10 @@ class DeviceIndex:
         room: int = 1024,
         threads: int | None = None,
         chunk: int = 65_536,
+        half: bool | None = None,
     ) -> None:
+        """``half``: float16 buffers and graphs (default: on CUDA only; the CPU provider runs
+        them too, which the tests use)."""
         if min(dim, room, chunk) < 1:
             raise ConfigurationError(f"need dim, room and chunk >= 1, got {dim}, {room}, {chunk}")
         self.dim = dim
@@ -134,8 +97,9 @@ class DeviceIndex:
         providers = choose_providers(provider)
         self.provider: str = providers[0]
         self.device = "cuda" if self.provider == CUDA else "cpu"
-        self.dtype = np.dtype(np.float16 if self.provider == CUDA else np.float32)
-        search, patch = _graphs(half=self.provider == CUDA)
+        half = self.provider == CUDA if half is None else half
+        self.dtype = np.dtype(np.float16 if half else np.float32)
+        search, patch = graphs(half)
         options = session_options(threads)
         self._search = ort.InferenceSession(search, sess_options=options, providers=providers)
         self._patch = ort.InferenceSession(patch, sess_options=options, providers=providers)
@@ -188,20 +152,20 @@ class DeviceIndex:
         matrix, flags, touched_rows = check_source(self.dim, vectors, known, touched)
         n = len(matrix)
         if self._live is None or version != self._version:
-            self._upload(matrix, flags, version, _summed(matrix, flags))
+            self._upload(matrix, flags, version, _summed(matrix, flags, self._check_values))
             return n
         start = self._covered
+        fresh = np.arange(start, n, dtype=np.int64)
+        if n > self._room or 8 * len(fresh) > self._room:  # cheaper to send everything
+            self._upload(matrix, flags, version, _summed(matrix, flags, self._check_values))
+            return max(n - start, 0)
         rows = touched_rows[touched_rows < start]
         if len(rows):
             present = self._present[rows]
             changed = (present != flags[rows]) | (
                 present & (self._prints[rows] != fingerprint(matrix[rows])))
             self._send(rows[changed], matrix, flags)
-        fresh = np.arange(start, n, dtype=np.int64)
-        if n > self._room or 8 * len(fresh) > self._room:  # cheaper to send everything
-            self._upload(matrix, flags, version, _summed(matrix, flags, start, self._moments))
-        else:
-            self._send(fresh, matrix, flags)
+        self._send(fresh, matrix, flags)
         return max(n - start, 0)
 
     def candidates(self, queries: npt.ArrayLike, count: int) -> Candidates:
@@ -210,7 +174,7 @@ class DeviceIndex:
         query = np.ascontiguousarray(queries, dtype=np.float32)
         if query.ndim != 2 or query.shape[1] != self.dim:
             raise InputError(f"queries must be (m, {self.dim}), got {query.shape}")
-        check_finite(query, "queries")
+        self._check_values(query, "queries")
         if count < 1:
             raise ConfigurationError(f"count must be >= 1, got {count}")
         rows = np.full((len(query), count), -1, dtype=np.int64)
@@ -219,7 +183,7 @@ class DeviceIndex:
             if live is not None and len(self) and len(query):
                 take = min(count, self._room)
                 binding = self._search.io_binding()
-                binding.bind_cpu_input("queries", query.astype(self.dtype))
+                binding.bind_cpu_input("queries", query.astype(self.dtype, copy=False))
                 binding.bind_ortvalue_input("items", live.items)
                 binding.bind_ortvalue_input("bias", live.bias)
                 binding.bind_cpu_input("k", np.array([take], dtype=np.int64))
@@ -227,31 +191,35 @@ class DeviceIndex:
                 binding.bind_output("rows", "cpu")
                 self._search.run_with_iobinding(binding)
                 values, found = binding.copy_outputs_to_cpu()
-                rows[:, :take] = np.where(np.isneginf(values), -1, found)
+                rows[:, :take] = np.where(np.isfinite(values), found, -1)
             return Candidates(rows, self._covered, self._moments, self._version)
 
     def _upload(self, matrix: Vectors, flags: npt.NDArray[np.bool_], version: str,
                 moments: Moments) -> None:  # fmt: skip
-        """Send every row to fresh buffers with room for them (doubling from the least)."""
+        """Send every row to fresh buffers with room for them (doubling from the least); the
+        old spare pair is let go first, so the device holds two pairs at most meanwhile."""
         n = len(matrix)
         room = max(self._min_room, self._room)
         while room < n:
             room *= 2
+        with self._lock:
+            self._spare = None
         items = np.zeros((room, self.dim), dtype=self.dtype)
         bias = np.full(room, -np.inf, dtype=self.dtype)
-        for low in range(0, n, _MOMENT_CHUNK):  # the float16 cast in blocks, not all at once
-            high = min(low + _MOMENT_CHUNK, n)
-            items[low:high] = np.where(flags[low:high, None], matrix[low:high], 0)
+        prints = np.zeros(room, dtype=np.uint64)
+        for low in range(0, n, _CHUNK):  # cast and fingerprint in blocks, not all at once
+            high = min(low + _CHUNK, n)
+            block = matrix[low:high]
+            items[low:high] = np.where(flags[low:high, None], block, 0)
+            prints[low:high] = fingerprint(block)
         bias[:n][flags] = 0
         fresh = _Buffers(ort.OrtValue.ortvalue_from_numpy(items, self.device, 0),
                          ort.OrtValue.ortvalue_from_numpy(bias, self.device, 0),
                          (items, bias) if self.device == "cpu" else ())  # fmt: skip
         present = np.zeros(room, dtype=bool)
         present[:n] = flags
-        prints = np.zeros(room, dtype=np.uint64)
-        prints[:n] = fingerprint(matrix)
         with self._lock:
-            self._live, self._spare, self._room = fresh, None, room
+            self._live, self._room = fresh, room
             self._present, self._prints = present, prints
             self._version, self._covered, self._moments = version, n, moments
 
@@ -263,7 +231,7 @@ class DeviceIndex:
             part = rows[low : low + self.chunk]
             known = flags[part]
             vectors = matrix[part]
-            check_finite(vectors[known], "synced rows")
+            self._check_values(vectors[known], "synced rows")
             live, spare, old = self._patched(part, np.where(known[:, None], vectors, 0), known)
             moments = self._moments.plus(old[self._present[part]], sign=-1).plus(vectors[known])
             self._present[part] = known
@@ -292,8 +260,16 @@ class DeviceIndex:
         binding.bind_ortvalue_output("new_items", spare.items)
         binding.bind_ortvalue_output("new_bias", spare.bias)
         self._patch.run_with_iobinding(binding)
-        old: Vectors = binding.copy_outputs_to_cpu()[0].astype(np.float32)
+        # only "old" comes back to the host (copy_outputs_to_cpu would copy the new matrix too)
+        old: Vectors = binding.get_outputs()[0].numpy().astype(np.float32)
         return live, spare, old
+
+    def _check_values(self, values: Vectors, what: str) -> None:
+        """Finite, and within float16's range when the buffers are float16 (a value beyond it
+        would become inf on the device and its scores NaN)."""
+        check_finite(values, what)
+        if self.dtype == np.float16 and values.size and float(np.abs(values).max()) > _HALF_MAX:
+            raise InputError(f"{what} exceed float16's range (|x| > {_HALF_MAX:g})")
 
     def _empty_buffers(self) -> _Buffers:
         new = ort.OrtValue.ortvalue_from_shape_and_type
@@ -301,15 +277,14 @@ class DeviceIndex:
                         new([self._room], self.dtype.type, self.device, 0))  # fmt: skip
 
 
-def _summed(matrix: Vectors, flags: npt.NDArray[np.bool_], start: int = 0,
-            moments: Moments | None = None) -> Moments:  # fmt: skip
-    """``moments`` (default none) plus those of the known rows from ``start`` on, checked
-    finite, in float64 blocks."""
-    moments = moments or Moments.zero(matrix.shape[1])
-    for low in range(start, len(matrix), _MOMENT_CHUNK):
-        high = min(low + _MOMENT_CHUNK, len(matrix))
+def _summed(matrix: Vectors, flags: npt.NDArray[np.bool_],
+            check: Callable[[Vectors, str], None]) -> Moments:  # fmt: skip
+    """The moments of the known rows, each block ``check``-ed first, in float64 blocks."""
+    moments = Moments.zero(matrix.shape[1])
+    for low in range(0, len(matrix), _CHUNK):
+        high = min(low + _CHUNK, len(matrix))
         block = matrix[low:high][flags[low:high]]
-        check_finite(block, f"rows {low}..{high - 1}")
+        check(block, f"rows {low}..{high - 1}")
         moments = moments.plus(block)
     return moments
 

@@ -252,7 +252,7 @@ def stream_rows(settings: Settings, cfg: BenchConfig, tmp: Path, shares: Sequenc
 
 def gpu_section(settings: Settings, cfg: BenchConfig, tmp: Path, echo: Callable[[str], None],
                 provider: str | None = None, shares: Sequence[float] = (0.5, 1.0),
-                index_sizes: Sequence[int] = (1_000_000,)) -> list[Row]:
+                index_sizes: Sequence[int] = ()) -> list[Row]:
     """Encoder and end-to-end rows on the GPU; a single 'skipped' row where CUDA does not load.
 
     Each part runs on its own: a part that fails leaves a row saying why and the others run.
@@ -269,7 +269,8 @@ def gpu_section(settings: Settings, cfg: BenchConfig, tmp: Path, echo: Callable[
         ("stream", lambda: stream_rows(settings, cfg, tmp / "gpu-stream", shares,
                                        ("cpu", "cuda" if chosen == CUDA else "cpu"))),
         ("index", lambda: device_index_rows(cfg, "cuda" if chosen == CUDA else "cpu",
-                                            index_sizes, settings)),
+                                            index_sizes or (100_000 if cfg.quick else 1_000_000,),
+                                            settings)),
     ]
     for name, part in parts:
         echo(f"gpu: {name} ...")

@@ -15,7 +15,6 @@ throughout.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 from collections import defaultdict
@@ -43,39 +42,23 @@ from interest_state import (
 from interest_state.blend_ann import rank_approx, rank_blended_approx
 from streams.models import ActiveSequence, AlignedItems, ring_history
 from streams.schemas import ItemMessage
+from streams.settings import CANDIDATE_INDEXES
 
 log = logging.getLogger(__name__)
 
 PROBES_KEPT = 8
 """Recent real histories kept to probe a new sequence model before it is swapped in."""
 
-__all__ = ["CANDIDATE_INDEXES", "BatchResult", "Pipeline", "UserOutcome", "candidate_kind"]
-
-CANDIDATE_INDEXES = ("auto", "faiss", "device")
-"""Where a large catalog's candidates come from: faiss IVF-PQ on the CPU
-(:class:`encoders.ann.AnnIndex`), an exact search on the text encoder's ONNX Runtime device
-(:class:`encoders.device_index.DeviceIndex`: the GPU with CUDA), or ``auto``: the device when
-the encoder runs on CUDA, faiss otherwise."""
-
+__all__ = ["BatchResult", "Pipeline", "UserOutcome", "candidate_kind"]
 
 def candidate_kind(choice: str, provider: str) -> str:
-    """``faiss`` or ``device`` for the setting ``choice`` and the text encoder's provider.
-
-    ``auto`` on CUDA without the ``onnx`` package (the device index builds its graphs with it)
-    stays with faiss and says so; ``device`` asked for explicitly fails then, naming the fix.
-    """
+    """``faiss`` or ``device`` for the setting ``choice`` and the text encoder's provider."""
     if choice not in CANDIDATE_INDEXES:
         raise ValueError(f"candidate index must be one of {', '.join(CANDIDATE_INDEXES)}, "
                          f"got {choice!r}")  # fmt: skip
-    if choice != "auto":
-        return choice
-    if provider != CUDA:
-        return "faiss"
-    if importlib.util.find_spec("onnx") is None:
-        log.warning("large catalogs: faiss candidates on the CPU, not the GPU index, which needs "
-                    "the onnx package (pip install 'interest-stream[gpu]')")
-        return "faiss"
-    return "device"
+    if choice == "auto":
+        return "device" if provider == CUDA else "faiss"
+    return choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +92,7 @@ class Pipeline:
         sequence: SequenceModel | None = None,
         ann_min_items: int = 20_000,
         candidate_index: str = "auto",
+        index_threads: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index or ItemIndex(encoder.dim)
@@ -120,6 +104,7 @@ class Pipeline:
         #: ``candidate_index``; smaller ones exactly. 0: always exact.
         self.ann_min_items = ann_min_items
         self.candidate_index = candidate_kind(candidate_index, encoder.provider)
+        self._index_threads = index_threads  # the device index's, on the CPU provider
         self.text_ann = self._new_index(encoder.dim) if ann_min_items else None
         self.long_ann: AnnIndex | DeviceIndex | None = None
         #: Batches ranked short-term only because the sequence model failed on them, and user
@@ -134,7 +119,9 @@ class Pipeline:
 
     def _new_index(self, dim: int) -> AnnIndex | DeviceIndex:
         if self.candidate_index == "device":  # the encoder's device: CUDA, or the CPU when asked
-            return DeviceIndex(dim, provider="cuda" if self.encoder.provider == CUDA else "cpu")
+            on_cuda = self.encoder.provider == CUDA
+            return DeviceIndex(dim, provider="cuda" if on_cuda else "cpu",
+                               threads=self._index_threads)
         return AnnIndex(dim, min_rows=max(1024, self.ann_min_items // 2))
 
     @property

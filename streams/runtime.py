@@ -89,7 +89,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
     params = UpdateParams(half_life_s=settings.half_life_s, history_len=settings.history_len)
     return Pipeline(encoder, params, top_k=settings.top_k, blend_weight=settings.blend_weight,
                     ann_min_items=settings.ann_min_items,
-                    candidate_index=settings.candidate_index)
+                    candidate_index=settings.candidate_index,
+                    index_threads=settings.blas_threads or None)
 
 
 def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:

@@ -38,6 +38,13 @@ class TopicNames:
         return {self.click: "click", self.browse: "browse", self.comment: "comment"}.get(topic)
 
 
+CANDIDATE_INDEXES = ("auto", "faiss", "device")
+"""Where a large catalog's candidates come from: faiss IVF-PQ on the CPU
+(:class:`encoders.ann.AnnIndex`), an exact search on the text encoder's ONNX Runtime device
+(:class:`encoders.device_index.DeviceIndex`: the GPU with CUDA), or ``auto``: the device when
+the encoder runs on CUDA, faiss otherwise."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a worker, the CLI and the demo need to know."""
@@ -124,8 +131,8 @@ class Settings:
             (0 <= self.blas_threads <= 256, "blas_threads must be 0..256 (0: numpy's default)"),
             (1 <= self.web_port <= 65535, "web_port must be 1..65535"),
             (self.ann_min_items >= 0, "ann_min_items must be >= 0 (0: always exact)"),
-            (self.candidate_index in ("auto", "faiss", "device"),
-             "candidate_index must be auto, faiss or device"),
+            (self.candidate_index in CANDIDATE_INDEXES,
+             f"candidate_index must be one of {', '.join(CANDIDATE_INDEXES)}"),
             (1 <= self.store_block_cache_mb <= 65536, "store_block_cache_mb must be 1..65536"),
             (1 <= self.store_write_buffer_mb <= 4096, "store_write_buffer_mb must be 1..4096"),
             (len(set(dataclasses.astuple(self.topics))) == 6, "topic names must differ"),

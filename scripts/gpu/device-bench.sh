@@ -26,9 +26,10 @@ import onnxruntime as ort
 from encoders.providers import choose_providers
 print("onnxruntime", ort.__version__, ort.get_available_providers(), "->", choose_providers("auto"))
 PY
-# does the host's tokenising scale with its cores? (~40 s; the encoder is bound by it from batch 128)
-[ "${TOKSCALE:-1}" = 0 ] || python3 scripts/gpu/tokenize_scaling.py "$B/home/models/all-MiniLM-L6-v2" 2 \
-    2>&1 | tee "$OUT/tokenize_scaling.log" || echo "!! tokenize scaling failed: see above"
+# does the host's tokenising scale with its cores? (~40 s; it bounds the encoder from batch 128)
+[ "${TOKSCALE:-1}" = 0 ] || python3 scripts/gpu/tokenize_scaling.py \
+    "$B/home/models/all-MiniLM-L6-v2" 2 2>&1 | tee "$OUT/tokenize_scaling.log" \
+    || echo "!! tokenize scaling failed: see above"
 [ "${PROBE:-1}" = 0 ] || (python3 scripts/gpu/fp16_probe.py "$B/home/models/all-MiniLM-L6-v2" "$OUT/fp16_probe.json" 2>&1 \
     | grep -v -i warn | tee "$OUT/fp16_probe.log") || echo "!! fp16 probe failed: see above"
 if [ "${ENCODER_ONLY:-0}" = 1 ]; then  # the encoder rows alone (a short second look)
@@ -41,5 +42,7 @@ print(format_table(encoder_rows(Settings.from_env(), BenchConfig.for_mode(False)
 PY
     exit 0
 fi
+# the gpu section: encoder, worker CUDA vs CPU, and the device item index vs faiss at 1M items
+# (its catalog, faiss build and exact ranking: expected 1-2 min, not yet timed; --quick: 100k)
 python3 -m streams.cli bench --sections "${SECTIONS:-gpu,sequence}" --events "${EVENTS:-30000}" \
     --comment-share "${SHARE:-1.0}" --out "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.log"

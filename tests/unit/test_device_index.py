@@ -192,11 +192,69 @@ def test_searches_during_syncs_see_whole_snapshots() -> None:
     assert index.covered == 550
 
 
-def test_without_the_onnx_package_it_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_embedded_graphs_are_what_onnx_builds() -> None:
+    onnx = pytest.importorskip("onnx")
+    from encoders.device_graphs import build, graphs
+
+    for half in (False, True):
+        for embedded, built in zip(graphs(half), build(half), strict=True):
+            assert onnx.load_from_string(embedded) == onnx.load_from_string(built)
+
+
+def test_it_needs_no_onnx_package_at_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from encoders import ExportDependencyError
-
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
-    with pytest.raises(ExportDependencyError, match=r"interest-stream\[gpu\]"):
-        _index(4)
+    index = _index(4)
+    index.sync(np.eye(4, dtype=np.float32))
+    assert index.candidates(np.eye(4, dtype=np.float32)[1:2], 1).rows[0, 0] == 1
+
+
+def test_float16_buffers_give_the_exact_ranking_and_refuse_what_they_cannot_hold() -> None:
+    """The CUDA configuration (float16 graphs and buffers), run on the CPU provider."""
+    rng = np.random.default_rng(6)
+    catalog = mixture_catalog(synthetic_seeds(rng, n=200, clusters=10), 900, rng)
+    index, _, _, _, _ = build_indexes(catalog, min_rows=16)
+    items = LongTermItems(VERSION, catalog.long, np.arange(900) % 5 != 1)
+    text = DeviceIndex(index.dim, provider="cpu", threads=1, half=True)
+    long = DeviceIndex(items.dim, provider="cpu", threads=1, half=True)
+    assert text.dtype == np.float16
+    text.sync(index.vectors_view())
+    long.sync(items.vectors, items.known, version=VERSION)
+    users = taste_users(catalog, 10, rng)
+    exact = rank_blended(users, index, items, k=10)
+    ours = rank_blended_approx(users, index, items, text, long, k=10, candidates=64)
+    assert [[r.item_id for r in u] for u in ours] == [[r.item_id for r in u] for u in exact]
+    queries = np.stack([u.short_term / np.linalg.norm(u.short_term) for u in users])
+    found = text.candidates(queries, 32).rows
+    truth = _exact_top(queries, index.vectors_view(), np.ones(900, bool), 10)
+    assert all(set(t) <= set(f) for t, f in zip(truth, found, strict=True))  # near ties aside
+    got, want = long.candidates(queries[:1, :items.dim], 1).moments, _moments(items.vectors,
+                                                                               items.known)
+    assert got.count == want.count
+    np.testing.assert_allclose(got.total, want.total, rtol=1e-6)  # summed from float32
+    too_big = np.full((2, index.dim), 1e5, dtype=np.float32)
+    with pytest.raises(InputError, match="float16"):
+        text.sync(np.concatenate([index.vectors_view(), too_big]))
+    with pytest.raises(InputError, match="float16"):
+        text.candidates(too_big, 3)
+    assert text.covered == 900
+
+
+def test_a_small_append_is_patched_not_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(8)
+    matrix = rng.standard_normal((700, 8)).astype(np.float32)
+    index = _index(8, room=1024)
+    index.sync(matrix[:500])
+    uploads: list[int] = []
+    real = DeviceIndex._upload
+
+    def counted(self: DeviceIndex, *args: object) -> None:
+        uploads.append(1)
+        real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeviceIndex, "_upload", counted)
+    assert index.sync(matrix[:520]) == 20  # 20 * 8 <= 1024: a patch
+    assert uploads == [] and index.room == 1024
+    assert index.sync(matrix) == 180  # 180 * 8 > 1024: everything again
+    assert uploads == [1]

@@ -164,20 +164,25 @@ def test_large_catalogs_rank_over_candidates_as_exact_ranking_would(
         assert isinstance(p.text_ann, AnnIndex) and p.text_ann.covered == 0
 
 
-def test_the_candidate_index_follows_the_provider_unless_chosen(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_candidate_index_follows_the_provider_unless_chosen() -> None:
     assert candidate_kind("auto", CUDA) == "device"
     assert candidate_kind("auto", "CPUExecutionProvider") == "faiss"
     assert candidate_kind("device", "CPUExecutionProvider") == "device"
     assert candidate_kind("faiss", CUDA) == "faiss"
     with pytest.raises(ValueError, match="auto, faiss, device"):
         candidate_kind("hnsw", CUDA)
-    import importlib.util
 
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no onnx installed
-    assert candidate_kind("auto", CUDA) == "faiss"
-    assert "needs the onnx package" in caplog.text
-    assert candidate_kind("device", CUDA) == "device"  # asked for: DeviceIndex says what is missing
+
+def test_metrics_and_the_dashboard_say_where_candidates_come_from(
+        tiny_encoder: TextEncoder) -> None:
+    from streams.dashboard import render_dashboard
+
+    exact = Pipeline(tiny_encoder, UpdateParams(), ann_min_items=0)
+    assert exact.candidate_summary == "none: every catalog is ranked exactly"
+    p = Pipeline(tiny_encoder, UpdateParams())
+    assert p.candidate_summary == "faiss IVF-PQ (approximate, CPU) from 20,000 items"
+    page = render_dashboard({"candidates": p.candidate_summary})
+    assert "large-catalog candidates" in page and "faiss IVF-PQ (approximate, CPU)" in page
 
 
 def test_the_device_index_follows_the_catalog_and_ranks_exactly(tiny_encoder: TextEncoder) -> None:

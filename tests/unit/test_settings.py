@@ -44,7 +44,7 @@ def test_every_env_var_names_a_real_field() -> None:
         ({"INTEREST_STREAM_STORE": "redis"}, "store"),
         ({"INTEREST_STREAM_TOPIC_DLQ": "events.click"}, "differ"),
         ({"INTEREST_STREAM_WEB_ENABLED": "maybe"}, "true or false"),
-        ({"INTEREST_STREAM_CANDIDATE_INDEX": "hnsw"}, "candidate_index must be auto, faiss or"),
+        ({"INTEREST_STREAM_CANDIDATE_INDEX": "hnsw"}, "candidate_index must be one of auto, fa"),
     ],
 )
 def test_bad_values_fail_with_the_variable_named(env: dict[str, str], words: str) -> None:
