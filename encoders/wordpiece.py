@@ -94,7 +94,7 @@ class FastWordPiece:
         out: list[list[int] | None] = []
         cache = self._cache
         for text in texts:
-            if _NOT_PLAIN.search(text) or self._has_special(text):
+            if not self._takes(text):
                 out.append(None)
                 continue
             ids = [self._cls]
@@ -110,9 +110,16 @@ class FastWordPiece:
             out.append(ids)
         return out
 
-    def _has_special(self, text: str) -> bool:
-        return any(c in text for c in self._special_starts) and any(
-            token in text for token in self._specials)
+    def _takes(self, text: str) -> bool:
+        """Plain ASCII (printable, tab, newline, carriage return) without a special token's
+        text; the common case (printable ASCII, no special token's first character) costs
+        three C-level scans."""
+        if not text.isascii() or (not text.isprintable() and _NOT_PLAIN.search(text)):
+            return False
+        for start in self._special_starts:
+            if start in text:
+                return not any(token in text for token in self._specials)
+        return True
 
     def _word(self, word: str) -> list[int]:
         if len(self._cache) >= _MAX_CACHED:
