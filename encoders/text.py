@@ -106,8 +106,10 @@ class Tokens:
 class TextEncoder:
     """Sentence vectors from an exported encoder folder (see :mod:`encoders.export`).
 
-    Build it once per worker with :meth:`load`; :meth:`encode` is safe to call from one
-    executor thread at a time per instance (ONNX Runtime's ``run`` itself is thread-safe).
+    Build it once per worker with :meth:`load`. :meth:`encode` may run in several threads at
+    once (the worker's catalog feed and its stream both call it): ONNX Runtime's ``run`` is
+    thread-safe, the tokenizer's ``encode`` takes no lock, and the fast path's cache is a dict
+    whose single operations the GIL keeps whole (a race costs at most a cache refill).
 
     On the CUDA provider a batch runs through IO binding (the vector is copied back once,
     no per-run output allocation on the host), and :meth:`encode` prepares the next batch
@@ -158,14 +160,21 @@ class TextEncoder:
         return self._fast is not None
 
     def _checked(self, fast: FastWordPiece | None) -> FastWordPiece | None:
-        """``fast`` when it gives the tokenizer's ids on the probe texts (and the graph needs
-        no token types read back), else ``None``, logged."""
+        """``fast`` when it gives the tokenizer's ids on the probe texts, cut at the export's
+        length and at this encoder's (and the graph needs no token types read back), else
+        ``None``, logged."""
         if fast is None or not self._zero_types:
             return None
-        differs = first_difference(fast, self._tokenizer, _PROBE_TEXTS, self.max_length)
-        if differs is not None:
-            log.error("fast WordPiece path disagrees with the tokenizer on %r; not used", differs)
-            return None
+        for length in dict.fromkeys((self._export_max_length, self.max_length)):
+            self._tokenizer.enable_truncation(max_length=length)
+            try:
+                differs = first_difference(fast, self._tokenizer, _PROBE_TEXTS, length)
+            finally:
+                self._tokenizer.enable_truncation(max_length=self.max_length)
+            if differs is not None:
+                log.error("fast WordPiece path disagrees with the tokenizer on %r at max_length "
+                          "%d; not used", differs, length)  # fmt: skip
+                return None
         return fast
 
     @classmethod

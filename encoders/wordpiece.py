@@ -37,9 +37,14 @@ __all__ = ["FastWordPiece", "first_difference"]
 
 _NOT_PLAIN = re.compile(r"[^\t\n\r -~]")
 """Anything but printable ASCII, tab, newline and carriage return."""
-_MAX_CACHED = 1 << 18
+_MAX_CACHED = 1 << 17
 """Distinct whitespace-separated pieces kept; the cache starts afresh when it is full (a stream
 of random strings must not grow the worker without bound)."""
+_MAX_CACHED_IDS = 1 << 19
+"""Ids held by the cache at most (it starts afresh beyond): with pieces of at most
+:data:`_MAX_PIECE` characters, some 60 MB in the worst case."""
+_MAX_PIECE = 100
+"""Longer pieces (URLs, runs of punctuation, garbage) are tokenised each time, not cached."""
 
 
 class FastWordPiece:
@@ -51,9 +56,13 @@ class FastWordPiece:
         self._lowercase = lowercase
         self._cls = cls_id
         self._sep = sep_id
-        self._specials = tuple(specials)
-        self._special_starts = "".join(sorted({token[0] for token in specials if token}))
+        self._specials = tuple(token for token in specials if token)
+        self._special_starts = "".join(sorted({token[0] for token in self._specials}))
+        # a lower-casing tokenizer matches added tokens in the raw text, but the pieces are
+        # tokenised lower-cased: an added token with lower-case letters would match there only
+        self._lower_specials = tuple(t for t in self._specials if lowercase and t != t.upper())
         self._cache: dict[str, list[int]] = {}
+        self._held = 0  # ids in the cache
 
     @classmethod
     def build(cls, tokenizer_path: Path) -> FastWordPiece | None:
@@ -67,10 +76,7 @@ class FastWordPiece:
         shape = _bert_shape(spec)
         if shape is None:
             return None
-        lowercase, cls_token, sep_token = shape
-        cls_id, sep_id = words.token_to_id(cls_token), words.token_to_id(sep_token)
-        if cls_id is None or sep_id is None:
-            return None
+        lowercase, cls_id, sep_id = shape
         words.no_truncation()
         words.no_padding()
         added = spec.get("added_tokens") or []
@@ -86,10 +92,13 @@ class FastWordPiece:
     def clear(self) -> None:
         """Forget the cached words (the benchmark's cold-cache rows)."""
         self._cache.clear()
+        self._held = 0
 
     def ids(self, texts: Sequence[str], max_length: int) -> list[list[int] | None]:
         """Each text's ids (``[CLS]``, at most ``max_length - 2`` word ids, ``[SEP]``), or
         ``None`` for a text this path does not take."""
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2 ([CLS] and [SEP]), got {max_length}")
         room = max_length - 1  # [CLS] is in the list already
         out: list[list[int] | None] = []
         cache = self._cache
@@ -97,14 +106,17 @@ class FastWordPiece:
             if not self._takes(text):
                 out.append(None)
                 continue
+            folded = text.lower() if self._lowercase else text
+            if self._lower_specials and any(t in folded for t in self._lower_specials):
+                out.append(None)
+                continue
             ids = [self._cls]
-            for word in (text.lower() if self._lowercase else text).split():
+            for word in folded.split():
                 piece = cache.get(word)
                 if piece is None:
                     piece = self._word(word)
-                ids += piece
+                ids += piece[: room - len(ids)]
                 if len(ids) >= room:
-                    del ids[room:]
                     break
             ids.append(self._sep)
             out.append(ids)
@@ -122,15 +134,18 @@ class FastWordPiece:
         return True
 
     def _word(self, word: str) -> list[int]:
-        if len(self._cache) >= _MAX_CACHED:
-            self._cache.clear()
         piece: list[int] = self._words.encode(word, add_special_tokens=False).ids
+        if len(word) > _MAX_PIECE:
+            return piece
+        if len(self._cache) >= _MAX_CACHED or self._held + len(piece) > _MAX_CACHED_IDS:
+            self.clear()
         self._cache[word] = piece
+        self._held += len(piece)
         return piece
 
 
-def _bert_shape(spec: dict[str, Any]) -> tuple[bool, str, str] | None:
-    """(lowercase, cls token, sep token) of a BERT WordPiece tokenizer.json, else ``None``."""
+def _bert_shape(spec: dict[str, Any]) -> tuple[bool, int, int] | None:
+    """(lowercase, [CLS] id, [SEP] id) of a BERT WordPiece tokenizer.json, else ``None``."""
     normalizer = spec.get("normalizer") or {}
     model = spec.get("model") or {}
     if normalizer.get("type") != "BertNormalizer" or not normalizer.get("clean_text", True):
@@ -141,25 +156,29 @@ def _bert_shape(spec: dict[str, Any]) -> tuple[bool, str, str] | None:
         return None
     post = spec.get("post_processor") or {}
     if post.get("type") == "BertProcessing":
-        cls_token, sep_token = post["cls"][0], post["sep"][0]
+        cls_id, sep_id = post["cls"][1], post["sep"][1]
     elif post.get("type") == "TemplateProcessing":
         single = post.get("single") or []
-        if len(single) != 3 or "Sequence" not in single[1]:
+        if len(single) != 3 or (single[1].get("Sequence") or {}).get("id") != "A":
             return None
         first, last = single[0].get("SpecialToken"), single[2].get("SpecialToken")
-        if not first or not last or first.get("type_id") or last.get("type_id"):
+        if not first or not last:
             return None
-        cls_token, sep_token = first["id"], last["id"]
+        specials = post.get("special_tokens") or {}
+        framing = [(specials.get(t["id"]) or {}).get("ids") or [] for t in (first, last)]
+        if any(len(ids) != 1 for ids in framing):
+            return None
+        cls_id, sep_id = framing[0][0], framing[1][0]
     else:
         return None
-    return bool(normalizer.get("lowercase", True)), str(cls_token), str(sep_token)
+    return bool(normalizer.get("lowercase", True)), int(cls_id), int(sep_id)
 
 
 def first_difference(fast: FastWordPiece, tokenizer: Tokenizer, texts: Sequence[str],
                      max_length: int) -> str | None:  # fmt: skip
     """The first text of ``texts`` whose fast ids differ from ``tokenizer``'s, or ``None`` when
     every text the fast path takes agrees (``tokenizer`` must truncate at ``max_length``)."""
-    reference = tokenizer.encode_batch(list(texts))
+    reference = tokenizer.encode_batch_fast(list(texts))
     for text, ours, theirs in zip(texts, fast.ids(texts, max_length), reference, strict=True):
         if ours is not None and ours != theirs.ids:
             return text

@@ -105,6 +105,59 @@ def test_another_tokenizer_shape_gets_no_fast_path(tmp_path: Path,
     assert FastWordPiece.build(_variant(tmp_path, change)) is None
 
 
+def test_an_added_token_with_lower_case_letters_is_not_matched_in_upper_case_text(
+        tmp_path: Path) -> None:
+    """tokenizers matches added tokens in the raw text; the path tokenises pieces lower-cased,
+    where '[UNUSED0]' would become the added token '[unused0]' (found in review)."""
+    spec = json.loads(TOKENIZER.read_text(encoding="utf-8"))
+    spec["added_tokens"].append({"id": 1, "content": "[unused0]", "special": True,
+                                 "normalized": False, "single_word": False, "lstrip": False,
+                                 "rstrip": False})  # fmt: skip
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    fast = FastWordPiece.build(path)
+    assert fast is not None
+    texts = ["[UNUSED0]", "see [Unused0] here", "[unused0] too", "plain words"]
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=16)
+    assert first_difference(fast, tokenizer, texts, 16) is None
+    assert fast.ids(texts, 16)[:3] == [None, None, None]
+
+
+def test_framing_ids_come_from_the_post_processor(tmp_path: Path) -> None:
+    moved = _variant(tmp_path, {"post_processor.special_tokens.[CLS].ids": [7]})
+    fast = FastWordPiece.build(moved)
+    assert fast is not None and fast.ids(["a b"], 8) == [[7, 1037, 1038, 102]]
+    tokenizer = Tokenizer.from_file(str(moved))
+    tokenizer.no_padding()
+    assert tokenizer.encode("a b").ids == [7, 1037, 1038, 102]
+    (tmp_path / "two").mkdir()
+    assert FastWordPiece.build(_variant(
+        tmp_path / "two", {"post_processor.special_tokens.[CLS].ids": [101, 7]})) is None
+
+
+def test_long_pieces_are_not_cached_and_the_cache_holds_a_bounded_number_of_ids(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = FastWordPiece.build(TOKENIZER)
+    assert fast is not None
+    long_piece = ".,;" * 400  # 1,200 characters, 1,200 ids
+    assert fast.ids([f"a {long_piece} b", "a b"], 2048) == [
+        [101, 1037, *[1012, 1010, 1025] * 400, 1038, 102], [101, 1037, 1038, 102]]
+    assert len(fast) == 2, "only 'a' and 'b' are cached"
+    monkeypatch.setattr(encoders.wordpiece, "_MAX_CACHED_IDS", 10)
+    fast.clear()
+    assert first_difference(fast, _hf(64), _texts(300, seed=9, other=0.0), 64) is None
+    assert fast._held <= 10
+
+
+def test_max_length_below_two_is_refused() -> None:
+    fast = FastWordPiece.build(TOKENIZER)
+    assert fast is not None
+    with pytest.raises(ValueError, match=">= 2"):
+        fast.ids(["a"], 1)
+
+
 def test_an_unreadable_tokenizer_gets_no_fast_path(tmp_path: Path) -> None:
     (tmp_path / "tokenizer.json").write_text("{not json", encoding="utf-8")
     assert FastWordPiece.build(tmp_path / "tokenizer.json") is None
