@@ -51,7 +51,7 @@ import onnxruntime as ort
 
 from encoders.ann import Candidates, Moments, check_finite, check_source, fingerprint
 from encoders.device_graphs import graphs
-from encoders.errors import ConfigurationError, InputError
+from encoders.errors import ConfigurationError, InferenceError, InputError
 from encoders.providers import CUDA, choose_providers, session_options
 
 __all__ = ["DeviceIndex"]
@@ -189,7 +189,11 @@ class DeviceIndex:
                 binding.bind_cpu_input("k", np.array([take], dtype=np.int64))
                 binding.bind_output("values", "cpu")
                 binding.bind_output("rows", "cpu")
-                self._search.run_with_iobinding(binding)
+                try:
+                    self._search.run_with_iobinding(binding)
+                except Exception as exc:  # onnxruntime raises untyped pybind errors (e.g. OOM)
+                    raise InferenceError(f"device index search of {len(query)} queries failed "
+                                         f"on {self.provider}: {exc}") from exc  # fmt: skip
                 values, found = binding.copy_outputs_to_cpu()
                 rows[:, :take] = np.where(np.isfinite(values), found, -1)
             return Candidates(rows, self._covered, self._moments, self._version)
@@ -213,9 +217,13 @@ class DeviceIndex:
             items[low:high] = np.where(flags[low:high, None], block, 0)
             prints[low:high] = fingerprint(block)
         bias[:n][flags] = 0
-        fresh = _Buffers(ort.OrtValue.ortvalue_from_numpy(items, self.device, 0),
-                         ort.OrtValue.ortvalue_from_numpy(bias, self.device, 0),
-                         (items, bias) if self.device == "cpu" else ())  # fmt: skip
+        try:
+            fresh = _Buffers(ort.OrtValue.ortvalue_from_numpy(items, self.device, 0),
+                             ort.OrtValue.ortvalue_from_numpy(bias, self.device, 0),
+                             (items, bias) if self.device == "cpu" else ())  # fmt: skip
+        except Exception as exc:  # e.g. out of device memory
+            raise InferenceError(f"cannot place {room:,} x {self.dim} on {self.device}: {exc}"
+                                 ) from exc
         present = np.zeros(room, dtype=bool)
         present[:n] = flags
         with self._lock:
@@ -259,7 +267,11 @@ class DeviceIndex:
         binding.bind_output("old", "cpu")
         binding.bind_ortvalue_output("new_items", spare.items)
         binding.bind_ortvalue_output("new_bias", spare.bias)
-        self._patch.run_with_iobinding(binding)
+        try:
+            self._patch.run_with_iobinding(binding)
+        except Exception as exc:  # onnxruntime raises untyped pybind errors
+            raise InferenceError(f"device index patch of {len(rows)} rows failed on "
+                                 f"{self.provider}: {exc}") from exc  # fmt: skip
         # only "old" comes back to the host (copy_outputs_to_cpu would copy the new matrix too)
         old: Vectors = binding.get_outputs()[0].numpy().astype(np.float32)
         return live, spare, old

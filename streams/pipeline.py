@@ -109,6 +109,9 @@ class Pipeline:
         self.long_ann: AnnIndex | DeviceIndex | None = None
         #: Batches ranked short-term only because the sequence model failed on them, and user
         #: vectors it returned non-finite (those users ranked short-term only); on /metrics.
+        #: Batches ranked exactly because the candidate index failed on them, and catalog
+        #: updates it could not take.
+        self.candidate_failures = 0
         self.sequence_failures = 0
         self.sequence_nonfinite = 0
         self._index_lock = threading.Lock()
@@ -190,13 +193,19 @@ class Pipeline:
             self._sync_ann([row for i in ids if (row := self.index.row_of(i)) is not None])
 
     def _sync_ann(self, rows: list[int]) -> None:
-        """Bring the approximate indexes up to the catalog (under the index lock)."""
+        """Bring the candidate indexes up to the catalog (under the index lock). One that fails
+        is left behind, logged: rows it has not synced are scored exactly, so nothing is lost
+        (a replaced row it did not take keeps its old vector there until the next sync)."""
         if self.text_ann is None:
             return
-        self.text_ann.sync(self.index.vectors_view(), touched=rows)
-        if self._sequence is not None and self.long_ann is not None:
-            snap = self._sequence.items.snapshot()
-            self.long_ann.sync(snap.vectors, snap.known, version=snap.version, touched=rows)
+        try:
+            self.text_ann.sync(self.index.vectors_view(), touched=rows)
+            if self._sequence is not None and self.long_ann is not None:
+                snap = self._sequence.items.snapshot()
+                self.long_ann.sync(snap.vectors, snap.known, version=snap.version, touched=rows)
+        except EncoderError as exc:
+            log.error("candidate index could not take %d catalog rows: %s", len(rows), exc)
+            self.candidate_failures += 1
 
     def process(
         self, events: Sequence[Event], states: Mapping[str, InterestState | None]
@@ -253,17 +262,23 @@ class Pipeline:
         if active is not None and states:
             states, active = self._long_terms(states, active)
         approx = self.text_ann is not None and len(self.index) >= self.ann_min_items
-        if active is None:
-            ranked = (rank_approx(states, self.index, self.text_ann, k) if approx
-                      else rank(states, self.index, k))
-            return states, ranked, _version(self.encoder, None)
         if approx:
-            ranked = rank_blended_approx(states, self.index, active.long_items(), self.text_ann,
-                                         self.long_ann, k, weight=self.blend_weight)
-        else:
-            ranked = rank_blended(states, self.index, active.long_items(), k,
-                                  weight=self.blend_weight)
+            try:
+                return states, self._rank_approx(states, active, k), _version(self.encoder, active)
+            except EncoderError as exc:  # e.g. the GPU index out of memory: exact, slower
+                log.error("candidate index failed on a batch, ranked exactly: %s", exc)
+                self.candidate_failures += 1
+        if active is None:
+            return states, rank(states, self.index, k), _version(self.encoder, None)
+        ranked = rank_blended(states, self.index, active.long_items(), k, weight=self.blend_weight)
         return states, ranked, _version(self.encoder, active)
+
+    def _rank_approx(self, states: list[InterestState], active: ActiveSequence | None, k: int
+                     ) -> list[list[Recommendation]]:  # fmt: skip
+        if active is None:
+            return rank_approx(states, self.index, self.text_ann, k)
+        return rank_blended_approx(states, self.index, active.long_items(), self.text_ann,
+                                   self.long_ann, k, weight=self.blend_weight)
 
     def _long_terms(
         self, states: list[InterestState], active: ActiveSequence

@@ -90,6 +90,7 @@ def register(
             "ranking": ranking_summary(pipeline),
             "candidates": pipeline.candidate_summary,
             "blend_weight": pipeline.blend_weight,
+            "candidate_failures": pipeline.candidate_failures,
             "sequence_failures": pipeline.sequence_failures,
             "sequence_nonfinite": pipeline.sequence_nonfinite,
             **(watcher.metrics() if watcher is not None else {}),

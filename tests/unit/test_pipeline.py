@@ -224,3 +224,41 @@ def test_the_approximate_index_follows_the_catalog(tiny_encoder: TextEncoder) ->
     hits = sum(len({r.item_id for r in approx_lists[u].recommendations}
                    & {r.item_id for r in exact_lists[u].recommendations}) for u in exact_lists)
     assert hits / (5 * len(exact_lists)) >= 0.8
+
+
+class _FailingRuns:
+    """An ONNX Runtime session whose runs fail as a GPU out of memory would."""
+
+    def __init__(self, session: object) -> None:
+        self._session = session
+
+    def io_binding(self) -> object:
+        return self._session.io_binding()  # type: ignore[attr-defined]
+
+    def run_with_iobinding(self, binding: object) -> None:
+        raise RuntimeError("CUDA failure 2: out of memory")
+
+
+def test_a_failing_device_index_costs_speed_not_recommendations(
+        tiny_encoder: TextEncoder, caplog: pytest.LogCaptureFixture) -> None:
+    titles = [f"{w} {n}" for n, w in enumerate(["space", "love", "war", "toys", "cook"] * 40)]
+    p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=50,
+                 candidate_index="device")
+    exact = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=0)
+    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[:150])])
+    assert p.text_ann is not None
+    p.text_ann._patch = _FailingRuns(p.text_ann._patch)  # type: ignore[union-attr]
+    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[150:], 150)])
+    assert p.candidate_failures == 1 and p.text_ann.covered == 150 and len(p.index) == 200
+    assert "could not take 50 catalog rows" in caplog.text
+    exact.index = p.index
+    events = [ev(f"e{n}", f"u{n % 7}", str(n * 3 % 200)) for n in range(40)]
+
+    def lists(pipeline: Pipeline) -> dict[str, list[str]]:
+        users = pipeline.process(events, {}).users
+        return {u: [r.item_id for r in o.recommendations] for u, o in users.items()}
+
+    assert lists(p) == lists(exact)  # the 50 rows it did not take are scored exactly
+    p.text_ann._search = _FailingRuns(p.text_ann._search)  # type: ignore[union-attr]
+    assert lists(p) == lists(exact)
+    assert p.candidate_failures == 2 and "ranked exactly" in caplog.text
