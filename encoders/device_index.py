@@ -51,7 +51,7 @@ import onnxruntime as ort
 
 from encoders.ann import Candidates, Moments, check_finite, check_source, fingerprint
 from encoders.device_graphs import graphs
-from encoders.errors import ConfigurationError, InferenceError, InputError
+from encoders.errors import ConfigurationError, InferenceError, InputError, ModelLoadError
 from encoders.providers import CUDA, choose_providers, session_options
 
 __all__ = ["DeviceIndex"]
@@ -101,8 +101,12 @@ class DeviceIndex:
         self.dtype = np.dtype(np.float16 if half else np.float32)
         search, patch = graphs(half)
         options = session_options(threads)
-        self._search = ort.InferenceSession(search, sess_options=options, providers=providers)
-        self._patch = ort.InferenceSession(patch, sess_options=options, providers=providers)
+        try:
+            self._search = ort.InferenceSession(search, sess_options=options, providers=providers)
+            self._patch = ort.InferenceSession(patch, sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises untyped pybind errors
+            raise ModelLoadError(f"the device index's graphs do not load on {providers}: {exc}"
+                                 ) from exc
         self._lock = threading.Lock()
         self._min_room = room
         self._version = ""

@@ -103,6 +103,7 @@ class Pipeline:
         #: standardisation and rescoring, :mod:`interest_state.blend_ann`) from
         #: ``candidate_index``; smaller ones exactly. 0: always exact.
         self.ann_min_items = ann_min_items
+        self._candidate_choice = candidate_index
         self.candidate_index = candidate_kind(candidate_index, encoder.provider)
         self._index_threads = index_threads  # the device index's, on the CPU provider
         self.text_ann = self._new_index(encoder.dim) if ann_min_items else None
@@ -121,10 +122,18 @@ class Pipeline:
             self.install_sequence(sequence)
 
     def _new_index(self, dim: int) -> AnnIndex | DeviceIndex:
+        """The candidate index for ``dim``-wide vectors. The device index chosen by ``auto``
+        that cannot start leaves faiss in its place (logged); one asked for by name fails."""
         if self.candidate_index == "device":  # the encoder's device: CUDA, or the CPU when asked
             on_cuda = self.encoder.provider == CUDA
-            return DeviceIndex(dim, provider="cuda" if on_cuda else "cpu",
-                               threads=self._index_threads)
+            try:
+                return DeviceIndex(dim, provider="cuda" if on_cuda else "cpu",
+                                   threads=self._index_threads)
+            except EncoderError as exc:
+                if self._candidate_choice != "auto":
+                    raise
+                log.error("device item index unavailable, faiss candidates instead: %s", exc)
+                self.candidate_index = "faiss"
         return AnnIndex(dim, min_rows=max(1024, self.ann_min_items // 2))
 
     @property

@@ -262,3 +262,21 @@ def test_a_failing_device_index_costs_speed_not_recommendations(
     p.text_ann._search = _FailingRuns(p.text_ann._search)  # type: ignore[union-attr]
     assert lists(p) == lists(exact)
     assert p.candidate_failures == 2 and "ranked exactly" in caplog.text
+
+
+def test_a_device_index_that_cannot_start_leaves_faiss_when_auto_chose_it(
+        tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import streams.pipeline
+    from encoders import ModelLoadError
+
+    def no_device(*args: object, **kwargs: object) -> None:
+        raise ModelLoadError("the device index's graphs do not load on ['CUDAExecutionProvider']")
+
+    monkeypatch.setattr(DeviceIndex, "__init__", no_device)
+    monkeypatch.setattr(streams.pipeline, "candidate_kind", lambda choice, provider: "device")
+    p = Pipeline(tiny_encoder, UpdateParams(), candidate_index="auto")  # as on CUDA
+    assert isinstance(p.text_ann, AnnIndex) and p.candidate_index == "faiss"
+    assert "faiss candidates instead" in caplog.text
+    with pytest.raises(ModelLoadError):
+        Pipeline(tiny_encoder, UpdateParams(), candidate_index="device")
