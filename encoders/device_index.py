@@ -115,6 +115,8 @@ class DeviceIndex:
         self._live: _Buffers | None = None
         self._spare: _Buffers | None = None
         self._room = 0
+        #: Times every row was sent (start, growth, many new rows, another version).
+        self.full_sends = 0
         self._present = np.zeros(0, dtype=bool)  # rows with a live vector on the device
         self._prints = np.zeros(0, dtype=np.uint64)
         log.info("device item index (dim %d) on %s, %s", dim, self.provider, self.dtype)
@@ -212,9 +214,12 @@ class DeviceIndex:
             room *= 2
         with self._lock:
             self._spare = None
-        items = np.zeros((room, self.dim), dtype=self.dtype)
-        bias = np.full(room, -np.inf, dtype=self.dtype)
-        prints = np.zeros(room, dtype=np.uint64)
+        try:
+            items = np.zeros((room, self.dim), dtype=self.dtype)
+            bias = np.full(room, -np.inf, dtype=self.dtype)
+            prints = np.zeros(room, dtype=np.uint64)
+        except MemoryError as exc:
+            raise InferenceError(f"no host memory for {room:,} x {self.dim}: {exc}") from exc
         for low in range(0, n, _CHUNK):  # cast and fingerprint in blocks, not all at once
             high = min(low + _CHUNK, n)
             block = matrix[low:high]
@@ -230,6 +235,7 @@ class DeviceIndex:
                                  ) from exc
         present = np.zeros(room, dtype=bool)
         present[:n] = flags
+        self.full_sends += 1
         with self._lock:
             self._live, self._room = fresh, room
             self._present, self._prints = present, prints
@@ -288,9 +294,15 @@ class DeviceIndex:
             raise InputError(f"{what} exceed float16's range (|x| > {_HALF_MAX:g})")
 
     def _empty_buffers(self) -> _Buffers:
+        """A spare pair (the first patch after a full send makes it: with one copy of the
+        matrix on the device, the likeliest place to run out of its memory)."""
         new = ort.OrtValue.ortvalue_from_shape_and_type
-        return _Buffers(new([self._room, self.dim], self.dtype.type, self.device, 0),
-                        new([self._room], self.dtype.type, self.device, 0))  # fmt: skip
+        try:
+            return _Buffers(new([self._room, self.dim], self.dtype.type, self.device, 0),
+                            new([self._room], self.dtype.type, self.device, 0))  # fmt: skip
+        except Exception as exc:  # onnxruntime raises untyped errors (or MemoryError)
+            raise InferenceError(f"cannot place a spare {self._room:,} x {self.dim} on "
+                                 f"{self.device}: {exc}") from exc  # fmt: skip
 
 
 def _summed(matrix: Vectors, flags: npt.NDArray[np.bool_],

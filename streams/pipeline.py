@@ -116,6 +116,9 @@ class Pipeline:
         self.sequence_failures = 0
         self.sequence_nonfinite = 0
         self._index_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._unsynced: set[int] = set()  # catalog rows a failed sync did not take
+        self._replacing = False  # a failed device index (auto) is being replaced by faiss
         self._sequence: ActiveSequence | None = None
         self._probes: tuple[InterestState, ...] = ()  # states: histories built only on demand
         if sequence is not None:
@@ -139,11 +142,12 @@ class Pipeline:
     @property
     def candidate_summary(self) -> str:
         """Where a large catalog's candidates come from, in words (``/metrics``)."""
-        if self.text_ann is None:
+        if not self.ann_min_items:
             return "none: every catalog is ranked exactly"
-        where = ("faiss IVF-PQ (approximate, CPU)" if isinstance(self.text_ann, AnnIndex)
-                 else f"exact search on {self.text_ann.provider} ({self.text_ann.dtype})")
-        return f"{where} from {self.ann_min_items:,} items"
+        if self._replacing:
+            return "faiss IVF-PQ being built after the device index failed (exact meanwhile)"
+        kinds = dict.fromkeys(_kind(i) for i in (self.text_ann, self.long_ann) if i is not None)
+        return f"{' + '.join(kinds) or 'none yet'} from {self.ann_min_items:,} items"
 
     @property
     def sequence(self) -> ActiveSequence | None:
@@ -163,10 +167,7 @@ class Pipeline:
         with self._index_lock:  # no catalog item can arrive between alignment and swap
             items = AlignedItems.build(model, self.index)
             if self.text_ann is not None:
-                if self.long_ann is None or self.long_ann.dim != model.dim:
-                    self.long_ann = self._new_index(model.dim)
-                snap = items.snapshot()
-                self.long_ann.sync(snap.vectors, snap.known, version=snap.version)
+                self.long_ann = self._synced_long_index(items, model.dim)
             active = ActiveSequence(model, items)
             self._sequence = active
         missing = len(items) - int(items.snapshot().known.sum())
@@ -201,20 +202,82 @@ class Pipeline:
                 )
             self._sync_ann([row for i in ids if (row := self.index.row_of(i)) is not None])
 
+    def _synced_long_index(self, items: AlignedItems, dim: int) -> AnnIndex | DeviceIndex | None:
+        """The long-term candidate index synced to a new model's ``items`` (under the index
+        lock), or ``None`` when it fails: the model is served anyway, its long-term scores
+        computed exactly (see :meth:`_index_failed`)."""
+        index = self.long_ann
+        snap = items.snapshot()
+        try:
+            if index is None or index.dim != dim:
+                index = self._new_index(dim)
+            index.sync(snap.vectors, snap.known, version=snap.version)
+        except EncoderError as exc:
+            self._index_failed(f"could not take sequence model {snap.version}'s items", exc)
+            return None
+        return index
+
     def _sync_ann(self, rows: list[int]) -> None:
-        """Bring the candidate indexes up to the catalog (under the index lock). One that fails
-        is left behind, logged: rows it has not synced are scored exactly, so nothing is lost
-        (a replaced row it did not take keeps its old vector there until the next sync)."""
+        """Bring the candidate indexes up to the catalog (under the index lock). Rows an index
+        fails to take are kept and offered again with the next sync; until then a new row is
+        scored exactly and a replaced one keeps its old vector there (see :meth:`_index_failed`
+        for what else happens)."""
         if self.text_ann is None:
             return
+        touched = sorted(self._unsynced.union(rows))
         try:
-            self.text_ann.sync(self.index.vectors_view(), touched=rows)
+            self.text_ann.sync(self.index.vectors_view(), touched=touched)
             if self._sequence is not None and self.long_ann is not None:
                 snap = self._sequence.items.snapshot()
-                self.long_ann.sync(snap.vectors, snap.known, version=snap.version, touched=rows)
+                self.long_ann.sync(snap.vectors, snap.known, version=snap.version,
+                                   touched=touched)  # fmt: skip
         except EncoderError as exc:
-            log.error("candidate index could not take %d catalog rows: %s", len(rows), exc)
+            self._unsynced.update(rows)
+            self._index_failed(f"could not take {len(rows)} catalog rows", exc)
+            return
+        self._unsynced.clear()
+
+    def _index_failed(self, what: str, exc: Exception) -> None:
+        """Count and log a candidate-index failure. A device index that ``auto`` chose is
+        replaced by faiss at the first one (built on a thread of its own, under the index lock;
+        batches are ranked exactly meanwhile); one named in the settings stays and is retried."""
+        with self._count_lock:
             self.candidate_failures += 1
+        log.error("candidate index %s: %s", what, exc)
+        if self._candidate_choice != "auto" or self.candidate_index != "device":
+            return
+        with self._count_lock:
+            if self._replacing:
+                return
+            self._replacing = True
+        log.error("the device item index failed: faiss candidates replace it (exact ranking "
+                  "until they are built)")  # fmt: skip
+        self.candidate_index = "faiss"
+        self.text_ann = self.long_ann = None
+        threading.Thread(target=self._build_faiss, name="faiss-fallback", daemon=True).start()
+
+    def _build_faiss(self) -> None:
+        """Faiss indexes over the catalog and the current sequence model's items, swapped in
+        whole (the fallback of :meth:`_index_failed`)."""
+        with self._index_lock:
+            try:
+                text = self._new_index(self.encoder.dim)
+                text.sync(self.index.vectors_view())
+                long = None
+                if self._sequence is not None:
+                    snap = self._sequence.items.snapshot()
+                    long = self._new_index(int(snap.vectors.shape[1]))
+                    long.sync(snap.vectors, snap.known, version=snap.version)
+            except Exception:  # faiss too: exact ranking from now on, said once
+                log.exception("faiss candidates could not be built; every batch is ranked "
+                              "exactly")  # fmt: skip
+                self.ann_min_items = 0
+                return
+            finally:
+                self._replacing = False
+            self.text_ann, self.long_ann = text, long
+            self._unsynced.clear()
+        log.info("faiss candidates in place of the device index (%d items)", len(self.index))
 
     def process(
         self, events: Sequence[Event], states: Mapping[str, InterestState | None]
@@ -275,8 +338,7 @@ class Pipeline:
             try:
                 return states, self._rank_approx(states, active, k), _version(self.encoder, active)
             except EncoderError as exc:  # e.g. the GPU index out of memory: exact, slower
-                log.error("candidate index failed on a batch, ranked exactly: %s", exc)
-                self.candidate_failures += 1
+                self._index_failed("failed on a batch, ranked exactly", exc)
         if active is None:
             return states, rank(states, self.index, k), _version(self.encoder, None)
         ranked = rank_blended(states, self.index, active.long_items(), k, weight=self.blend_weight)
@@ -316,6 +378,12 @@ class Pipeline:
     def recommend(self, state: InterestState, k: int | None = None) -> list[Recommendation]:
         """What the stream would send this user now (the long-term vector recomputed)."""
         return self._rank([state], self._sequence, k or self.top_k)[1][0]
+
+
+def _kind(index: AnnIndex | DeviceIndex) -> str:
+    if isinstance(index, AnnIndex):
+        return "faiss IVF-PQ (approximate, CPU)"
+    return f"exact search on {index.provider} ({index.dtype})"
 
 
 def _version(encoder: TextEncoder, active: ActiveSequence | None) -> str:

@@ -113,6 +113,7 @@ def test_a_new_model_is_served_by_the_next_batch_and_a_broken_one_is_refused(
     assert metrics["sequence_model_version"] is None
     assert metrics["ranking"].startswith("short-term only")
     assert metrics["candidates"] == "faiss IVF-PQ (approximate, CPU) from 20,000 items"
+    assert metrics["candidate_failures"] == 0
     text_version = _recommend(dep, catalog, 0)["model_version"]
     assert "+" not in text_version
 

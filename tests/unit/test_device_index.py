@@ -258,3 +258,12 @@ def test_a_small_append_is_patched_not_sent_again(monkeypatch: pytest.MonkeyPatc
     assert uploads == [] and index.room == 1024
     assert index.sync(matrix) == 180  # 180 * 8 > 1024: everything again
     assert uploads == [1]
+
+
+def test_graphs_that_do_not_load_are_a_model_load_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import encoders.device_index
+    from encoders import ModelLoadError
+
+    monkeypatch.setattr(encoders.device_index, "graphs", lambda half: (b"not onnx", b"not onnx"))
+    with pytest.raises(ModelLoadError, match="do not load"):
+        _index(4)

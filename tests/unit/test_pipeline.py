@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoders import TextEncoder
+from encoders import InferenceError, TextEncoder
 from encoders.ann import AnnIndex
 from encoders.device_index import DeviceIndex
 from encoders.providers import CUDA
@@ -280,3 +280,92 @@ def test_a_device_index_that_cannot_start_leaves_faiss_when_auto_chose_it(
     assert "faiss candidates instead" in caplog.text
     with pytest.raises(ModelLoadError):
         Pipeline(tiny_encoder, UpdateParams(), candidate_index="device")
+
+
+def _lists(pipeline: Pipeline, events: list[Event]) -> dict[str, list[str]]:
+    users = pipeline.process(events, {}).users
+    return {u: [r.item_id for r in o.recommendations] for u, o in users.items()}
+
+
+def _blended_pair(tiny_encoder: TextEncoder, tiny_sequence_dir: Path, candidate_index: str
+                  ) -> tuple[Pipeline, Pipeline, list[Event]]:  # fmt: skip
+    """A pipeline ranking the 20-item catalog over candidates (ann_min_items 4) and an exact
+    one sharing its catalog, both with the sequence model; and a batch of events."""
+    model = SequenceModel.load(tiny_sequence_dir, provider="cpu", intra_op_threads=1)
+    items = [ItemMessage(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS]
+    p = Pipeline(tiny_encoder, UpdateParams(history_len=8), top_k=4, sequence=model,
+                 ann_min_items=4, candidate_index=candidate_index)
+    p.add_items(items)
+    exact = Pipeline(tiny_encoder, UpdateParams(history_len=8), top_k=4, sequence=model,
+                     ann_min_items=0)
+    exact.add_items(items)
+    events = [ev(f"e{n}", f"u{n % 3}", f"s{n}", ts=1000.0 + n) for n in range(9)]
+    return p, exact, events
+
+
+def test_a_failed_search_falls_back_to_the_blended_exact_ranking(
+        tiny_encoder: TextEncoder, tiny_sequence_dir: Path) -> None:
+    p, exact, events = _blended_pair(tiny_encoder, tiny_sequence_dir, "device")
+    assert p.long_ann is not None and p.text_ann is not None
+    p.long_ann._search = _FailingRuns(p.long_ann._search)  # type: ignore[union-attr]
+    assert _lists(p, events) == _lists(exact, events)  # long-term scores kept, not dropped
+    assert p.candidate_failures == 1 and isinstance(p.text_ann, DeviceIndex)  # named: it stays
+
+
+def test_a_sequence_model_whose_items_the_index_cannot_take_is_served_anyway(
+        tiny_encoder: TextEncoder, tiny_sequence_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    p, exact, events = _blended_pair(tiny_encoder, tiny_sequence_dir, "device")
+    model = SequenceModel.load(tiny_sequence_dir, provider="cpu", intra_op_threads=1)
+    real = DeviceIndex.sync
+
+    def failing(self: DeviceIndex, *args: object, **kwargs: object) -> int:
+        if kwargs.get("version"):
+            raise InferenceError("CUDA failure 2: out of memory")
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeviceIndex, "sync", failing)
+    active = p.install_sequence(model)
+    assert p.sequence is active and p.long_ann is None and p.candidate_failures == 1
+    assert _lists(p, events) == _lists(exact, events)  # long-term scores computed exactly
+
+
+def test_rows_a_failed_sync_did_not_take_are_offered_again(tiny_encoder: TextEncoder) -> None:
+    titles = [f"{w} {n}" for n, w in enumerate(["space", "love", "war", "toys", "cook"] * 20)]
+    p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=50,
+                 candidate_index="device")
+    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles)])
+    index = p.text_ann
+    assert isinstance(index, DeviceIndex)
+    working = index._patch
+    index._patch = _FailingRuns(working)  # type: ignore[assignment]
+    p.add_items([ItemMessage("7", "sea song night", "sea song night", ())])  # a replaced row
+    index._patch = working
+    p.add_items([ItemMessage("new", "ship city", "ship city", ())])  # the next sync
+    seven = p.index.vector("7")
+    assert seven is not None and p.candidate_failures == 1
+    assert index.candidates(seven[None, :], 1).rows[0, 0] == p.index.row_of("7")
+
+
+def test_auto_replaces_a_failing_device_index_by_faiss(
+        tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import streams.pipeline
+
+    monkeypatch.setattr(streams.pipeline, "candidate_kind", lambda choice, provider: "device")
+    titles = [f"{w} {n}" for n, w in enumerate(["space", "love", "war", "toys", "cook"] * 20)]
+    p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=50)  # auto, "on CUDA"
+    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[:80])])
+    assert isinstance(p.text_ann, DeviceIndex)
+    p.text_ann._patch = _FailingRuns(p.text_ann._patch)  # type: ignore[assignment]
+    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[80:], 80)])
+    deadline = time.monotonic() + 30
+    while not isinstance(p.text_ann, AnnIndex) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(p.text_ann, AnnIndex) and p.candidate_index == "faiss"
+    assert p.candidate_summary == "faiss IVF-PQ (approximate, CPU) from 50 items"
+    exact = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=0)
+    exact.index = p.index
+    events = [ev(f"e{n}", f"u{n % 7}", str(n * 3 % 100)) for n in range(30)]
+    assert _lists(p, events) == _lists(exact, events)
