@@ -115,8 +115,9 @@ class FastWordPiece:
                 piece = cache.get(word)
                 if piece is None:
                     piece = self._word(word)
-                ids += piece[: room - len(ids)]
+                ids += piece  # (uncached pieces are the only long ones; cut below)
                 if len(ids) >= room:
+                    del ids[room:]
                     break
             ids.append(self._sep)
             out.append(ids)

@@ -851,7 +851,7 @@ def host_rows(settings: Settings, cfg: BenchConfig, texts: list[str], size: int 
 
     rows = []
     for label, pool in (("the bench's texts", texts),
-                        ("16-token texts", sixteen_token_texts(size * 8))):
+                        ("24-word texts", sixteen_token_texts(size * 8))):
         batches = [pool[i : i + size] for i in range(0, min(len(pool), size * 8), size)]
         for cold in (False, True):
             ours, theirs = paired_rates(
@@ -1015,7 +1015,25 @@ def run_meta(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "worker_ranking": _ranking(settings),
         "comment_share": cfg.comment_share,
+        "commit": _commit(),
     }
+
+
+def _commit() -> str | None:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or ``None`` outside git."""
+
+    def git(*args: str) -> str:
+        here = Path(__file__).resolve().parent
+        done = subprocess.run(["git", *args], cwd=here, capture_output=True,  # noqa: S603,S607
+                              text=True, timeout=5, check=True)
+        return done.stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def _ranking(settings: Settings) -> str:

@@ -216,5 +216,5 @@ def test_the_bench_puts_the_host_work_beside_tokenizers_alone(tiny_export: Expor
     rows = host_rows(Settings(model_dir=tiny_export.out_dir), cfg, _texts(64, 5, 0.0), size=16)
     assert [r.metric for r in rows] == [
         f"host work texts/s, batch 16, {kind}, word cache {cache}"
-        for kind in ("the bench's texts", "16-token texts") for cache in ("warm", "cold")]
+        for kind in ("the bench's texts", "24-word texts") for cache in ("warm", "cold")]
     assert all(r.value > 0 and r.baseline_value for r in rows)
