@@ -51,6 +51,7 @@ PROBES_KEPT = 8
 
 __all__ = ["BatchResult", "Pipeline", "UserOutcome", "candidate_kind"]
 
+
 def candidate_kind(choice: str, provider: str) -> str:
     """``faiss`` or ``device`` for the setting ``choice`` and the text encoder's provider."""
     if choice not in CANDIDATE_INDEXES:
