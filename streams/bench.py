@@ -826,8 +826,9 @@ def host_rows(settings: Settings, cfg: BenchConfig, texts: list[str], size: int 
               ) -> list[Row]:  # fmt: skip
     """The encoder's host work (tokenise + pad, no model run: what bounds it on a GPU) with its
     fast WordPiece path against ``tokenizers`` alone, batches of ``size``, alternating rounds;
-    on the bench's texts and on the gpu section's 16-token texts, with the word cache warm
-    (every word seen before) and cold (emptied before each batch)."""
+    on the bench's texts and on the gpu section's 24-word texts (cut at the export's length
+    here, not at 16 tokens), with the word cache warm (every word seen before) and cold
+    (emptied before each batch)."""
     from encoders import TextEncoder
     from encoders.providers import usable_cpu_count
     from streams.bench_gpu import sixteen_token_texts

@@ -40,7 +40,7 @@ class TopicNames:
 
 CANDIDATE_INDEXES = ("auto", "faiss", "device")
 """Where a large catalog's candidates come from: faiss IVF-PQ on the CPU
-(:class:`encoders.ann.AnnIndex`), an exact search on the text encoder's ONNX Runtime device
+(:class:`encoders.ann.AnnIndex`), exact candidates from the text encoder's ONNX Runtime device
 (:class:`encoders.device_index.DeviceIndex`: the GPU with CUDA), or ``auto``: the device when
 the encoder runs on CUDA, faiss otherwise."""
 
