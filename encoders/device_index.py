@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,12 +158,12 @@ class DeviceIndex:
         matrix, flags, touched_rows = check_source(self.dim, vectors, known, touched)
         n = len(matrix)
         if self._live is None or version != self._version:
-            self._upload(matrix, flags, version, _summed(matrix, flags, self._check_values))
+            self._upload(matrix, flags, version)
             return n
         start = self._covered
         fresh = np.arange(start, n, dtype=np.int64)
         if n > self._room or 8 * len(fresh) > self._room:  # cheaper to send everything
-            self._upload(matrix, flags, version, _summed(matrix, flags, self._check_values))
+            self._upload(matrix, flags, version)
             return max(n - start, 0)
         rows = touched_rows[touched_rows < start]
         if len(rows):
@@ -204,10 +204,10 @@ class DeviceIndex:
                 rows[:, :take] = np.where(np.isfinite(values), found, -1)
             return Candidates(rows, self._covered, self._moments, self._version)
 
-    def _upload(self, matrix: Vectors, flags: npt.NDArray[np.bool_], version: str,
-                moments: Moments) -> None:  # fmt: skip
-        """Send every row to fresh buffers with room for them (doubling from the least); the
-        old spare pair is let go first, so the device holds two pairs at most meanwhile."""
+    def _upload(self, matrix: Vectors, flags: npt.NDArray[np.bool_], version: str) -> None:
+        """Send every row to fresh buffers with room for them (doubling from the least), with
+        the moments of the known rows summed afresh; the old spare pair is let go first, so the
+        device holds two pairs at most meanwhile."""
         n = len(matrix)
         room = max(self._min_room, self._room)
         while room < n:
@@ -220,10 +220,13 @@ class DeviceIndex:
             prints = np.zeros(room, dtype=np.uint64)
         except MemoryError as exc:
             raise InferenceError(f"no host memory for {room:,} x {self.dim}: {exc}") from exc
-        for low in range(0, n, _CHUNK):  # cast and fingerprint in blocks, not all at once
+        moments = Moments.zero(self.dim)
+        for low in range(0, n, _CHUNK):  # one pass, in blocks: check, sum, cast, fingerprint
             high = min(low + _CHUNK, n)
-            block = matrix[low:high]
-            items[low:high] = np.where(flags[low:high, None], block, 0)
+            block, known = matrix[low:high], flags[low:high]
+            self._check_values(block[known], f"rows {low}..{high - 1}")
+            moments = moments.plus(block[known])
+            items[low:high] = np.where(known[:, None], block, 0)
             prints[low:high] = fingerprint(block)
         bias[:n][flags] = 0
         try:
@@ -303,16 +306,3 @@ class DeviceIndex:
         except Exception as exc:  # onnxruntime raises untyped errors (or MemoryError)
             raise InferenceError(f"cannot place a spare {self._room:,} x {self.dim} on "
                                  f"{self.device}: {exc}") from exc  # fmt: skip
-
-
-def _summed(matrix: Vectors, flags: npt.NDArray[np.bool_],
-            check: Callable[[Vectors, str], None]) -> Moments:  # fmt: skip
-    """The moments of the known rows, each block ``check``-ed first, in float64 blocks."""
-    moments = Moments.zero(matrix.shape[1])
-    for low in range(0, len(matrix), _CHUNK):
-        high = min(low + _CHUNK, len(matrix))
-        block = matrix[low:high][flags[low:high]]
-        check(block, f"rows {low}..{high - 1}")
-        moments = moments.plus(block)
-    return moments
-

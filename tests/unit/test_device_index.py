@@ -138,6 +138,14 @@ def test_bad_input_is_refused_and_leaves_the_index_as_it_was() -> None:
         index.candidates(np.ones((1, 4), dtype=np.float32), 0)
     with pytest.raises(InputError, match="touched"):
         index.sync(np.eye(4, dtype=np.float32), touched=[9])
+    with pytest.raises(InputError, match="NaN"):  # every row sent (another version): checked too
+        index.sync(bad, version="another")
+    assert (index.version, index.covered, len(index)) == ("", 4, 4)
+    fresh = _index(4)
+    with pytest.raises(InputError, match="NaN"):  # the first sync
+        fresh.sync(bad)
+    assert fresh.covered == 0
+    assert (fresh.candidates(np.ones((1, 4), np.float32), 2).rows == -1).all()
 
 
 def test_blended_ranking_over_device_candidates_is_the_exact_ranking() -> None:
