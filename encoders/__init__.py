@@ -6,6 +6,14 @@ Runtime needs only onnxruntime, tokenizers and numpy; exporting needs the option
 
 from __future__ import annotations
 
+from encoders.build.export import (
+    ExportReport,
+    ExportSpec,
+    default_model_source,
+    export_text_encoder,
+    is_exported,
+    quantize_int8,
+)
 from encoders.errors import (
     ConfigurationError,
     EncoderError,
@@ -18,18 +26,10 @@ from encoders.errors import (
     ModelNotFoundError,
     ProviderError,
 )
-from encoders.export import (
-    ExportReport,
-    ExportSpec,
-    default_model_source,
-    export_text_encoder,
-    is_exported,
-    quantize_int8,
-)
-from encoders.index import ItemIndex
-from encoders.metadata import EncoderMetadata, read_metadata
-from encoders.providers import available_providers, choose_providers, session_options
-from encoders.text import TextEncoder
+from encoders.index.exact import ItemIndex
+from encoders.runtime.metadata import EncoderMetadata, read_metadata
+from encoders.runtime.providers import available_providers, choose_providers, session_options
+from encoders.runtime.text import TextEncoder
 
 __all__ = [
     "ConfigurationError",

@@ -7,7 +7,7 @@ state's long-term vector), and stores :func:`encode_state` bytes.
 
 from __future__ import annotations
 
-from ._arrays import inner_products
+from .arrays import inner_products
 from .blend import BlendCatalog, LongTermItems, rank_blended
 from .codec import CODEC_VERSION, decode_state, encode_state
 from .errors import (

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import FloatVector, inner_products, unit
+from .arrays import FloatVector, inner_products, unit
 from .errors import DimensionError, ParamsError
 from .rank import Catalog, Recommendation, explain
 from .state import InterestState
@@ -101,8 +101,8 @@ def rank_blended(
     items taken out (the offline evaluator hides context items the ring no longer holds).
     Scores in the result are the blended standardised scores.
     """
-    _check_args(states, k, weight, hide)
-    short_q, long_q = _queries(states, catalog, long_items)
+    check_blend_args(states, k, weight, hide)
+    short_q, long_q = blend_queries(states, catalog, long_items)
     users = sorted(set(short_q) | set(long_q))
     results: list[list[Recommendation]] = [[] for _ in states]
     if not users or len(catalog) == 0:
@@ -127,7 +127,7 @@ def rank_blended(
     return results
 
 
-def _check_args(
+def check_blend_args(
     states: Sequence[InterestState],
     k: int,
     weight: float,
@@ -141,7 +141,7 @@ def _check_args(
         raise ParamsError(f"weight must be in [0, 1], got {weight!r}")
 
 
-def _queries(
+def blend_queries(
     states: Sequence[InterestState], catalog: Catalog, long_items: LongTermItems | None
 ) -> tuple[dict[int, FloatVector], dict[int, FloatVector]]:
     short: dict[int, FloatVector] = {}

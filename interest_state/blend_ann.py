@@ -3,7 +3,7 @@
 :func:`rank_blended` and :func:`rank` score every catalog row for every user (``m x n x d`` per
 batch). Here each user's items are only the *candidates*: the best ``candidates`` rows of the
 short-term query from one index and of the long-term query from another (any
-:class:`CandidateSource`, e.g. ``encoders.ann.AnnIndex``), and every row an index has not
+:class:`CandidateSource`, e.g. ``encoders.index.ann.AnnIndex``), and every row an index has not
 synced yet (scored exactly, so a new item is recommendable at once). Candidates are scored
 exactly, blended, filtered and explained as :func:`rank_blended` does.
 
@@ -14,7 +14,7 @@ their exact scores, and a user's seen rows (scored exactly too) are taken out, s
 std are those :func:`rank_blended` computes over the same candidate items. Hence the result
 *is* :func:`rank_blended`'s whenever the candidates hold its top ``k`` (tested with candidates
 that cover the catalog); how often they do at scale is the recall the benchmark reports
-(:mod:`streams.bench_ann`). One difference remains: an index's sums are over the vectors it
+(:mod:`streams.bench.ann`). One difference remains: an index's sums are over the vectors it
 synced, so a row replaced in the catalog since then counts with its old vector (1 row in n).
 """
 
@@ -27,12 +27,10 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import FloatVector
-from .blend import BlendCatalog, LongTermItems, _check_args
-from .blend import _queries as _blend_queries
+from .arrays import FloatVector
+from .blend import BlendCatalog, LongTermItems, blend_queries, check_blend_args
 from .errors import ParamsError
-from .rank import Catalog, Recommendation, explain
-from .rank import _queries as _rank_queries
+from .rank import Catalog, Recommendation, explain, interest_queries
 from .state import InterestState
 
 __all__ = [
@@ -123,10 +121,10 @@ def rank_blended_approx(
     (an index of another version, or ``None``, is not searched: every row then counts as not
     synced and is scored exactly). ``candidates`` rows are asked of each index per user.
     """
-    _check_args(states, k, weight, hide)
+    check_blend_args(states, k, weight, hide)
     if candidates < 1:
         raise ParamsError(f"candidates must be >= 1, got {candidates}")
-    short_q, long_q = _blend_queries(states, catalog, long_items)
+    short_q, long_q = blend_queries(states, catalog, long_items)
     users = sorted(set(short_q) | set(long_q))
     results: list[list[Recommendation]] = [[] for _ in states]
     vectors = catalog.vectors_view()
@@ -168,7 +166,7 @@ def rank_approx(
     it has not synced; scores are the raw inner products, as in :func:`rank`."""
     if k < 1 or candidates < 1:
         raise ParamsError(f"k and candidates must be >= 1, got {k}, {candidates}")
-    queries = _rank_queries(states, catalog, long_weight)
+    queries = interest_queries(states, catalog, long_weight)
     results: list[list[Recommendation]] = [[] for _ in states]
     vectors = catalog.vectors_view()
     if not queries or len(vectors) == 0:

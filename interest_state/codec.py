@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import FloatVector
+from .arrays import FloatVector
 from .errors import CodecError, InterestStateError
 from .state import InterestState
 

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ._arrays import FloatVector
+from .arrays import FloatVector
 from .errors import ObservationError
 
 

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import FloatVector
+from .arrays import FloatVector
 from .errors import DimensionError, ParamsError
 from .events import EventType
 from .state import InterestState
@@ -78,7 +78,7 @@ def rank(
     """
     if k < 1:
         raise ParamsError(f"k must be >= 1, got {k}")
-    queries = _queries(states, catalog, long_weight)
+    queries = interest_queries(states, catalog, long_weight)
     results: list[list[Recommendation]] = [[] for _ in states]
     if not queries or len(catalog) == 0:
         return results
@@ -97,7 +97,7 @@ def nearest_titles(
     """Titles (item ids where untitled) of the items nearest the interest; seen ones included."""
     if k < 1:
         raise ParamsError(f"k must be >= 1, got {k}")
-    queries = _queries([state], catalog, long_weight)
+    queries = interest_queries([state], catalog, long_weight)
     if not queries or len(catalog) == 0:
         return []
     _, rows = catalog.search(np.stack(list(queries.values())), min(k, len(catalog)))
@@ -105,7 +105,7 @@ def nearest_titles(
     return [catalog.title_of(item_id) or item_id for item_id in ids]
 
 
-def _queries(
+def interest_queries(
     states: Sequence[InterestState], catalog: Catalog, long_weight: float
 ) -> dict[int, FloatVector]:
     """Interest vectors by position in ``states``, for the states that have one."""

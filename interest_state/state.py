@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import FloatVector, frozen_any_vector, frozen_vector, unit
+from .arrays import FloatVector, frozen_any_vector, frozen_vector, unit
 from .errors import InterestStateError, ParamsError, StateError
 
 N_EVENT_TYPES = 3

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import frozen_vector
+from .arrays import frozen_vector
 from .errors import ObservationError
 from .events import EventType, Observation, event_id_hash
 from .params import UpdateParams

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.broker import EmbeddedBroker
-from streams.topics import TopicSpec, ensure_topics
+from streams.local.broker import EmbeddedBroker
+from streams.worker.topics import TopicSpec, ensure_topics
 
 PARTITIONS = 4
 WINDOW_S = 2.0

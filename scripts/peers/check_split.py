@@ -6,8 +6,8 @@ Run with the project's interpreter (it imports ``streams``)::
         [--peer DIR/recbole-sasrec.json]
 
 Compares, user by user, the history, validation and test items of ``loo.split`` with
-``streams.evaluate.load_dataset``, the statistics, and the training-events fingerprint with
-``streams.eval_models.events_fingerprint``. With ``--peer``: the file's fingerprint, one ranked
+``streams.offline.evaluate.load_dataset``, the statistics, and the training-events fingerprint with
+``streams.offline.rankers.events_fingerprint``. With ``--peer``: the file's fingerprint, one ranked
 list per evaluated user and stage, and that no masked list holds an item of its ranking input.
 Exit status 1 on any difference.
 """
@@ -22,8 +22,8 @@ from typing import Any
 
 import loo
 
-from streams.eval_models import events_fingerprint
-from streams.evaluate import load_dataset
+from streams.offline.rankers import events_fingerprint
+from streams.offline.evaluate import load_dataset
 
 
 def compare(items: Path, events: Path) -> tuple[list[str], str, dict[str, list[str]]]:

@@ -20,7 +20,7 @@ if [ ! -f "$DATA/items.jsonl" ] || [ ! -f "$DATA/events.jsonl" ]; then
     .venv/bin/interest-stream data ml-100k
 fi
 if [ -x .venv/bin/python ]; then
-    echo "== the split of loo.py against the project's own (streams.evaluate.load_dataset)"
+    echo "== the split of loo.py against the project's own (streams.offline.evaluate.load_dataset)"
     .venv/bin/python scripts/peers/check_split.py --items "$DATA/items.jsonl" --events "$DATA/events.jsonl"
 fi
 echo "== RecBole SASRec (nice -n 10: the machine is shared)"

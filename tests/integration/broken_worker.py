@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from interest_state import Event, InterestState
-from streams import runtime
-from streams.pipeline import BatchResult, Pipeline
 from streams.settings import Settings
+from streams.worker import runtime
+from streams.worker.pipeline import BatchResult, Pipeline
 
 
 class ExplodingPipeline(Pipeline):

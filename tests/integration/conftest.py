@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from streams.broker import EmbeddedBroker
-from streams.datasets import prepare_ml100k, read_items
-from streams.runtime import ensure_model
+from streams.data.datasets import prepare_ml100k, read_items
+from streams.local.broker import EmbeddedBroker
 from streams.settings import Settings, TopicNames
+from streams.worker.runtime import ensure_model
 
 REPO = Path(__file__).resolve().parents[2]
 HOME = REPO / ".cache" / "interest-stream"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
-from streams.broker import EmbeddedBroker, broker_for
 from streams.errors import BrokerError, TopicError
-from streams.topics import TopicSpec, ensure_topics, read_true_end_offsets
+from streams.local.broker import EmbeddedBroker, broker_for
+from streams.worker.topics import TopicSpec, ensure_topics, read_true_end_offsets
 from tests.integration.kafka_client import produce
 
 pytestmark = pytest.mark.integration

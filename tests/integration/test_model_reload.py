@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from encoders import TextEncoder
-from encoders.sequence import CARD_FILE, ITEMS_FILE
-from streams.models import publish_model
+from encoders.runtime.sequence import CARD_FILE, ITEMS_FILE
+from streams.worker.long_term import publish_model
 from tests.integration.conftest import Deployment, Worker
 from tests.integration.kafka_client import consume, produce
 
@@ -27,8 +27,8 @@ def sequence_dir(
 ) -> Path:
     """A tiny sequence model (1 epoch) on walks over the test catalog, with the worker's own
     text encoder's vectors, so the worker can align it with its item index."""
-    from encoders.sequence import SequenceEvent, TrainConfig, TrainingData
-    from encoders.sequence_export import export_sequence_model, train_sequence_model
+    from encoders.build.sequence_export import export_sequence_model, train_sequence_model
+    from encoders.runtime.sequence import SequenceEvent, TrainConfig, TrainingData
 
     encoder = TextEncoder.load(model_dir, provider="cpu", intra_op_threads=1)
     known = [item.item_id for item in catalog[:150]]  # the other 50 are new to the model

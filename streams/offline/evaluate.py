@@ -1,0 +1,359 @@
+"""Offline evaluation: leave-one-out by time, full ranking over all items, models side by side.
+
+Per user, events sorted by time: the last is the test target, the one before it the validation
+target, the rest the history (users with fewer than 3 events are skipped and counted). A model
+is fitted once on the training events (every user's history, never a validation or test
+event) and then ranks the whole catalog for each user from the events before the target: the
+history for validation, history + validation event for test. Numbers are reported with the
+user's own events masked (what a live recommender serves) and unmasked. See
+``docs/evaluation.md``.
+
+A model is anything shaped like :class:`Recommender` (:mod:`streams.offline.rankers`):
+popularity, the stream's short-term vector replayed through the very same
+:func:`interest_state.update` / :func:`interest_state.rank`, the sequence Transformer and its
+blends run exactly as the stream's pipeline runs them (ring-built histories, ONNX Runtime,
+:func:`interest_state.rank_blended`), and peers' stored rankings (:mod:`streams.offline.peers`),
+so the quality measured here is the quality served online. Metrics and the JSON / Markdown /
+PNG outputs are in :mod:`streams.offline.report`.
+
+    StreamError
+     └── EvaluationError   the data cannot be evaluated, or a model broke the ranking contract
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from encoders import is_exported
+from encoders.runtime.sequence import is_sequence_model
+from interest_state import UpdateParams
+from interest_state.params import MAX_RING_LEN
+from streams.data.datasets import EventRecord, read_events, read_items
+from streams.offline.peers import PeerModel
+from streams.offline.rankers import (
+    EvaluationError,
+    PopularityModel,
+    Recommender,
+    ShortTermModel,
+    TrainData,
+    UserContext,
+)
+from streams.offline.report import (
+    CHART_MISSING,
+    STAGES,
+    EvaluationReport,
+    MetricValue,
+    ModelScores,
+    metric_names,
+    score_ranks,
+    target_ranks,
+    write_outputs,
+)
+from streams.offline.transformer import BlendModel, TransformerModel, default_models
+from streams.settings import Settings
+
+__all__ = [
+    "CHART_MISSING",
+    "BlendModel",
+    "STAGES",
+    "Dataset",
+    "EvaluationError",
+    "EvaluationReport",
+    "MetricValue",
+    "ModelScores",
+    "PeerModel",
+    "PopularityModel",
+    "Recommender",
+    "ShortTermModel",
+    "TrainData",
+    "TransformerModel",
+    "UserContext",
+    "UserSplit",
+    "default_models",
+    "evaluate_command",
+    "load_dataset",
+    "metric_names",
+    "run_evaluation",
+    "score_ranks",
+    "target_ranks",
+]
+
+log = logging.getLogger(__name__)
+
+RANK_BATCH = 256
+"""Users ranked per model call (one matrix product each in :class:`ShortTermModel`)."""
+
+
+# --------------------------------------------------------------------------- data and split
+
+
+@dataclass(frozen=True, slots=True)
+class UserSplit:
+    """One user's events split by time: history, validation event, test event."""
+
+    user_id: str
+    history: tuple[EventRecord, ...]
+    validation: EventRecord
+    test: EventRecord
+
+    def context(self, stage: str) -> UserContext:
+        events = self.history if stage == "validation" else (*self.history, self.validation)
+        return UserContext(self.user_id, events, stage)
+
+    def target(self, stage: str) -> str:
+        return (self.validation if stage == "validation" else self.test).item_id
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    users: tuple[UserSplit, ...]
+    train: TrainData
+    stats: dict[str, Any]
+
+
+def load_dataset(items_path: Path, events_path: Path, max_users: int | None = None) -> Dataset:
+    """Read both files and split them; events of items missing from the catalog are dropped.
+
+    Training events are the histories of all splittable users plus every event of the users
+    too short to split (they are never evaluated). ``max_users`` keeps the first users (by
+    first event) for evaluation only; training data is the same with or without it.
+    """
+    items = tuple(read_items(items_path))
+    if not items:
+        raise EvaluationError(f"{items_path}: the catalog is empty")
+    known = {item.item_id for item in items}
+    by_user: dict[str, list[EventRecord]] = defaultdict(list)
+    n_events = 0
+    for event in read_events(events_path):
+        n_events += 1
+        if event.item_id in known:
+            by_user[event.user_id].append(event)
+    splits, train = _split(by_user.values())
+    if not splits:
+        raise EvaluationError(f"{events_path}: no user has the 3 events leave-one-out needs")
+    chosen = splits[:max_users]
+    stats = {
+        "items_path": str(items_path),
+        "events_path": str(events_path),
+        "items": len(items),
+        "events": n_events,
+        "events_unknown_item": n_events - sum(len(v) for v in by_user.values()),
+        "users": len(by_user),
+        "users_skipped_short": len(by_user) - len(splits),
+        "users_evaluated": len(chosen),
+        "train_events": len(train),
+    }
+    return Dataset(tuple(chosen), TrainData(items, tuple(train)), stats)
+
+
+def _split(per_user: Iterable[list[EventRecord]]) -> tuple[list[UserSplit], list[EventRecord]]:
+    splits: list[UserSplit] = []
+    train: list[EventRecord] = []
+    for events in per_user:
+        ordered = sorted(events, key=lambda e: e.ts)  # stable: file order breaks ties
+        if len(ordered) < 3:
+            train.extend(ordered)
+            continue
+        history = tuple(ordered[:-2])
+        splits.append(UserSplit(ordered[0].user_id, history, ordered[-2], ordered[-1]))
+        train.extend(history)
+    train.sort(key=lambda e: e.ts)
+    return splits, train
+
+
+# --------------------------------------------------------------------------- models
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_evaluation(
+    items_path: Path,
+    events_path: Path,
+    model_dir: Path,
+    *,
+    out_dir: Path,
+    k_values: Sequence[int] = (10, 20),
+    max_users: int | None = None,
+    models: Sequence[Recommender] | None = None,
+) -> EvaluationReport:
+    """Evaluate ``models`` (default: :func:`default_models` on ``model_dir``); write the files.
+
+    Writes ``evaluation.json``, ``evaluation.md`` and, when matplotlib is installed,
+    ``evaluation.png`` into ``out_dir``.
+    """
+    if not k_values or min(k_values) < 1:
+        raise EvaluationError(f"k_values must be >= 1, got {tuple(k_values)}")
+    start = time.perf_counter()
+    data = load_dataset(Path(items_path), Path(events_path), max_users)
+    seconds: dict[str, Any] = {"load": time.perf_counter() - start, "models": {}}
+    chosen = list(models) if models is not None else default_models(Path(model_dir))
+    scores: list[ModelScores] = []
+    for model in chosen:
+        model_scores, seconds["models"][model.name] = _evaluate_model(model, data, k_values)
+        scores.extend(model_scores)
+    seconds["total"] = time.perf_counter() - start
+    return write_outputs(data.stats, tuple(sorted(set(k_values))), scores, seconds, Path(out_dir))
+
+
+def _evaluate_model(
+    model: Recommender, data: Dataset, k_values: Sequence[int]
+) -> tuple[list[ModelScores], dict[str, float]]:
+    start = time.perf_counter()
+    model.fit(data.train)
+    timings = {"fit": time.perf_counter() - start}
+    scores: list[ModelScores] = []
+    for stage in STAGES:
+        start = time.perf_counter()
+        contexts = [user.context(stage) for user in data.users]
+        targets = [user.target(stage) for user in data.users]
+        for masked in (True, False):
+            ranked = _rank_all(model, contexts, max(k_values), masked)
+            metrics = score_ranks(target_ranks(ranked, targets), k_values)
+            scores.append(ModelScores(model.name, stage, masked, len(contexts), metrics))
+        timings[stage] = time.perf_counter() - start
+    log.info("%s: %s", model.name, {k: round(v, 2) for k, v in timings.items()})
+    return scores, timings
+
+
+def _rank_all(
+    model: Recommender, users: Sequence[UserContext], k: int, masked: bool
+) -> list[list[str]]:
+    """Rank ``users`` in batches and check the model kept its contract."""
+    ranked: list[list[str]] = []
+    for start in range(0, len(users), RANK_BATCH):
+        batch = users[start : start + RANK_BATCH]
+        got = model.rank(batch, k, exclude_seen=masked)
+        if len(got) != len(batch) or any(len(items) > k for items in got):
+            raise EvaluationError(f"{model.name}: rank must give <= {k} items for each user")
+        for user, items in zip(batch, got, strict=True):
+            if masked and not user.seen().isdisjoint(items):
+                raise EvaluationError(f"{model.name}: recommended a seen item to {user.user_id}")
+        ranked.extend(got)
+    return ranked
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@click.command("evaluate")
+@click.option(
+    "--items",
+    "items_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Items file (default: MovieLens-100k under the home folder).",
+)
+@click.option(
+    "--events",
+    "events_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Events file (default: MovieLens-100k under the home folder).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Output folder (default: <home>/eval).",
+)
+@click.option(
+    "--max-users",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Evaluate only the first N users (training data is unchanged).",
+)
+@click.option(
+    "--sequence-model",
+    "sequence_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Exported sequence Transformer (default: <home>/models/sequence when it is there).",
+)
+@click.option(
+    "--blend",
+    "blend_weights",
+    type=click.FloatRange(0.0, 1.0),
+    multiple=True,
+    help="Rank by W x Transformer + (1 - W) x short-term (standardised scores); repeatable "
+    "(default: INTEREST_STREAM_BLEND_WEIGHT, what the stream serves).",
+)
+@click.option(
+    "--peer",
+    "peer_files",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    multiple=True,
+    help="A peer system's stored rankings on this split (JSON); repeatable.",
+)
+@click.pass_context
+def evaluate_command(
+    ctx: click.Context,
+    items_path: Path | None,
+    events_path: Path | None,
+    out_dir: Path | None,
+    max_users: int | None,
+    sequence_dir: Path | None,
+    blend_weights: tuple[float, ...],
+    peer_files: tuple[Path, ...],
+) -> None:
+    """Offline quality: leave-one-out by time; popularity, short-term vector, Transformer,
+    its blends with the short-term vector, peers."""
+    settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
+    items_path, events_path = data_paths(settings, items_path, events_path)
+    model_dir = settings.resolved_model_dir
+    if not is_exported(model_dir) or settings.encoder_int8:
+        from streams.worker.runtime import ensure_model  # imports faust: only when an export is due
+
+        ensure_model(settings)
+    params = UpdateParams(half_life_s=settings.half_life_s, history_len=MAX_RING_LEN)
+    if sequence_dir is None and is_sequence_model(settings.resolved_sequence_model_dir):
+        sequence_dir = settings.resolved_sequence_model_dir
+    if sequence_dir is not None and not blend_weights:
+        blend_weights = (settings.blend_weight,)
+    models = default_models(
+        model_dir,
+        params=params,
+        provider=settings.provider,
+        sequence_dir=sequence_dir,
+        blend_weights=blend_weights,
+        history_len=settings.history_len,
+        quantized=settings.encoder_int8,
+    )
+    models.extend(PeerModel.load(path) for path in peer_files)
+    report = run_evaluation(
+        items_path,
+        events_path,
+        model_dir,
+        out_dir=out_dir or settings.home / "eval",
+        max_users=max_users,
+        models=models,
+    )
+    click.echo(report.markdown())
+    click.echo(f"written: {report.json_path}, {report.markdown_path}")
+    click.echo(str(report.chart_path) if report.chart_path else report.chart_note)
+
+
+def data_paths(
+    settings: Settings, items_path: Path | None, events_path: Path | None
+) -> tuple[Path, Path]:
+    """Both given, or neither (MovieLens-100k, prepared on first use)."""
+    if items_path is not None and events_path is not None:
+        return items_path, events_path
+    if items_path is not None or events_path is not None:
+        raise click.UsageError("give both --items and --events, or neither (MovieLens-100k)")
+    folder = settings.home / "data" / "ml-100k"
+    items, events = folder / "items.jsonl", folder / "events.jsonl"
+    if not (items.is_file() and events.is_file()):
+        from streams.data.datasets import prepare_ml100k
+
+        items, events = prepare_ml100k(folder, settings.home / "cache")
+    return items, events

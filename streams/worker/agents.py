@@ -1,0 +1,205 @@
+"""The interest-updater agent: decode, validate, microbatch, update state, recommend.
+
+Each batch from :func:`streams.worker.batching.take_batches` is decoded (bad records go to the
+dead-letter topic), handed to :meth:`Pipeline.process` in an executor thread, and then written
+back: one table write and one recommendation message per user touched (coalescing), in the
+partition that received that user's events, whatever hash the producer used to put them there.
+
+A crash of the agent stops the worker (exit code != 0) instead of leaving a worker that is up
+but consumes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import faust
+import faust.streams
+from faust.types import EventT
+
+from interest_state import CodecError, Event, InterestState, decode_state, encode_state
+from streams.errors import EventRejected
+from streams.worker.batching import take_batches
+from streams.worker.catalog import CatalogFeed
+from streams.worker.dlq import dead_letter
+from streams.worker.pipeline import BatchResult, Pipeline
+from streams.worker.schemas import decode_event, encode_recommendations
+from streams.worker.wiring import Wiring, stop_worker
+
+__all__ = ["register", "in_partition_of"]
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def in_partition_of(event: EventT[bytes]) -> Iterator[None]:
+    """Make table reads and writes use ``event``'s partition.
+
+    Faust places a table write in the partition of the *current event*, which a batch from
+    :func:`~streams.worker.batching.take_batches` does not set. We set it to the user's own event,
+    so the state lives in the partition that receives the user's events (``use_partitioner``
+    would hash the key with murmur2 instead, which disagrees with librdkafka producers).
+    """
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+def register(wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed) -> None:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    settings = wiring.settings
+
+    @wiring.app.agent(wiring.events, name="interest-updater")
+    async def interest_updater(stream: faust.StreamT[bytes]) -> None:
+        try:
+            await feed.ready.wait()
+            batches = take_batches(stream, settings.batch_size, settings.batch_wait_s)
+            async with contextlib.aclosing(batches):  # its reader task ends with the agent
+                async for batch in batches:
+                    await handle_batch(wiring, pipeline, executor, batch)
+            if not wiring.app.should_stop:  # not a shutdown: nothing would consume any more
+                raise RuntimeError("the event stream ended while the worker is running")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            stop_worker(wiring.app, exc)
+
+
+def _decode(
+    wiring: Wiring, batch: Sequence[EventT[bytes]]
+) -> tuple[list[Event], list[EventT[bytes]], list[tuple[EventT[bytes], str]]]:
+    settings = wiring.settings
+    good: list[Event] = []
+    sources: list[EventT[bytes]] = []
+    bad: list[tuple[EventT[bytes], str]] = []
+    for ev in batch:
+        msg = ev.message
+        try:
+            event_type = settings.topics.event_type_of(msg.topic)
+            good.append(decode_event(msg.value, event_type, msg.key, settings.max_user_id_len))
+            sources.append(ev)
+        except EventRejected as exc:
+            bad.append((ev, exc.reason))
+    return good, sources, bad
+
+
+def _load_states(
+    wiring: Wiring, events: Sequence[Event], sources: Sequence[EventT[bytes]]
+) -> dict[str, InterestState | None]:
+    states: dict[str, InterestState | None] = {}
+    for event, source in zip(events, sources, strict=True):
+        if event.user_id in states:
+            continue
+        with in_partition_of(source):
+            raw = wiring.table.get(event.user_id.encode())
+        try:
+            states[event.user_id] = decode_state(raw) if raw is not None else None
+        except CodecError as exc:
+            log.error(
+                "state of user %r does not decode (%s); starting it afresh", event.user_id, exc
+            )
+            states[event.user_id] = None
+    return states
+
+
+async def handle_batch(
+    wiring: Wiring, pipeline: Pipeline, executor: ThreadPoolExecutor, batch: Sequence[EventT[bytes]]
+) -> None:
+    stats = wiring.stats
+    started = time.time()
+    stats.batches += 1
+    stats.events_in += len(batch)
+    stats.batch_sizes.append(len(batch))
+    stats.waits_ms.extend((started - ev.message.timestamp) * 1000.0 for ev in batch)
+    try:
+        events, sources, bad = _decode(wiring, batch)
+        for ev, reason in bad:
+            await dead_letter(wiring, ev.message, reason)
+        if not events:
+            return
+        states = _load_states(wiring, events, sources)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(executor, pipeline.process, events, states)
+        for position, reason in result.rejected:
+            await dead_letter(wiring, sources[position].message, reason)
+        outgoing = _write_back(wiring, events, sources, result)
+        await _publish(wiring, outgoing)
+    finally:
+        stats.batch_ms.append((time.time() - started) * 1000.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One recommendation message, and the record timestamps of the events it answers."""
+
+    key: bytes
+    payload: bytes
+    stamps: tuple[float, ...]
+
+
+def _write_back(
+    wiring: Wiring,
+    events: Sequence[Event],
+    sources: Sequence[EventT[bytes]],
+    result: BatchResult,
+) -> list[Outgoing]:
+    """One state write per user touched; returns one recommendation message per user."""
+    stats = wiring.stats
+    outgoing: list[Outgoing] = []
+    last_source: dict[str, EventT[bytes]] = {}
+    first_arrival: dict[str, float] = {}
+    stamps: dict[str, list[float]] = {}
+    rejected = {position for position, _ in result.rejected}
+    for position, (event, source) in enumerate(zip(events, sources, strict=True)):
+        last_source[event.user_id] = source
+        arrival = source.message.timestamp
+        first_arrival[event.user_id] = min(first_arrival.get(event.user_id, arrival), arrival)
+        if position not in rejected:
+            stamps.setdefault(event.user_id, []).append(arrival)
+    now = time.time()
+    for user_id, outcome in result.users.items():
+        key = user_id.encode()
+        if outcome.applied:
+            with in_partition_of(last_source[user_id]):
+                wiring.table[key] = encode_state(outcome.state)
+        latency_ms = (now - first_arrival[user_id]) * 1000.0
+        event_ids = outcome.applied + outcome.duplicates
+        payload = encode_recommendations(
+            user_id, event_ids, outcome.recommendations, result.model_version, latency_ms, now
+        )
+        outgoing.append(Outgoing(key, payload, tuple(stamps.get(user_id, ()))))
+        stats.events_applied += len(outcome.applied)
+        stats.duplicates += len(outcome.duplicates)
+        stats.recommendations_out += 1
+        stats.latencies_ms.append(latency_ms)
+    return outgoing
+
+
+async def _publish(wiring: Wiring, outgoing: Sequence[Outgoing]) -> None:
+    """Hand the batch's recommendations to the Kafka producer before the next batch starts.
+
+    ``send_soon`` would queue them for faust's producer-buffer task, which runs only when the
+    agent next yields (after the next batch's decoding and state reads, behind the other ready
+    tasks): about 2 ms more from the batch to the output topic at 1,000 events/s here. Awaiting
+    the send puts each message in aiokafka's batch for its partition at once (it waits only
+    when the producer's buffer is full, which also holds the agent back). ``force=True``: never
+    attached to a source event (faust would send an attached message only when that event is
+    acked). Faust flushes the producer before it commits offsets, so a committed event's
+    recommendation has been handed to the broker, as with ``send_soon``. When the broker acks
+    a message, its events' time from their record timestamps goes to ``stats.acked``
+    (``acked_ms`` in ``/metrics``).
+    """
+    topic = wiring.recommendations
+    acked = wiring.stats.acked
+    for out in outgoing:
+        await topic.send(key=out.key, value=out.payload, force=True,
+                         callback=acked.callback(out.stamps))

@@ -1,0 +1,152 @@
+"""``create_app(settings, pipeline, watcher) -> faust.App``: the one place where the stream is
+wired.
+
+Topics, agents, the catalog feed and web views live in their own modules; this factory
+creates the app with settings that suit a low-latency microbatching worker and registers them,
+plus a timer that polls the sequence model folder every ``model_poll_s`` (the load and checks
+run in their own thread, never in the event loop nor in the batch thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+from faust.types import TableT
+
+from streams.errors import SettingsError
+from streams.settings import Settings
+from streams.worker import agents, catalog, transport, views
+from streams.worker.model_watch import ModelWatcher
+from streams.worker.pipeline import Pipeline
+from streams.worker.stats import Stats
+from streams.worker.topics import TopicSpec
+from streams.worker.wiring import Wiring
+
+__all__ = [
+    "TABLE_NAME",
+    "changelog_topic_name",
+    "create_app",
+    "interest_table",
+    "store_options",
+    "topic_specs",
+]
+
+TABLE_NAME = "user_interest"
+log = logging.getLogger(__name__)
+
+
+def changelog_topic_name(settings: Settings) -> str:
+    return f"{settings.app_id}-{TABLE_NAME}-changelog"
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the worker reads or writes, with the configured partition count.
+
+    Source topics and the changelog share one count, so each event partition has the
+    changelog partition of the same number (the table is co-partitioned with its source).
+    """
+    t, n = settings.topics, settings.partitions
+    return [
+        *(TopicSpec(name, n) for name in t.events),
+        TopicSpec(t.items, n, compacted=True),
+        TopicSpec(t.recommendations, n),
+        TopicSpec(t.dlq, n),
+        TopicSpec(changelog_topic_name(settings), n, compacted=True),
+    ]
+
+
+def faust_app(settings: Settings) -> faust.App:
+    transport.FETCH_MAX_WAIT_MS["value"] = settings.fetch_max_wait_ms
+    return faust.App(
+        settings.app_id,
+        broker=f"interest-kafka://{settings.bootstrap}",
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        table_standby_replicas=0,
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_commit_interval=1.0,
+        producer_linger=0.0,  # no wait before a produce request: ~1 ms off the send path
+        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        stream_wait_empty=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+
+def store_options(settings: Settings) -> dict[str, int]:
+    """RocksDB options of the ``user_interest`` table (fields of faust's ``RocksDBOptions``).
+
+    Faust opens one RocksDB per partition, each with its own block cache and memtables; its
+    defaults (a 2 GiB cache and up to 3 x 64 MiB memtables per partition) let a worker holding
+    1M users in 4 partitions grow past 2 GB RSS as reads fill the caches. These bound the store
+    to about ``store_block_cache_mb + 2 * partitions * store_write_buffer_mb`` MiB: the cache
+    budget is split over the partitions, and each partition keeps at most two memtables.
+    """
+    mib = 1024 * 1024
+    return {
+        "block_cache_size": max(mib, settings.store_block_cache_mb * mib // settings.partitions),
+        "write_buffer_size": settings.store_write_buffer_mb * mib,
+        "max_write_buffer_number": 2,
+    }
+
+
+def interest_table(app: faust.App, settings: Settings) -> TableT[bytes, bytes]:
+    """The ``user_interest`` table (raw bytes: :func:`interest_state.encode_state` values)."""
+    options = store_options(settings) if settings.store == "rocksdb" else None
+    return app.Table(
+        TABLE_NAME,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        options=options,
+    )
+
+
+def create_app(
+    settings: Settings, pipeline: Pipeline, watcher: ModelWatcher | None = None
+) -> faust.App:
+    """Build the Faust app for ``settings`` around a ready :class:`Pipeline`.
+
+    With a ``watcher``, a timer hot-reloads the sequence model it watches.
+    """
+    if settings.bootstrap is None:
+        raise SettingsError("create_app needs settings.bootstrap (start a broker first)")
+    app = faust_app(settings)
+    t = settings.topics
+    wiring = Wiring(
+        app=app,
+        settings=settings,
+        events=app.topic(*t.events, key_type=bytes, value_type=bytes),
+        items=app.topic(t.items, key_type=bytes, value_type=bytes),
+        recommendations=app.topic(t.recommendations, key_type=bytes, value_type=bytes),
+        dlq=app.topic(t.dlq, key_type=bytes, value_type=bytes),
+        table=interest_table(app, settings),
+        stats=Stats(),
+    )
+    feed = catalog.CatalogFeed(wiring, pipeline)
+    agents.register(wiring, pipeline, feed)
+    views.register(wiring, pipeline, feed, watcher)
+    if watcher is not None:
+        _watch_models(app, watcher, settings.model_poll_s)
+    return app
+
+
+def _watch_models(app: faust.App, watcher: ModelWatcher, interval_s: float) -> None:
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+
+    async def watch_sequence_model() -> None:
+        await asyncio.get_running_loop().run_in_executor(loader, watcher.poll)
+
+    app.timer(interval=interval_s, name="sequence-model-watch")(watch_sequence_model)

@@ -1,0 +1,391 @@
+"""The model side of one microbatch, free of Faust: resolve vectors, encode, update, rank.
+
+``Pipeline.process`` is blocking numpy/ONNX work; the agent runs it in an executor thread so
+the consumer keeps fetching meanwhile. One call does the expensive work once for the batch:
+all comment texts in one encoder call, the sequence Transformer once for every touched user
+(from their state rings), all touched users ranked in one matrix product per score.
+
+With a sequence model (:class:`streams.worker.long_term.ActiveSequence`) a batch is ranked by
+:func:`interest_state.rank_blended` (``blend_weight`` x long-term + the rest short-term,
+standardised), and ``model_version`` names both models (``<text>+<sequence>``); without one, by
+:func:`interest_state.rank` on the short-term vector. A model is swapped in between batches by
+one reference assignment (:meth:`Pipeline.install_sequence`): a batch reads it once and uses it
+throughout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from encoders import EncoderError, ItemIndex, TextEncoder
+from encoders.index.ann import AnnIndex
+from encoders.index.device import DeviceIndex
+from encoders.runtime.providers import CUDA
+from encoders.runtime.sequence import SequenceEvent, SequenceModel
+from interest_state import (
+    Event,
+    InterestState,
+    InterestStateError,
+    Observation,
+    Recommendation,
+    UpdateParams,
+    rank,
+    rank_blended,
+    update,
+)
+from interest_state.blend_ann import rank_approx, rank_blended_approx
+from streams.settings import CANDIDATE_INDEXES
+from streams.worker.long_term import ActiveSequence, AlignedItems, ring_history
+from streams.worker.schemas import ItemMessage
+
+log = logging.getLogger(__name__)
+
+PROBES_KEPT = 8
+"""Recent real histories kept to probe a new sequence model before it is swapped in."""
+
+__all__ = ["BatchResult", "Pipeline", "UserOutcome", "candidate_kind"]
+
+
+def candidate_kind(choice: str, provider: str) -> str:
+    """``faiss`` or ``device`` for the setting ``choice`` and the text encoder's provider."""
+    if choice not in CANDIDATE_INDEXES:
+        raise ValueError(f"candidate index must be one of {', '.join(CANDIDATE_INDEXES)}, "
+                         f"got {choice!r}")  # fmt: skip
+    if choice == "auto":
+        return "device" if provider == CUDA else "faiss"
+    return choice
+
+
+@dataclass(frozen=True, slots=True)
+class UserOutcome:
+    state: InterestState
+    applied: tuple[str, ...]
+    duplicates: tuple[str, ...]
+    recommendations: list[Recommendation]
+
+
+@dataclass(slots=True)
+class BatchResult:
+    users: dict[str, UserOutcome] = field(default_factory=dict)
+    #: (position in the input batch, reason) of events that cannot be used.
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    #: The model(s) that ranked this batch.
+    model_version: str = ""
+
+
+class Pipeline:
+    """Text encoder + item index + update/ranking parameters (+ a sequence model) of one worker."""
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        params: UpdateParams,
+        top_k: int = 10,
+        index: ItemIndex | None = None,
+        *,
+        blend_weight: float = 0.95,
+        sequence: SequenceModel | None = None,
+        ann_min_items: int = 20_000,
+        candidate_index: str = "auto",
+        index_threads: int | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.index = index or ItemIndex(encoder.dim)
+        self.params = params
+        self.top_k = top_k
+        self.blend_weight = blend_weight
+        #: Catalogs of at least this many items are ranked over candidates (exact
+        #: standardisation and rescoring, :mod:`interest_state.blend_ann`) from
+        #: ``candidate_index``; smaller ones exactly. 0: always exact.
+        self.ann_min_items = ann_min_items
+        self._candidate_choice = candidate_index
+        self.candidate_index = candidate_kind(candidate_index, encoder.provider)
+        self._index_threads = index_threads  # the device index's, on the CPU provider
+        self.text_ann = self._new_index(encoder.dim) if ann_min_items else None
+        self.long_ann: AnnIndex | DeviceIndex | None = None
+        #: Batches ranked short-term only because the sequence model failed on them, and user
+        #: vectors it returned non-finite (those users ranked short-term only); on /metrics.
+        #: Batches ranked exactly because the candidate index failed on them, and catalog
+        #: updates it could not take.
+        self.candidate_failures = 0
+        self.sequence_failures = 0
+        self.sequence_nonfinite = 0
+        self._index_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._unsynced: set[int] = set()  # catalog rows a failed sync did not take
+        self._replacing = False  # a failed device index (auto) is being replaced by faiss
+        self._sequence: ActiveSequence | None = None
+        self._probes: tuple[InterestState, ...] = ()  # states: histories built only on demand
+        if sequence is not None:
+            self.install_sequence(sequence)
+
+    def _new_index(self, dim: int) -> AnnIndex | DeviceIndex:
+        """The candidate index for ``dim``-wide vectors. The device index chosen by ``auto``
+        that cannot start leaves faiss in its place (logged); one asked for by name fails."""
+        if self.candidate_index == "device":  # the encoder's device: CUDA, or the CPU when asked
+            on_cuda = self.encoder.provider == CUDA
+            try:
+                return DeviceIndex(dim, provider="cuda" if on_cuda else "cpu",
+                                   threads=self._index_threads)
+            except EncoderError as exc:
+                if self._candidate_choice != "auto":
+                    raise
+                log.error("device item index unavailable, faiss candidates instead: %s", exc)
+                self.candidate_index = "faiss"
+        return AnnIndex(dim, min_rows=max(1024, self.ann_min_items // 2))
+
+    @property
+    def candidate_summary(self) -> str:
+        """Where a large catalog's candidates come from, in words (``/metrics``)."""
+        if not self.ann_min_items:
+            return "none: every catalog is ranked exactly"
+        if self._replacing:
+            return "faiss IVF-PQ being built after the device index failed (exact meanwhile)"
+        kinds = dict.fromkeys(_kind(i) for i in (self.text_ann, self.long_ann) if i is not None)
+        return f"{' + '.join(kinds) or 'none yet'} from {self.ann_min_items:,} items"
+
+    @property
+    def sequence(self) -> ActiveSequence | None:
+        """The sequence model the next batch ranks with (``None``: short-term only)."""
+        return self._sequence
+
+    @property
+    def model_version(self) -> str:
+        return _version(self.encoder, self._sequence)
+
+    def install_sequence(self, model: SequenceModel) -> ActiveSequence:
+        """Align ``model``'s items with the index and swap it in (the next batch uses it).
+
+        Check the model first (:func:`streams.worker.long_term.load_checked`); rows it cannot give a
+        finite vector stay short-term only.
+        """
+        with self._index_lock:  # no catalog item can arrive between alignment and swap
+            items = AlignedItems.build(model, self.index)
+            if self.text_ann is not None:
+                self.long_ann = self._synced_long_index(items, model.dim)
+            active = ActiveSequence(model, items)
+            self._sequence = active
+        missing = len(items) - int(items.snapshot().known.sum())
+        if missing:
+            log.warning(
+                "%d catalog items have no vector in sequence model %s", missing, model.version
+            )
+        return active
+
+    def probe_histories(self) -> list[tuple[SequenceEvent, ...]]:
+        """A few recent real histories (to check a new model on before swapping it in)."""
+        return [ring_history(s) for s in self._probes]  # a tuple replaced whole per batch
+
+    def add_items(self, items: Sequence[ItemMessage]) -> None:
+        """Encode catalog items (one encoder call) and make them recommendable at once."""
+        if not items:
+            return
+        latest = {item.item_id: item for item in items}  # a compacted topic may repeat keys
+        chosen = list(latest.values())
+        vectors = self.encoder.encode([item.text for item in chosen])
+        ids = [i.item_id for i in chosen]
+        with self._index_lock:
+            self.index.upsert(ids, [i.title for i in chosen], vectors)
+            if self._sequence is not None:
+                placed = [
+                    (row, n) for n, i in enumerate(ids) if (row := self.index.row_of(i)) is not None
+                ]
+                self._sequence.items.write(
+                    [row for row, _ in placed],
+                    [ids[n] for _, n in placed],
+                    vectors[[n for _, n in placed]],
+                )
+            self._sync_ann([row for i in ids if (row := self.index.row_of(i)) is not None])
+
+    def _synced_long_index(self, items: AlignedItems, dim: int) -> AnnIndex | DeviceIndex | None:
+        """The long-term candidate index synced to a new model's ``items`` (under the index
+        lock), or ``None`` when it fails: the model is served anyway, its long-term scores
+        computed exactly (see :meth:`_index_failed`)."""
+        index = self.long_ann
+        snap = items.snapshot()
+        try:
+            if index is None or index.dim != dim:
+                index = self._new_index(dim)
+            index.sync(snap.vectors, snap.known, version=snap.version)
+        except EncoderError as exc:
+            self._index_failed(f"could not take sequence model {snap.version}'s items", exc)
+            return None
+        return index
+
+    def _sync_ann(self, rows: list[int]) -> None:
+        """Bring the candidate indexes up to the catalog (under the index lock). Rows an index
+        fails to take are kept and offered again with the next sync; until then a new row is
+        scored exactly and a replaced one keeps its old vector there (see :meth:`_index_failed`
+        for what else happens)."""
+        if self.text_ann is None:
+            return
+        touched = sorted(self._unsynced.union(rows))
+        try:
+            self.text_ann.sync(self.index.vectors_view(), touched=touched)
+            if self._sequence is not None and self.long_ann is not None:
+                snap = self._sequence.items.snapshot()
+                self.long_ann.sync(snap.vectors, snap.known, version=snap.version,
+                                   touched=touched)  # fmt: skip
+        except EncoderError as exc:
+            self._unsynced.update(rows)
+            self._index_failed(f"could not take {len(rows)} catalog rows", exc)
+            return
+        self._unsynced.clear()
+
+    def _index_failed(self, what: str, exc: Exception) -> None:
+        """Count and log a candidate-index failure. A device index that ``auto`` chose is
+        replaced by faiss at the first one (built on a thread of its own, under the index lock;
+        batches are ranked exactly meanwhile); one named in the settings stays and is retried."""
+        with self._count_lock:
+            self.candidate_failures += 1
+        log.error("candidate index %s: %s", what, exc)
+        if self._candidate_choice != "auto" or self.candidate_index != "device":
+            return
+        with self._count_lock:
+            if self._replacing:
+                return
+            self._replacing = True
+        log.error("the device item index failed: faiss candidates replace it (exact ranking "
+                  "until they are built)")  # fmt: skip
+        self.candidate_index = "faiss"
+        self.text_ann = self.long_ann = None
+        threading.Thread(target=self._build_faiss, name="faiss-fallback", daemon=True).start()
+
+    def _build_faiss(self) -> None:
+        """Faiss indexes over the catalog and the current sequence model's items, swapped in
+        whole (the fallback of :meth:`_index_failed`)."""
+        with self._index_lock:
+            try:
+                text = self._new_index(self.encoder.dim)
+                text.sync(self.index.vectors_view())
+                long = None
+                if self._sequence is not None:
+                    snap = self._sequence.items.snapshot()
+                    long = self._new_index(int(snap.vectors.shape[1]))
+                    long.sync(snap.vectors, snap.known, version=snap.version)
+            except Exception:  # faiss too: exact ranking from now on, said once
+                log.exception("faiss candidates could not be built; every batch is ranked "
+                              "exactly")  # fmt: skip
+                self.ann_min_items = 0
+                return
+            finally:
+                self._replacing = False
+            self.text_ann, self.long_ann = text, long
+            self._unsynced.clear()
+        log.info("faiss candidates in place of the device index (%d items)", len(self.index))
+
+    def process(
+        self, events: Sequence[Event], states: Mapping[str, InterestState | None]
+    ) -> BatchResult:
+        result = BatchResult()
+        usable: list[tuple[int, Event, np.ndarray]] = []
+        for position, event in enumerate(events):
+            vector = self.index.vector(event.item_id)
+            if vector is None:
+                result.rejected.append((position, f"unknown item_id {event.item_id!r}"))
+            else:
+                usable.append((position, event, vector))
+        updated = self._update(usable, states, result)
+        users = list(updated)
+        ranked_states, ranked, result.model_version = self._rank(
+            [updated[u][0] for u in users], self._sequence, self.top_k
+        )
+        for user_id, state, recs in zip(users, ranked_states, ranked, strict=True):
+            _, applied, duplicates = updated[user_id]
+            result.users[user_id] = UserOutcome(state, applied, duplicates, recs)
+        fresh = tuple(s for s in ranked_states[:2] if s.recent_items)
+        self._probes = (*fresh, *self._probes)[:PROBES_KEPT]
+        return result
+
+    def _update(
+        self,
+        usable: Sequence[tuple[int, Event, np.ndarray]],
+        states: Mapping[str, InterestState | None],
+        result: BatchResult,
+    ) -> dict[str, tuple[InterestState, tuple[str, ...], tuple[str, ...]]]:
+        """Each user's events folded into their state (one update call per user)."""
+        texts = self._encode_comments([e for _, e, _ in usable])
+        per_user: dict[str, list[Observation]] = defaultdict(list)
+        for _, event, vector in usable:
+            per_user[event.user_id].append(
+                Observation(event=event, item_vector=vector, text_vector=texts.get(event.event_id))
+            )
+        positions = {id(e): p for p, e, _ in usable}
+        updated: dict[str, tuple[InterestState, tuple[str, ...], tuple[str, ...]]] = {}
+        for user_id, observations in per_user.items():
+            state = states.get(user_id) or InterestState.empty(self.encoder.dim)
+            try:
+                new_state, outcome = update(state, observations, self.params)
+            except InterestStateError as exc:
+                result.rejected.extend((positions[id(o.event)], str(exc)) for o in observations)
+                continue
+            updated[user_id] = (new_state, outcome.applied, outcome.duplicates)
+        return updated
+
+    def _rank(
+        self, states: list[InterestState], active: ActiveSequence | None, k: int
+    ) -> tuple[list[InterestState], list[list[Recommendation]], str]:
+        """States (with their long-term vectors), their recommendations, the model version."""
+        if active is not None and states:
+            states, active = self._long_terms(states, active)
+        approx = self.text_ann is not None and len(self.index) >= self.ann_min_items
+        if approx:
+            try:
+                return states, self._rank_approx(states, active, k), _version(self.encoder, active)
+            except EncoderError as exc:  # e.g. the GPU index out of memory: exact, slower
+                self._index_failed("failed on a batch, ranked exactly", exc)
+        if active is None:
+            return states, rank(states, self.index, k), _version(self.encoder, None)
+        ranked = rank_blended(states, self.index, active.long_items(), k, weight=self.blend_weight)
+        return states, ranked, _version(self.encoder, active)
+
+    def _rank_approx(self, states: list[InterestState], active: ActiveSequence | None, k: int
+                     ) -> list[list[Recommendation]]:  # fmt: skip
+        if active is None:
+            return rank_approx(states, self.index, self.text_ann, k)
+        return rank_blended_approx(states, self.index, active.long_items(), self.text_ann,
+                                   self.long_ann, k, weight=self.blend_weight)
+
+    def _long_terms(
+        self, states: list[InterestState], active: ActiveSequence
+    ) -> tuple[list[InterestState], ActiveSequence | None]:
+        """Run the sequence model; on failure the batch is ranked short-term only (no event is
+        lost for it), a non-finite user vector leaves that user short-term only."""
+        try:
+            with_long, nonfinite = active.with_long_terms(states)
+        except (EncoderError, InterestStateError) as exc:
+            log.error("sequence model %s failed on a batch: %s", active.version, exc)
+            self.sequence_failures += 1
+            return states, None
+        if nonfinite:
+            log.warning("sequence model %s: %d non-finite user vectors, ranked short-term only",
+                        active.version, nonfinite)  # fmt: skip
+            self.sequence_nonfinite += nonfinite
+        return with_long, active
+
+    def _encode_comments(self, events: Sequence[Event]) -> dict[str, np.ndarray]:
+        comments = [e for e in events if e.text is not None]
+        if not comments:
+            return {}
+        vectors = self.encoder.encode([e.text or "" for e in comments])
+        return {e.event_id: vectors[i] for i, e in enumerate(comments)}
+
+    def recommend(self, state: InterestState, k: int | None = None) -> list[Recommendation]:
+        """What the stream would send this user now (the long-term vector recomputed)."""
+        return self._rank([state], self._sequence, k or self.top_k)[1][0]
+
+
+def _kind(index: AnnIndex | DeviceIndex) -> str:
+    if isinstance(index, AnnIndex):
+        return "faiss IVF-PQ (approximate, CPU)"
+    return f"exact search on {index.provider} ({index.dtype})"
+
+
+def _version(encoder: TextEncoder, active: ActiveSequence | None) -> str:
+    return encoder.model_version if active is None else f"{encoder.model_version}+{active.version}"

@@ -1,0 +1,157 @@
+"""Starting a worker: broker address, topics, model, Faust worker — in that order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import faust
+
+from encoders import (
+    ExportError,
+    ModelNotFoundError,
+    TextEncoder,
+    default_model_source,
+    export_text_encoder,
+    quantize_int8,
+)
+from encoders.build.export import is_exported
+from encoders.build.fp16 import optimize_fp16, read_fp16_card
+from encoders.index.ann import limit_threads as limit_ann_threads
+from encoders.runtime.metadata import INT8_FILE
+from encoders.runtime.providers import CUDA, choose_providers, usable_cpu_count
+from interest_state import UpdateParams
+from streams.errors import StreamError
+from streams.settings import Settings
+from streams.worker.app import create_app, topic_specs
+from streams.worker.model_watch import ModelWatcher
+from streams.worker.pipeline import Pipeline
+from streams.worker.topics import ensure_topics
+
+__all__ = [
+    "build_pipeline",
+    "build_watcher",
+    "ensure_model",
+    "forget_local_state",
+    "limit_blas_threads",
+    "prepare_topics",
+    "run_worker",
+]
+
+log = logging.getLogger(__name__)
+
+
+def ensure_model(settings: Settings, source: Path | None = None, *, fp16: bool = False) -> Path:
+    """Export the text encoder into ``settings.resolved_model_dir`` unless it is already there;
+    quantise it when the int8 encoder is chosen; build the fused fp16 graph when asked or when
+    the encoder will run on CUDA (a worker without the ``onnx`` package then runs float32)."""
+    out = settings.resolved_model_dir
+    if not is_exported(out):
+        _export(out, source)
+    if settings.encoder_int8 and not (out / INT8_FILE).is_file():
+        log.info("int8 encoder: quantising %s", out / INT8_FILE)
+        quantize_int8(out)
+    on_cuda = not settings.encoder_int8 and choose_providers(settings.provider)[0] == CUDA
+    if (fp16 or on_cuda) and read_fp16_card(out) is None:
+        try:  # an export is never redone here: it may come from a --source of the user's
+            log.info("fp16 graph: fused and converted in %s", optimize_fp16(out))
+        except ExportError as exc:  # missing onnx, an old export, a graph that does not fuse
+            if fp16:
+                raise
+            log.warning("no fp16 graph, the float32 one runs on CUDA: %s", exc)
+    return out
+
+
+def _export(out: Path, source: Path | None) -> None:
+    src = source or default_model_source()
+    report = export_text_encoder(src, out)
+    log.info(
+        "exported %s to %s in %.1fs (max |torch - onnx| = %.2e)",
+        report.source,
+        out,
+        report.seconds,
+        report.max_abs_diff,
+    )
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    model_dir = settings.resolved_model_dir
+    try:
+        encoder = TextEncoder.load(
+            model_dir, provider=settings.provider, quantized=settings.encoder_int8
+        )
+    except ModelNotFoundError as exc:
+        raise StreamError(f"{exc}\nrun `interest-stream export` first") from exc
+    log.info("text encoder %s on %s", encoder.model_version, encoder.provider)
+    params = UpdateParams(half_life_s=settings.half_life_s, history_len=settings.history_len)
+    return Pipeline(encoder, params, top_k=settings.top_k, blend_weight=settings.blend_weight,
+                    ann_min_items=settings.ann_min_items,
+                    candidate_index=settings.candidate_index,
+                    index_threads=settings.blas_threads or None)
+
+
+def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:
+    """The sequence model watcher, polled once now: the worker starts with the model that is
+    there (or short-term only, saying so), and the app's timer picks up later ones.
+
+    On up to 2 cores the sequence model runs on one intra-op thread: its graph is small (a few
+    users x 50 steps per microbatch), a second thread only adds hand-offs, and the other core
+    is the event loop's and the broker's. ``Pipeline.process`` on ml-100k, 2 cores,
+    alternating runs: 1.41-1.59 vs 1.56-1.67 ms per 8-event batch, 2.81-3.46 vs 3.25-3.54 ms
+    per 64. Bigger machines keep onnxruntime's default (not measured there).
+    """
+    watcher = ModelWatcher(
+        settings.resolved_sequence_model_dir, pipeline, provider=settings.provider,
+        intra_op_threads=1 if usable_cpu_count() <= 2 else None,
+    )
+    watcher.poll()
+    return watcher
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Cap numpy's BLAS pool (0 leaves it alone).
+
+    A worker's matrix products are small (a few users x the catalog), and a BLAS pool as wide
+    as the machine spins against the event loop and ONNX Runtime for each of them: on 2 cores,
+    one BLAS thread made ``Pipeline.process`` 2.3x faster (5,535 vs 2,430 events/s).
+    """
+    if threads > 0:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
+        limit_ann_threads(threads)  # faiss's OpenMP pool likewise (small adds ran 10x slower)
+        log.info("numpy BLAS and faiss limited to %d thread(s)", threads)
+
+
+def prepare_topics(settings: Settings) -> None:
+    if not settings.bootstrap:
+        raise StreamError("no bootstrap server: start a broker first")
+    asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings)))
+
+
+def forget_local_state(settings: Settings) -> None:
+    """Remove the worker's local table files.
+
+    Used when the broker is a fresh embedded one: it is memory-only, so its changelog starts
+    empty and local state from an earlier broker would contradict it (faust refuses to start
+    when a persisted offset is beyond the changelog's end).
+    """
+    if settings.data_dir.exists():
+        log.info("fresh embedded broker: removing local state in %s", settings.data_dir)
+        shutil.rmtree(settings.data_dir)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until it is stopped; exits non-zero when the worker crashes."""
+    prepare_topics(settings)
+    ensure_model(settings)  # the export, its int8 copy when asked for, the fp16 graph on CUDA
+    limit_blas_threads(settings.blas_threads)
+    pipeline = build_pipeline(settings)
+    app = create_app(settings, pipeline, build_watcher(settings, pipeline))
+    os.makedirs(settings.data_dir, exist_ok=True)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    log.info("web view on http://%s:%d/", settings.web_host, settings.web_port)
+    worker.execute_from_commandline()

@@ -1,0 +1,178 @@
+"""Faust's aiokafka transport with three corrections, as the ``interest-kafka://`` scheme.
+
+1. ``fetch_max_wait_ms``: faust hard-codes 1500 ms; a fetch that waits that long for data
+   dominates event->recommendation latency. We use ``Settings.fetch_max_wait_ms`` (10 ms).
+2. High-water marks are read with :func:`streams.worker.topics.true_end_offsets`, so changelog
+   recovery replays every record on Tansu too (Tansu under-reports the end offset after a
+   multi-record batch and faust's recovery would stop one batch short). On Apache Kafka the
+   result equals the broker's end offsets.
+3. The fetch loop puts a message in its stream's buffer without the four tasks and the
+   ``asyncio.wait`` faust spends on each (:meth:`_Consumer._deliver`), with the same outcome.
+
+The scheme is declared under the ``faust.transports`` entry point in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Coroutine, Mapping
+from typing import Any, ClassVar
+
+import aiokafka
+from aiokafka import TopicPartition
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from mode import ServiceT
+
+from streams.worker.topics import true_end_offsets
+
+__all__ = ["FETCH_MAX_WAIT_MS", "Transport"]
+
+log = logging.getLogger(__name__)
+
+#: Set by :func:`streams.worker.app.create_app` from the settings before the worker starts.
+FETCH_MAX_WAIT_MS: dict[str, int] = {"value": 10}
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    _probe: aiokafka.AIOKafkaConsumer | None = None
+    _probe_lock: asyncio.Lock | None = None
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads this attribute when it builds its fetcher in start().
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS["value"]
+        return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        if self.consumer.in_transaction:
+            return await super()._highwaters(partitions)
+        if self._probe_lock is None:
+            self._probe_lock = asyncio.Lock()
+        async with self._probe_lock:
+            probe = await self._probe_consumer()
+            tps = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+            ends = await true_end_offsets(probe, tps)
+        return {TP(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    async def _probe_consumer(self) -> aiokafka.AIOKafkaConsumer:
+        if self._probe is None:
+            transport: Any = self.transport
+            servers = faust_aiokafka.server_list(transport.url, transport.default_port)
+            self._probe = aiokafka.AIOKafkaConsumer(
+                bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=50
+            )
+            await self._probe.start()
+        return self._probe
+
+    async def on_thread_stop(self) -> None:
+        await super().on_thread_stop()
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            await probe.stop()
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        """Faust's fetch loop (faust 0.15 ``Consumer._drain_messages``), with each delivery
+        run by :meth:`_deliver` instead of a ``wait_first``.
+
+        Faust awaits ``wait_first(callback(message), suspend_flow.wait())`` per message: four
+        tasks, an ``asyncio.wait`` and their cancellation, on the event loop that also runs the
+        agent, for a delivery that almost always finishes at once. Without them the worker
+        stage of the stream bench ran 5,543-8,390 vs 4,663-6,216 events/s (15,000 events, four
+        runs each, ABBA order; docs/benchmarks.md).
+        """
+        callback = self.callback
+        consumer_stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set  # type: ignore[attr-defined]
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        since_yield = 0
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records = self.getmany(timeout=1.0)
+                await self.sleep(0)  # faust: getmany may not give the loop a turn
+                if not self.should_stop:
+                    async for tp, message in records:
+                        since_yield += 1
+                        if since_yield > 100:
+                            await asyncio.sleep(0)
+                            since_yield = 0
+                        offset, last = message.offset, read_offset[tp]
+                        if last is not None and offset < last:
+                            continue  # read before a seek back: faust drops these too
+                        if last and offset - last > 1 and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, last + 1, offset)
+                        if self._commit_every is not None and self._n_acked >= self._commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        generation = self.app.consumer_generation_id
+                        await self._deliver(callback(message))
+                        if self.app.consumer_generation_id == generation:
+                            read_offset[tp] = offset  # else the new generation's seek stands
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except Exception:
+            log.exception("the fetch loop failed")
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, delivery: Awaitable[Any]) -> None:
+        """Run ``delivery`` (putting one message in its stream's buffer) with the outcome of
+        faust's ``wait_first(delivery, suspend_flow.wait())``, without any task when it finishes
+        at its first step, as it does unless the flow is suspended, the producer's buffer is
+        over its limit or the stream's buffer is full. A delivery that has to wait is finished
+        under ``wait_first`` as faust does it: given up when a rebalance suspends the flow, so
+        no message of the old generation reaches a stream after the rebalance.
+        """
+        if not isinstance(delivery, Coroutine):  # not faust's conductor: its own way
+            await self.wait_first(delivery, self.suspend_flow.wait())
+            return
+        try:
+            waiting = delivery.send(None)
+        except StopIteration:
+            return
+        await self.wait_first(_resume(delivery, waiting), self.suspend_flow.wait())
+
+
+async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Drive ``coro``, which has run to its first wait (``waiting``: what it yielded, a future
+    or ``None`` for a bare yield), to its end as an asyncio Task would: resumed when ``waiting``
+    is done; cancelling this task cancels ``waiting``, which ``coro`` then sees raise, or, with
+    nothing to cancel, gets the ``CancelledError`` thrown in."""
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False  # taken over, as a Task takes it
+                await waiting
+            step = None
+        except asyncio.CancelledError as exc:
+            step = None if waiting is not None and waiting.cancelled() else exc
+        try:
+            waiting = coro.send(None) if step is None else coro.throw(step)
+        except StopIteration:
+            return
+
+
+class Transport(faust_aiokafka.Transport):
+    """aiokafka transport with a short fetch wait, exact high-water marks and a fetch loop
+    without a task per message."""
+
+    Consumer: ClassVar[Any] = _Consumer

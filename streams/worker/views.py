@@ -1,0 +1,125 @@
+"""Web views on the Faust web server: ``/dashboard``, ``/healthz``, ``/metrics``, ``/users/{id}``.
+
+State is read from the ``user_interest`` table (never from module-level dicts), so what a view
+shows is what the stream keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from interest_state import CodecError, EventType, decode_state, nearest_titles
+from streams.worker.catalog import CatalogFeed
+from streams.worker.dashboard import render_dashboard
+from streams.worker.model_watch import ModelWatcher
+from streams.worker.pipeline import Pipeline
+from streams.worker.stats import since_param
+from streams.worker.wiring import Wiring
+
+__all__ = ["ranking_summary", "register", "user_summary"]
+
+RECENT_SHOWN = 10
+
+
+def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[str, Any]:
+    """The JSON body of ``/users/{user_id}``."""
+    if raw is None:
+        return {"user_id": user_id, "found": False}
+    try:
+        state = decode_state(raw)
+    except CodecError as exc:
+        return {"user_id": user_id, "found": True, "error": f"state does not decode: {exc}"}
+    index = pipeline.index
+    recent = [
+        {
+            "item_id": item,
+            "title": index.title_of(item),
+            "type": EventType(kind).name.lower(),
+            "ts": ts,
+        }
+        for item, kind, ts in zip(
+            state.recent_items, state.recent_types, state.recent_ts, strict=True
+        )
+    ][::-1][:RECENT_SHOWN]
+    recs = pipeline.recommend(state)
+    return {
+        "user_id": user_id,
+        "found": True,
+        "events": state.n_events,
+        "events_by_type": dict(zip(("browse", "click", "comment"), state.n_by_type, strict=True)),
+        "duplicates_dropped": state.n_duplicates,
+        "long_term_version": state.long_term_version or None,
+        "updated_ts": state.updated_ts,
+        "interest_summary": nearest_titles(state, index, k=5),
+        "recent_events": recent,
+        "recommendations": [
+            {
+                "item_id": r.item_id,
+                "title": index.title_of(r.item_id),
+                "score": round(r.score, 4),
+                "reason": r.reason,
+            }
+            for r in recs
+        ],
+        "model_version": pipeline.model_version,
+    }
+
+
+def ranking_summary(pipeline: Pipeline) -> str:
+    """How the worker ranks now, in words (``/metrics`` and the dashboard)."""
+    active = pipeline.sequence
+    if active is None:
+        return "short-term only (no sequence model)"
+    return f"blend {pipeline.blend_weight:g} x sequence {active.version} + short-term"
+
+
+def register(
+    wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed, watcher: ModelWatcher | None = None
+) -> None:
+    app = wiring.app
+
+    def runtime() -> dict[str, Any]:
+        return {
+            "model_version": pipeline.model_version,
+            "provider": pipeline.encoder.provider,
+            "catalog_ready": feed.ready.is_set(),
+            "items": len(pipeline.index),
+            "ranking": ranking_summary(pipeline),
+            "candidates": pipeline.candidate_summary,
+            "blend_weight": pipeline.blend_weight,
+            "candidate_failures": pipeline.candidate_failures,
+            "sequence_failures": pipeline.sequence_failures,
+            "sequence_nonfinite": pipeline.sequence_nonfinite,
+            **(watcher.metrics() if watcher is not None else {}),
+        }
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        ok = feed.ready.is_set() and not app.should_stop
+        body = {"status": "ok" if ok else "starting", **runtime()}
+        return self.json(body, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(self: View, request: Request) -> Response:
+        try:
+            since = since_param(request.query)
+        except ValueError as exc:
+            return self.json({"error": str(exc)}, status=400)
+        return self.json({**runtime(), **wiring.stats.snapshot(since)})
+
+    @app.page("/dashboard")
+    async def dashboard(self: View, request: Request) -> Response:
+        page = render_dashboard({**runtime(), **wiring.stats.snapshot()})
+        return self.html(page)
+
+    @app.page("/users/{user_id}")
+    async def user(self: View, request: Request, user_id: str) -> Response:
+        raw = wiring.table.get(user_id.encode())
+        # ranking runs the ONNX sequence model: off the event loop, like the agent's batches
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, user_summary, user_id, raw, pipeline
+        )
+        return self.json(body, status=200 if body["found"] else 404)

@@ -1,0 +1,45 @@
+"""What the agents, the catalog feed and the views share: the app, its topics and its table."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import faust
+from faust.types import TableT
+
+from streams.settings import Settings
+from streams.worker.stats import Stats
+
+__all__ = ["Wiring", "stop_worker"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Wiring:
+    """What the agents and views share: the app, its topics and its table."""
+
+    app: faust.App
+    settings: Settings
+    events: faust.TopicT
+    items: faust.TopicT
+    recommendations: faust.TopicT
+    dlq: faust.TopicT
+    table: TableT[bytes, bytes]
+    stats: Stats
+
+
+def stop_worker(app: faust.App, reason: BaseException) -> None:
+    """Stop the whole worker process with a failure exit code.
+
+    Faust's supervisor would restart a crashed agent forever while the worker stays up and
+    consumes nothing; a crash of the agent or the catalog feed must end the process instead,
+    so that the orchestrator (systemd, Kubernetes, the demo) sees it and restarts it cleanly.
+    """
+    log.critical("stopping the worker: %r", reason, exc_info=reason)
+    root = app.beacon.root
+    service = root.data if root is not None else app
+    service._crash(reason)  # mode: the worker then exits with a failure code
+    asyncio.ensure_future(service.stop())

@@ -1,0 +1,157 @@
+"""The worker's fetch loop (:meth:`streams.worker.transport._Consumer._drain_messages`) on a
+stand-in consumer: what it delivers, which offsets it records as read, gaps, rebalances, and
+deliveries that have to wait (finished, or given up when the flow is suspended, as faust does)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+from mode import Service
+
+from streams.worker.transport import _Consumer
+
+T0, T1 = TP("events.click", 0), TP("events.click", 1)
+
+
+@dataclass
+class Msg:
+    tp: TP
+    offset: int
+
+    @property
+    def topic(self) -> str:
+        return self.tp.topic
+
+
+@dataclass
+class StandIn:
+    """The attributes of a faust consumer that the fetch loop touches, with one fetch of
+    ``records`` (the loop stops after it)."""
+
+    records: list[Msg]
+    on_deliver: Any = None
+    blockers: dict[int, asyncio.Event] = field(default_factory=dict)  # offset -> wait for it
+    given_up: list[int] = field(default_factory=list)
+    slow_deliveries: int = 0
+    delivered: list[tuple[TP, int]] = field(default_factory=list)
+    gaps: list[tuple[TP, int, int]] = field(default_factory=list)
+    _read_offset: defaultdict[TP, int | None] = field(
+        default_factory=lambda: defaultdict(lambda: None))
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    _crashed: asyncio.Event = field(default_factory=asyncio.Event)
+    suspend_flow: asyncio.Event = field(default_factory=asyncio.Event)
+    _commit_every: int | None = None
+    _n_acked: int = 0
+    should_stop: bool = False
+    consumer_stopped_errors: tuple[type[BaseException], ...] = ()
+
+    _deliver = _Consumer._deliver  # the code under test, as a method of the stand-in
+
+    def __post_init__(self) -> None:
+        self.fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        self.app = SimpleNamespace(consumer_generation_id=1,
+                                   topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=False))
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    async def callback(self, message: Msg) -> None:
+        blocker = self.blockers.get(message.offset)
+        if blocker is not None:
+            try:
+                await blocker.wait()
+            except asyncio.CancelledError:
+                self.given_up.append(message.offset)
+                raise
+        self.delivered.append((message.tp, message.offset))
+        if self.on_deliver:
+            self.on_deliver(self, message)
+
+    async def wait_first(self, *coros: Any) -> Any:  # mode's own, as faust's consumer has it
+        self.slow_deliveries += 1
+        return await Service.wait_first(self, *coros)  # type: ignore[arg-type]
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Msg]]:
+        self.fetcher._stopped.set()  # one fetch, then the loop ends
+        for message in self.records:
+            yield message.tp, message
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def _add_gap(self, tp: TP, start: int, stop: int) -> None:
+        self.gaps.append((tp, start, stop))
+
+    async def commit(self) -> None:
+        raise AssertionError("not expected")
+
+
+def _drain(standin: StandIn, after_20ms: Any = None) -> None:
+    """Run the fetch loop over the stand-in's one fetch; ``after_20ms`` is called 20 ms in."""
+
+    async def run() -> None:
+        if after_20ms is not None:
+            asyncio.get_running_loop().call_later(0.02, after_20ms)
+        await _Consumer._drain_messages(standin, standin.fetcher)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+
+
+def test_every_message_is_delivered_in_order_and_its_offset_recorded() -> None:
+    standin = StandIn([Msg(T0, 0), Msg(T1, 5), Msg(T0, 1), Msg(T0, 2)])
+    _drain(standin)
+    assert standin.delivered == [(T0, 0), (T1, 5), (T0, 1), (T0, 2)]
+    assert dict(standin._read_offset) == {T0: 2, T1: 5}
+    assert standin.gaps == []
+
+
+def test_messages_before_the_read_offset_are_skipped_and_gaps_are_reported() -> None:
+    standin = StandIn([Msg(T0, 3), Msg(T0, 4), Msg(T0, 9)])
+    standin._read_offset[T0] = 4  # e.g. read before a seek back
+    _drain(standin)
+    assert standin.delivered == [(T0, 4), (T0, 9)]
+    assert standin.gaps == [(T0, 5, 9)]
+    assert standin._read_offset[T0] == 9
+
+
+def test_a_delivery_that_spans_a_rebalance_leaves_the_new_position_alone() -> None:
+    def rebalance(standin: StandIn, message: Msg) -> None:
+        if message.offset == 1:  # the partition is sought back to 0 by the new generation
+            standin.app.consumer_generation_id += 1
+            standin._read_offset[T0] = None
+
+    standin = StandIn([Msg(T0, 0), Msg(T0, 1)], on_deliver=rebalance)
+    _drain(standin)
+    assert standin.delivered == [(T0, 0), (T0, 1)]
+    assert standin._read_offset[T0] is None  # not 1: offset 1 is read again after the seek
+
+
+def test_deliveries_that_finish_at_once_take_no_detour() -> None:
+    standin = StandIn([Msg(T0, 0), Msg(T0, 1)])
+    _drain(standin)
+    assert standin.delivered == [(T0, 0), (T0, 1)] and standin.slow_deliveries == 0
+
+
+def test_a_delivery_that_waits_is_finished() -> None:
+    standin = StandIn([Msg(T0, 0), Msg(T0, 1)])
+    standin.blockers[0] = gate = asyncio.Event()
+    _drain(standin, after_20ms=gate.set)
+    assert standin.delivered == [(T0, 0), (T0, 1)] and standin.slow_deliveries == 1
+    assert standin.given_up == [] and standin._read_offset[T0] == 1
+
+
+def test_a_waiting_delivery_is_given_up_when_the_flow_is_suspended() -> None:
+    standin = StandIn([Msg(T0, 0), Msg(T0, 1)])
+    standin.blockers[0] = asyncio.Event()  # never set: e.g. a full buffer during a rebalance
+    _drain(standin, after_20ms=standin.suspend_flow.set)
+    assert standin.given_up == [0]  # the delivery saw the cancellation, as under faust
+    assert standin.delivered == [(T0, 1)]
