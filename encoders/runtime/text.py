@@ -310,7 +310,17 @@ class TextEncoder:
         if self._runner is not None:
             self._runner.shutdown(wait=True)
 
-    def _tokenise(self, texts: list[str]) -> Tokens:
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The ``tokenizers`` tokenizer (truncating at :attr:`max_length`), no fast path."""
+        return self._tokenizer
+
+    def clear_cache(self) -> None:
+        """Empty the fast WordPiece path's cache of pieces (benchmarks time a cold cache)."""
+        if self._fast is not None:
+            self._fast.clear()
+
+    def tokenize(self, texts: list[str]) -> Tokens:
         """Each text's token ids (the fast path's where it takes the text, else the
         tokenizer's, in one ``encode_batch_fast`` call) and token types (``None``: all 0)."""
         if self._fast is None or not self._zero_types:
@@ -332,12 +342,12 @@ class TextEncoder:
 
     def _batches_tokenised_first(self, items: list[str], batch_size: int
                                  ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        tokens = self._tokenise(items)
+        tokens = self.tokenize(items)
         lengths = np.fromiter(map(len, tokens.ids), dtype=np.int64, count=len(items))
         order = np.argsort(lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            yield rows, self._feeds(tokens.pick(rows))
+            yield rows, self.prepare(tokens.pick(rows))
 
     def _batches_tokenised_per_batch(self, items: list[str], batch_size: int
                                      ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
@@ -345,10 +355,11 @@ class TextEncoder:
         order = np.argsort(chars, kind="stable")
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            yield rows, self._feeds(self._tokenise([items[row] for row in rows]))
+            yield rows, self.prepare(self.tokenize([items[row] for row in rows]))
 
-    def _feeds(self, tokens: Tokens) -> dict[str, np.ndarray]:
-        """Padded int64 inputs, built with vectorised copies (each text's ids read once)."""
+    def prepare(self, tokens: Tokens) -> dict[str, np.ndarray]:
+        """The graph's padded int64 inputs for ``tokens`` (what one run is fed), built with
+        vectorised copies (each text's ids read once)."""
         lengths = np.fromiter(map(len, tokens.ids), dtype=np.int64, count=len(tokens.ids))
         filled = np.arange(int(lengths.max())) < lengths[:, None]
         total = int(lengths.sum())

@@ -106,7 +106,7 @@ def _encode_step(encoder: TextEncoder, texts: list[str], size: int) -> Callable[
 
 def _host_step(encoder: TextEncoder, texts: list[str]) -> Callable[[], int]:
     def step() -> int:
-        encoder._feeds(encoder._tokenise(texts))
+        encoder.prepare(encoder.tokenize(texts))
         return len(texts)
 
     return step
@@ -156,14 +156,14 @@ def encoder_rows(settings: Settings, cfg: BenchConfig, provider: str,
     bare = _bare_session(model_dir / FP16_FILE, provider)
     torch_steps = _torch_steps(model_dir / CONFIG_FILE, provider == CUDA)
     texts = sixteen_token_texts(max(sizes) * 8)
-    widths = {len(e.ids) for e in encoder._tokenizer.encode_batch(texts[:256])}
+    widths = {len(e.ids) for e in encoder.tokenizer.encode_batch(texts[:256])}
     if widths != {TOKENS}:
         raise RuntimeError(f"bench texts tokenise to widths {widths}, not {TOKENS}")
     rows: list[Row] = []
     seconds = cfg.min_seconds
     for size in sizes:
         batch = texts[:size]
-        feeds = encoder._feeds(Tokens([e.ids for e in encoder._tokenizer.encode_batch(batch)]))
+        feeds = encoder.prepare(Tokens([e.ids for e in encoder.tokenizer.encode_batch(batch)]))
         stages: dict[str, Callable[[], int]] = {
             "ours": _encode_step(encoder, texts[: size * 8], size),
             "ours, one batch per call": _encode_step(encoder, batch, size),

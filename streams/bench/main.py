@@ -843,9 +843,9 @@ def host_rows(settings: Settings, cfg: BenchConfig, texts: list[str], size: int 
     def step(encoder: TextEncoder, batches: list[list[str]], cold: bool) -> Callable[[], int]:
         def run() -> int:
             for batch in batches:
-                if cold and encoder._fast is not None:
-                    encoder._fast.clear()
-                encoder._feeds(encoder._tokenise(batch))
+                if cold:
+                    encoder.clear_cache()
+                encoder.prepare(encoder.tokenize(batch))
             return sum(map(len, batches))
 
         return run

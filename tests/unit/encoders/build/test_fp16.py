@@ -75,7 +75,7 @@ def test_warm_up_checks_at_the_export_length_even_when_truncating_shorter(fp16_d
     assert card is not None
     short = _cpu_encoder(fp16_dir, FP16_FILE, max_length=4)
     assert short.warm_up(card, batch_sizes=(1, 8)) >= MIN_COSINE
-    assert len(short._tokenizer.encode("one two three four five six").ids) == 4  # restored
+    assert len(short.tokenizer.encode("one two three four five six").ids) == 4  # restored
 
 
 def test_warm_up_refuses_vectors_off_the_reference(fp16_dir: Path, tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_an_error_in_the_overlapped_path_waits_for_the_run_in_flight(
     encoder = _cpu_encoder(tiny_export.out_dir, "model.onnx")
     encoder._runner = ThreadPoolExecutor(1)
     finished: list[int] = []
-    real_run, real_tokenise = encoder._run, encoder._tokenise
+    real_run, real_tokenise = encoder._run, encoder.tokenize
 
     def slow_run(feeds: dict[str, np.ndarray]) -> np.ndarray:
         time.sleep(0.3)  # still running when the next batch fails to tokenise
@@ -131,7 +131,7 @@ def test_an_error_in_the_overlapped_path_waits_for_the_run_in_flight(
 
     tokenised: list[int] = []
     monkeypatch.setattr(encoder, "_run", slow_run)
-    monkeypatch.setattr(encoder, "_tokenise", tokenise)
+    monkeypatch.setattr(encoder, "tokenize", tokenise)
     with pytest.raises(InferenceError, match="second batch"):
         encoder.encode(TEXTS, batch_size=4)
     assert finished == [4]  # the first batch's run ended before encode() raised

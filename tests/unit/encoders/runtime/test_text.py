@@ -126,7 +126,7 @@ def test_feeds_only_the_inputs_the_graph_declares(
     session = _RecordingSession()
     encoder = TextEncoder(
         session,
-        tiny_encoder._tokenizer,
+        tiny_encoder.tokenizer,
         read_metadata(tiny_export.out_dir),
         max_length=64,
         model_version="fake",

@@ -184,8 +184,8 @@ def test_the_encoder_gives_the_same_vectors_with_and_without_it(
     assert with_fast.fast_tokenizer and not without.fast_tokenizer
     np.testing.assert_allclose(with_fast.encode(texts, batch_size=32),
                                without.encode(texts, batch_size=32), atol=1e-6)
-    tokens = with_fast._tokenise(texts)
-    assert tokens.ids == [e.ids for e in with_fast._tokenizer.encode_batch(texts)]
+    tokens = with_fast.tokenize(texts)
+    assert tokens.ids == [e.ids for e in with_fast.tokenizer.encode_batch(texts)]
 
 
 def test_a_fast_path_that_disagrees_is_not_used(
