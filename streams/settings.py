@@ -11,8 +11,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+from streams.contract import MAX_USER_ID_LEN
 from streams.errors import SettingsError
 
 __all__ = ["ENV_VARS", "Settings", "TopicNames"]
@@ -74,7 +76,7 @@ class Settings:
     encoder_int8: bool = False
     ann_min_items: int = 20_000
     candidate_index: str = "auto"
-    max_user_id_len: int = 128
+    max_user_id_len: int = MAX_USER_ID_LEN
     log_level: str = "info"
     store_block_cache_mb: int = 256
     store_write_buffer_mb: int = 16
@@ -152,7 +154,8 @@ def _bool(raw: str) -> bool:
 
 
 #: Environment variable -> (Settings field, converter); the README's configuration table.
-ENV_VARS: dict[str, tuple[str, Any]] = {
+#: Read-only: configuration is the ``Settings`` a caller holds, never state kept here.
+ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "KAFKA_BOOTSTRAP": ("bootstrap", str),
     "INTEREST_STREAM_APP_ID": ("app_id", str),
     "INTEREST_STREAM_PARTITIONS": ("partitions", int),
@@ -186,4 +189,4 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "INTEREST_STREAM_TOPIC_DLQ": ("topic_dlq", str),
     "INTEREST_STREAM_STORE_BLOCK_CACHE_MB": ("store_block_cache_mb", int),
     "INTEREST_STREAM_STORE_WRITE_BUFFER_MB": ("store_write_buffer_mb", int),
-}
+})

@@ -5,8 +5,10 @@ attention-mask-weighted mean pooling and normalisation live inside the graph, so
 needs only onnxruntime, tokenizers and numpy. torch and transformers are optional
 (``pip install 'interest-stream[export]'``) and imported only when an export runs.
 
-An export folder holds ``model.onnx``, ``tokenizer.json`` and ``encoder.json``; it is written
-into a temporary sibling and renamed into place, so a half-written export never looks done.
+An export folder holds ``model.onnx``, ``tokenizer.json``, ``config.json`` and ``encoder.json``
+(its layout and :func:`~encoders.runtime.metadata.is_exported` live in
+:mod:`encoders.runtime.metadata`); it is written into a temporary sibling and renamed into
+place, so a half-written export never looks done.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from encoders.runtime.metadata import (
     TOKENIZER_FILE,
     EncoderMetadata,
     file_sha256,
-    read_metadata,
+    is_exported,
     write_metadata,
 )
 
@@ -51,7 +53,6 @@ __all__ = [
     "ExportSpec",
     "default_model_source",
     "export_text_encoder",
-    "is_exported",
     "quantize_int8",
 ]
 
@@ -301,19 +302,6 @@ def export_text_encoder(
         source=str(source),
         model_version=metadata.model_version,
     )
-
-
-def is_exported(out_dir: Path) -> bool:
-    """True when ``out_dir`` holds a complete export whose model.onnx matches its sha256."""
-    out_dir = Path(out_dir)
-    try:
-        metadata = read_metadata(out_dir)
-    except EncoderError:
-        return False
-    model_path = out_dir / MODEL_FILE
-    if not (model_path.is_file() and (out_dir / TOKENIZER_FILE).is_file()):
-        return False
-    return file_sha256(model_path) == metadata.sha256
 
 
 def quantize_int8(out_dir: Path) -> Path:

@@ -5,8 +5,10 @@
 ``BiasGelu`` (66 nodes instead of 532 for MiniLM), weights in float16, inputs and the output
 vector kept as the export's (int64 ids in, float32 vector out). It is checked before it is kept:
 every fusion must have happened and each validation text's vector must stay within
-:data:`MIN_COSINE` of the float32 graph's. ``model.fp16.json`` records the check and the float32
-reference vectors, so the CUDA session can repeat it at warm-up (GPU kernels are not the CPU's).
+:data:`~encoders.runtime.metadata.MIN_COSINE` of the float32 graph's. ``model.fp16.json`` (its
+:class:`~encoders.runtime.metadata.Fp16Card`) records the check and the float32 reference
+vectors, so the CUDA session can repeat it at warm-up (GPU kernels are not the CPU's); reading
+the card and repeating the check are the runtime's (:mod:`encoders.runtime.metadata`).
 
 Building needs the ``onnx`` package (the ``export`` or ``gpu`` extra); loading needs only
 onnxruntime. The CUDA execution provider runs it; the CPU provider runs it too (slowly), which
@@ -19,87 +21,35 @@ import importlib
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from encoders.build.export import VALIDATION_TEXTS
 from encoders.errors import (
     EXPORT_INSTALL_HINT,
     ExportDependencyError,
     ExportError,
-    ExportMismatchError,
-    ModelLoadError,
     ModelNotFoundError,
 )
-from encoders.runtime.metadata import FP16_CARD, FP16_FILE, MODEL_FILE, file_sha256, read_metadata
+from encoders.runtime.metadata import (
+    FP16_CARD,
+    FP16_FILE,
+    MODEL_FILE,
+    Fp16Card,
+    check_vectors,
+    file_sha256,
+    is_exported,
+    read_metadata,
+)
+from encoders.runtime.text import TextEncoder
 
-__all__ = ["MIN_COSINE", "Fp16Card", "check_vectors", "optimize_fp16", "read_fp16_card"]
-
-MIN_COSINE = 0.999
-"""Each validation text's fp16 vector has at least this cosine with the float32 one."""
+__all__ = ["optimize_fp16"]
 
 _REQUIRED_FUSIONS = ("Attention", "SkipLayerNormalization")
-
-
-@dataclass(frozen=True)
-class Fp16Card:
-    """What ``model.fp16.json`` records about the fused fp16 graph."""
-
-    source_sha256: str
-    sha256: str
-    fused: dict[str, int]
-    nodes: int
-    min_cosine: float
-    texts: tuple[str, ...]
-    reference: tuple[tuple[float, ...], ...]
-    options: dict[str, bool] = field(default_factory=dict)
-
-    def reference_vectors(self) -> np.ndarray:
-        return np.asarray(self.reference, dtype=np.float32)
-
-
-def read_fp16_card(model_dir: Path) -> Fp16Card | None:
-    """The card of a *current* fp16 graph in ``model_dir``, or ``None``.
-
-    ``None`` when there is no graph, no card, or the graph was built from another ``model.onnx``
-    (a re-export makes the old fp16 graph stale). :class:`ModelLoadError` for an unreadable card
-    or a graph whose digest does not match it.
-    """
-    model_dir = Path(model_dir)
-    graph, card_path = model_dir / FP16_FILE, model_dir / FP16_CARD
-    if not (graph.is_file() and card_path.is_file()):
-        return None
-    try:
-        raw = json.loads(card_path.read_text(encoding="utf-8"))
-        card = Fp16Card(**{**raw, "texts": tuple(raw["texts"]),
-                           "reference": tuple(tuple(row) for row in raw["reference"])})
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelLoadError(f"cannot read {card_path}: {exc}") from exc
-    if card.source_sha256 != read_metadata(model_dir).sha256:
-        return None
-    if file_sha256(graph) != card.sha256:
-        raise ModelLoadError(f"{graph} does not match the digest in {card_path}; build it again")
-    return card
-
-
-def check_vectors(actual: np.ndarray, card: Fp16Card, where: str) -> float:
-    """The smallest cosine between ``actual`` and the card's reference vectors.
-
-    :class:`ExportMismatchError` when it is below :data:`MIN_COSINE` (or not finite).
-    """
-    expected = card.reference_vectors()
-    if actual.shape != expected.shape:
-        raise ExportMismatchError(float("inf"), MIN_COSINE,
-                                  f"{where}: shape {actual.shape} != {expected.shape}")
-    norms = np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1)
-    cosine = float(np.min(np.sum(actual * expected, axis=1) / np.maximum(norms, 1e-12)))
-    if not cosine >= MIN_COSINE:
-        raise ExportMismatchError(1.0 - cosine, 1.0 - MIN_COSINE,
-                                  f"{where}: fp16 vector cosine {cosine:.5f} < {MIN_COSINE}")
-    return cosine
 
 
 def optimize_fp16(model_dir: Path, *, raw_mask: bool = False, embed_fusion: bool = True,
@@ -116,8 +66,6 @@ def optimize_fp16(model_dir: Path, *, raw_mask: bool = False, embed_fusion: bool
     :class:`ExportError` when the graph does not fuse (an export from before eager attention:
     export again), :class:`ExportMismatchError` when fp16 moves a validation vector too far.
     """
-    from encoders.build.export import VALIDATION_TEXTS, is_exported
-
     model_dir = Path(model_dir)
     if not is_exported(model_dir):
         raise ModelNotFoundError(f"no complete export at {model_dir} to build the fp16 graph from")
@@ -181,8 +129,6 @@ def _optimizer() -> tuple[Any, Any]:
 def _vectors(graph: Path, input_names: tuple[str, ...], texts: tuple[str, ...],
              model_dir: Path) -> np.ndarray:
     """Vectors of ``texts`` from ``graph`` on the CPU provider, through the runtime encoder."""
-    from encoders.runtime.text import TextEncoder
-
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     encoder = TextEncoder.from_session(session, model_dir)
     if encoder.input_names != input_names:

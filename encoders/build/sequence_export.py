@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from encoders.build.sequence_data import TrainConfig, TrainingData
 from encoders.build.sequence_train import (
     SequenceTransformer,
     TrainResult,
@@ -40,8 +41,6 @@ from encoders.runtime.sequence import (
     SEQUENCE_FILE,
     TEXT_PROJ_FILE,
     SequenceFeatures,
-    TrainConfig,
-    TrainingData,
 )
 
 try:

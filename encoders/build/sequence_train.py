@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from encoders.build.sequence_data import TrainConfig, TrainingData
 from encoders.errors import (
     EXPORT_INSTALL_HINT,
     ExportDependencyError,
@@ -28,8 +29,6 @@ from encoders.runtime.sequence import (
     N_GAP_BUCKETS,
     SequenceEvent,
     SequenceFeatures,
-    TrainConfig,
-    TrainingData,
     features,
 )
 

@@ -60,7 +60,7 @@ __all__ = [
     "check_finite",
     "check_source",
     "fingerprint",
-    "limit_threads",
+    "limit_ann_threads",
 ]
 
 Rows = npt.NDArray[np.int64]
@@ -76,7 +76,7 @@ _TRAIN_PER_LIST = 64
 """Training rows per list (faiss wants 39 at least)."""
 
 
-def limit_threads(threads: int) -> None:
+def limit_ann_threads(threads: int) -> None:
     """Cap faiss's OpenMP pool (0 leaves it alone), as the worker caps numpy's BLAS pool."""
     if threads < 0:
         raise ConfigurationError(f"threads must be >= 0, got {threads}")

@@ -5,9 +5,9 @@ of the rows' old vectors, ``ScatterND`` of their new ones and ``ScatterElements`
 biases, into outputs the caller binds to a spare pair of device buffers. Each in float32 and
 float16. They are embedded (a few hundred bytes each, as :mod:`encoders.runtime.providers` embeds
 its probe model) so that a worker needs no ``onnx`` package at run time; :func:`build` makes them
-with ``onnx.helper`` and ``tests/unit/test_device_index.py`` checks that the embedded copies are
-what it builds. After changing :func:`build`: ``python -m encoders.index.device_graphs`` prints the
-new constants.
+with ``onnx.helper`` and ``tests/unit/encoders/index/test_device.py`` checks that the embedded
+copies are what it builds. After changing :func:`build`: ``python -m encoders.index.device_graphs``
+prints the new constants.
 """
 
 from __future__ import annotations

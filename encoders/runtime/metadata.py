@@ -1,14 +1,25 @@
-"""The export folder's layout and its ``encoder.json`` metadata (no torch needed to read it)."""
+"""The export folder's layout and its cards, read without torch or onnx.
+
+An export folder (written by :mod:`encoders.build.export`) holds ``model.onnx``,
+``tokenizer.json``, ``config.json`` and ``encoder.json`` (:class:`EncoderMetadata`, read by
+:func:`read_metadata`; :func:`is_exported` checks the set is complete and the graph is the one
+described). It may also hold ``model.int8.onnx`` (:func:`encoders.build.export.quantize_int8`)
+and the fused GPU graph ``model.fp16.onnx`` with its card ``model.fp16.json``
+(:class:`Fp16Card`, built by :func:`encoders.build.fp16.optimize_fp16`): the runtime reads the
+card with :func:`read_fp16_card` and repeats its check with :func:`check_vectors` at warm-up.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from encoders.errors import ModelLoadError, ModelNotFoundError
+import numpy as np
+
+from encoders.errors import EncoderError, ExportMismatchError, ModelLoadError, ModelNotFoundError
 
 __all__ = [
     "CONFIG_FILE",
@@ -17,10 +28,15 @@ __all__ = [
     "FP16_FILE",
     "INT8_FILE",
     "METADATA_FILE",
+    "MIN_COSINE",
     "MODEL_FILE",
     "TOKENIZER_FILE",
     "EncoderMetadata",
+    "Fp16Card",
+    "check_vectors",
     "file_sha256",
+    "is_exported",
+    "read_fp16_card",
     "read_metadata",
     "write_metadata",
 ]
@@ -33,6 +49,9 @@ TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 METADATA_FILE = "encoder.json"
 FORMAT_VERSION = 1
+
+MIN_COSINE = 0.999
+"""Each validation text's fp16 vector has at least this cosine with the float32 one."""
 
 _EXPORT_HINT = (
     "export it first with encoders.export_text_encoder(default_model_source(), model_dir)"
@@ -109,3 +128,74 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def is_exported(out_dir: Path) -> bool:
+    """True when ``out_dir`` holds a complete export whose model.onnx matches its sha256."""
+    out_dir = Path(out_dir)
+    try:
+        metadata = read_metadata(out_dir)
+    except EncoderError:
+        return False
+    model_path = out_dir / MODEL_FILE
+    if not (model_path.is_file() and (out_dir / TOKENIZER_FILE).is_file()):
+        return False
+    return file_sha256(model_path) == metadata.sha256
+
+
+@dataclass(frozen=True)
+class Fp16Card:
+    """What ``model.fp16.json`` records about the fused fp16 graph."""
+
+    source_sha256: str
+    sha256: str
+    fused: dict[str, int]
+    nodes: int
+    min_cosine: float
+    texts: tuple[str, ...]
+    reference: tuple[tuple[float, ...], ...]
+    options: dict[str, bool] = field(default_factory=dict)
+
+    def reference_vectors(self) -> np.ndarray:
+        return np.asarray(self.reference, dtype=np.float32)
+
+
+def read_fp16_card(model_dir: Path) -> Fp16Card | None:
+    """The card of a *current* fp16 graph in ``model_dir``, or ``None``.
+
+    ``None`` when there is no graph, no card, or the graph was built from another ``model.onnx``
+    (a re-export makes the old fp16 graph stale). :class:`ModelLoadError` for an unreadable card
+    or a graph whose digest does not match it.
+    """
+    model_dir = Path(model_dir)
+    graph, card_path = model_dir / FP16_FILE, model_dir / FP16_CARD
+    if not (graph.is_file() and card_path.is_file()):
+        return None
+    try:
+        raw = json.loads(card_path.read_text(encoding="utf-8"))
+        card = Fp16Card(**{**raw, "texts": tuple(raw["texts"]),
+                           "reference": tuple(tuple(row) for row in raw["reference"])})
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"cannot read {card_path}: {exc}") from exc
+    if card.source_sha256 != read_metadata(model_dir).sha256:
+        return None
+    if file_sha256(graph) != card.sha256:
+        raise ModelLoadError(f"{graph} does not match the digest in {card_path}; build it again")
+    return card
+
+
+def check_vectors(actual: np.ndarray, card: Fp16Card, where: str) -> float:
+    """The smallest cosine between ``actual`` and the card's reference vectors.
+
+    :class:`ExportMismatchError` when it is below :data:`MIN_COSINE` (or not finite).
+    """
+    expected = card.reference_vectors()
+    if actual.shape != expected.shape:
+        raise ExportMismatchError(float("inf"), MIN_COSINE,
+                                  f"{where}: shape {actual.shape} != {expected.shape}")
+    norms = np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1)
+    cosine = float(np.min(np.sum(actual * expected, axis=1) / np.maximum(norms, 1e-12)))
+    if not cosine >= MIN_COSINE:
+        raise ExportMismatchError(1.0 - cosine, 1.0 - MIN_COSINE,
+                                  f"{where}: fp16 vector cosine {cosine:.5f} < {MIN_COSINE}")
+    return cosine

@@ -1,8 +1,9 @@
-"""Execution-provider choice and session options for ONNX Runtime.
+"""Execution-provider choice, session options and opening a session for ONNX Runtime.
 
 The provider is chosen, not assumed: CUDA when onnxruntime lists it *and* a probe session really
 loads with it (a listed CUDA EP whose libraries are missing silently falls back to CPU), CPU
-otherwise. The choice is logged once per process.
+otherwise. The choice is logged once per process. :func:`open_session` opens a graph with the
+chosen providers and refuses a session that asked for CUDA and did not get it.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ import base64
 import functools
 import logging
 import os
+from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
-from encoders.errors import ConfigurationError, ProviderError
+from encoders.errors import ConfigurationError, ModelLoadError, ProviderError
 
 __all__ = [
     "CPU",
     "CUDA",
     "available_providers",
     "choose_providers",
+    "open_session",
     "session_options",
     "usable_cpu_count",
 ]
@@ -128,3 +132,20 @@ def session_options(intra_op_threads: int | None = None, *, spin: bool = False
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def open_session(model_path: Path, providers: list[str], intra_op_threads: int | None) -> Any:
+    """An ``InferenceSession`` on ``model_path`` with :func:`session_options`.
+
+    :class:`ModelLoadError` when ONNX Runtime cannot load the graph, :class:`ProviderError` when
+    CUDA was asked for first and the session did not attach it.
+    """
+    try:
+        session = ort.InferenceSession(
+            str(model_path), sess_options=session_options(intra_op_threads), providers=providers
+        )
+    except Exception as exc:  # onnxruntime raises untyped pybind errors
+        raise ModelLoadError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
+    if providers[0] == CUDA and session.get_providers()[0] != CUDA:
+        raise ProviderError(f"the session for {model_path} did not attach CUDAExecutionProvider")
+    return session

@@ -4,8 +4,10 @@ A user's last ``max_len`` events become four int64 arrays (item rows, event type
 buckets, mask), left-padded; one :class:`SequenceModel` session turns a batch of them into user
 vectors in the item space, and ranking is one matrix product with :attr:`SequenceModel.items`.
 The same feature code (:func:`features`) feeds training, export validation and the stream, so
-the three cannot drift apart. Training lives in :mod:`encoders.build.sequence_train`, export in
-:mod:`encoders.build.sequence_export` (torch, imported lazily).
+the three cannot drift apart. Training lives in :mod:`encoders.build.sequence_train` (its
+inputs, :class:`~encoders.build.sequence_data.TrainConfig` and
+:class:`~encoders.build.sequence_data.TrainingData`, in :mod:`encoders.build.sequence_data`),
+export in :mod:`encoders.build.sequence_export` (torch, imported lazily).
 
 Model folder (written by :func:`encoders.build.sequence_export.export_sequence_model`)::
 
@@ -31,6 +33,7 @@ import onnxruntime as ort
 
 from encoders.errors import InferenceError, InputError, ModelLoadError, ModelNotFoundError
 from encoders.runtime.providers import choose_providers, session_options
+from interest_state import EventType
 
 __all__ = [
     "CARD_FILE",
@@ -43,8 +46,6 @@ __all__ = [
     "SequenceEvent",
     "SequenceFeatures",
     "SequenceModel",
-    "TrainConfig",
-    "TrainingData",
     "event_type_index",
     "features",
     "gap_buckets",
@@ -57,43 +58,17 @@ TEXT_PROJ_FILE = "text_proj.npz"
 CARD_FILE = "sequence.json"
 INPUT_NAMES = ("item_rows", "event_types", "gap_buckets", "mask")
 
-EVENT_TYPES = ("click", "browse", "comment")
-"""Index 0 is padding, 1.. these types, the last index any other type."""
+EVENT_TYPES: tuple[str, ...] = tuple(
+    kind.name.lower() for kind in (EventType.CLICK, EventType.BROWSE, EventType.COMMENT)
+)
+"""The event type names (``click``, ``browse``, ``comment``: :class:`interest_state.EventType`'s,
+lower-cased) in the model's embedding order: index 0 is padding, 1.. these types, the last
+index any other type. The order is the trained models' (not the enum's) and must not change."""
 
 GAP_BOUNDARIES_S = tuple(float(4**k) for k in range(1, 15))
 """Log-spaced (x4) gap boundaries, 4 s .. ~8.5 years. Bucket 0 = padding, 1 = no previous
 event, 2 + ``searchsorted(boundaries, gap)`` otherwise."""
 N_GAP_BUCKETS = len(GAP_BOUNDARIES_S) + 3
-
-
-@dataclass(frozen=True, slots=True)
-class TrainConfig:
-    """Hyper-parameters of :func:`encoders.build.sequence_export.train_sequence_model`."""
-
-    max_len: int = 50
-    dim: int = 64
-    layers: int = 2
-    heads: int = 1
-    dropout: float = 0.3
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 200
-    eval_every: int = 2
-    patience: int = 10
-    """Evaluations without a better validation NDCG@10 before training stops."""
-    seed: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TrainingData:
-    """Catalog (ids + text vectors, same order) and chronological per-user sequences."""
-
-    item_ids: tuple[str, ...]
-    text_vectors: np.ndarray
-    train: tuple[tuple[SequenceEvent, ...], ...]
-    validation: tuple[tuple[tuple[SequenceEvent, ...], str], ...]
-    """(context, target item id) per validation user."""
 
 
 class SequenceEvent(NamedTuple):

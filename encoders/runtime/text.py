@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from encoders.build.fp16 import Fp16Card, check_vectors, read_fp16_card
 from encoders.errors import (
     ConfigurationError,
     EncoderError,
@@ -22,7 +20,6 @@ from encoders.errors import (
     InputError,
     ModelLoadError,
     ModelNotFoundError,
-    ProviderError,
 )
 from encoders.runtime.metadata import (
     FP16_FILE,
@@ -30,27 +27,19 @@ from encoders.runtime.metadata import (
     MODEL_FILE,
     TOKENIZER_FILE,
     EncoderMetadata,
+    Fp16Card,
+    check_vectors,
+    read_fp16_card,
     read_metadata,
 )
-from encoders.runtime.providers import CUDA, choose_providers, session_options
-from encoders.runtime.wordpiece import FastWordPiece, first_difference
+from encoders.runtime.providers import CUDA, choose_providers, open_session
+from encoders.runtime.wordpiece import PROBE_TEXTS, FastWordPiece, first_difference
 
-__all__ = ["TextEncoder"]
+__all__ = ["TextEncoder", "Tokens"]
 
 log = logging.getLogger(__name__)
 
 _KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
-_PROBE_TEXTS = (
-    "", "   ", "A quiet film about a pilot.", "Don't stop: it's 2024-11-26, 9:30am!!",
-    "e-mail me at someone@example.com or see https://example.org/a_b?c=1&d=2#top",
-    "UPPER lower MiXeD CamelCase snake_case kebab-case dotted.name 3.14159 1,000,000",
-    "tabs\tand\nnewlines\r\nand   runs   of   spaces", "(parens) [brackets] {braces} <angles>",
-    "a" * 120 + " after a word longer than WordPiece takes", "unbelievably uncharacteristic "
-    "antidisestablishmentarianism hyperparameterisation xyzzyq qwrtplk",
-    "~`!@#$%^&*()_+-={}|[]\\:\";'<>?,./", "[MASK] is a special token, [CLS] too",
-    " ".join(["word"] * 200), "the the the the the the the the the the the the the the the",
-)
-"""Texts the fast WordPiece path is checked on against the tokenizer when an encoder loads."""
 
 
 def _load_tokenizer(path: Path, max_length: int) -> Tokenizer:
@@ -62,18 +51,6 @@ def _load_tokenizer(path: Path, max_length: int) -> Tokenizer:
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
     return tokenizer
-
-
-def _open_session(model_path: Path, providers: list[str], intra_op_threads: int | None) -> Any:
-    try:
-        session = ort.InferenceSession(
-            str(model_path), sess_options=session_options(intra_op_threads), providers=providers
-        )
-    except Exception as exc:  # onnxruntime raises untyped pybind errors
-        raise ModelLoadError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
-    if providers[0] == CUDA and session.get_providers()[0] != CUDA:
-        raise ProviderError(f"the session for {model_path} did not attach CUDAExecutionProvider")
-    return session
 
 
 def _graph_for(model_dir: Path, providers: list[str], quantized: bool
@@ -168,7 +145,7 @@ class TextEncoder:
         for length in dict.fromkeys((self._export_max_length, self.max_length)):
             self._tokenizer.enable_truncation(max_length=length)
             try:
-                differs = first_difference(fast, self._tokenizer, _PROBE_TEXTS, length)
+                differs = first_difference(fast, self._tokenizer, PROBE_TEXTS, length)
             finally:
                 self._tokenizer.enable_truncation(max_length=self.max_length)
             if differs is not None:
@@ -223,7 +200,7 @@ class TextEncoder:
             )
         tokenizer = _load_tokenizer(model_dir / TOKENIZER_FILE, length)
         fast = FastWordPiece.build(model_dir / TOKENIZER_FILE) if fast_tokenizer else None
-        session = _open_session(model_path, providers, intra_op_threads)
+        session = open_session(model_path, providers, intra_op_threads)
         version = metadata.model_version + ("-int8" if quantized else "-fp16" if card else "")
         encoder = cls(session, tokenizer, metadata, max_length=length, model_version=version,
                       fast=fast)
@@ -233,7 +210,7 @@ class TextEncoder:
             except ModelLoadError as exc:  # wrong vectors are never served: float32 serves
                 log.error("%s; the float32 graph runs on %s instead", exc, encoder.provider)
                 encoder.close()
-                session = _open_session(model_dir / MODEL_FILE, providers, intra_op_threads)
+                session = open_session(model_dir / MODEL_FILE, providers, intra_op_threads)
                 encoder = cls(session, tokenizer, metadata, max_length=length,
                               model_version=metadata.model_version, fast=fast)
         log.info(

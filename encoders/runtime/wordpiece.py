@@ -20,7 +20,7 @@ Texts it does not take (any character outside printable ASCII, tab, newline and 
 return, or a special token's text such as ``[MASK]``, which the tokenizer matches before
 normalising) get ``None`` and go through ``tokenizers`` as before. :meth:`FastWordPiece.build`
 returns ``None`` for a tokenizer of another shape, and the encoder checks the path against the
-tokenizer on probe texts when it loads (:func:`first_difference`).
+tokenizer on probe texts when it loads (:func:`first_difference` on :data:`PROBE_TEXTS`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-__all__ = ["FastWordPiece", "first_difference"]
+__all__ = ["PROBE_TEXTS", "FastWordPiece", "first_difference"]
 
 _NOT_PLAIN = re.compile(r"[^\t\n\r -~]")
 """Anything but printable ASCII, tab, newline and carriage return."""
@@ -45,6 +45,18 @@ _MAX_CACHED_IDS = 1 << 19
 :data:`_MAX_PIECE` characters, some 60 MB in the worst case."""
 _MAX_PIECE = 100
 """Longer pieces (URLs, runs of punctuation, garbage) are tokenised each time, not cached."""
+
+PROBE_TEXTS = (
+    "", "   ", "A quiet film about a pilot.", "Don't stop: it's 2024-11-26, 9:30am!!",
+    "e-mail me at someone@example.com or see https://example.org/a_b?c=1&d=2#top",
+    "UPPER lower MiXeD CamelCase snake_case kebab-case dotted.name 3.14159 1,000,000",
+    "tabs\tand\nnewlines\r\nand   runs   of   spaces", "(parens) [brackets] {braces} <angles>",
+    "a" * 120 + " after a word longer than WordPiece takes", "unbelievably uncharacteristic "
+    "antidisestablishmentarianism hyperparameterisation xyzzyq qwrtplk",
+    "~`!@#$%^&*()_+-={}|[]\\:\";'<>?,./", "[MASK] is a special token, [CLS] too",
+    " ".join(["word"] * 200), "the the the the the the the the the the the the the the the",
+)
+"""Texts the fast WordPiece path is checked on against the tokenizer when an encoder loads."""
 
 
 class FastWordPiece:

@@ -34,7 +34,7 @@ PY
     | grep -v -i warn | tee "$OUT/fp16_probe.log") || echo "!! fp16 probe failed: see above"
 if [ "${ENCODER_ONLY:-0}" = 1 ]; then  # the encoder rows alone (a short second look)
     python3 - <<'PY' 2>&1 | tee "$OUT/encoder.log"
-from streams.bench.main import BenchConfig, format_table
+from streams.bench.common import BenchConfig, format_table
 from streams.bench.gpu import encoder_rows
 from streams.settings import Settings
 print(format_table(encoder_rows(Settings.from_env(), BenchConfig.for_mode(False),

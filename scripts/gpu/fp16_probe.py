@@ -18,12 +18,20 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from encoders.build.fp16 import MIN_COSINE, optimize_fp16, read_fp16_card
-from encoders.runtime.metadata import CONFIG_FILE, FP16_FILE, METADATA_FILE, MODEL_FILE, TOKENIZER_FILE
+from encoders.build.fp16 import optimize_fp16
+from encoders.runtime.metadata import (
+    CONFIG_FILE,
+    FP16_FILE,
+    METADATA_FILE,
+    MIN_COSINE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    read_fp16_card,
+)
 from encoders.runtime.providers import CPU, CUDA, choose_providers
 from encoders.runtime.text import TextEncoder
 
-VARIANTS = (
+VARIANTS: tuple[dict[str, bool], ...] = (
     {},
     {"raw_mask": True},
     {"embed_fusion": False},

@@ -22,8 +22,8 @@ from typing import Any
 
 import loo
 
-from streams.offline.rankers import events_fingerprint
 from streams.offline.evaluate import load_dataset
+from streams.offline.rankers import events_fingerprint
 
 
 def compare(items: Path, events: Path) -> tuple[list[str], str, dict[str, list[str]]]:

@@ -1,9 +1,9 @@
 """The project's leave-one-out protocol, re-implemented without the project's packages.
 
 The peers run in their own environments, so they cannot import ``streams``; this module mirrors
-``streams/offline/evaluate.py: load_dataset`` / ``_split``, ``streams/data/datasets.py: read_events`` (how
-``ts`` is read) and ``streams/offline/rankers.py: events_fingerprint``, and the evaluator's metric
-definitions. ``check_split.py`` compares it with the project's own code on a pair of files.
+``streams/offline/evaluate.py: load_dataset`` / ``_split``, ``streams/contract.py: parse_event``
+(how ``ts`` is read) and ``streams/offline/rankers.py: events_fingerprint``, and the evaluator's
+metric definitions. ``check_split.py`` compares it with the project's own code on a pair of files.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _field(path: Path, lineno: int, obj: dict[str, Any], key: str) -> str:
 
 
 def parse_ts(value: object) -> float:
-    """Epoch seconds as ``streams.data.datasets._parse_ts`` reads them (ISO-8601 without offset: UTC)."""
+    """Epoch seconds as ``streams.contract.parse_ts`` reads them (ISO-8601 without offset: UTC)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"ts must be a number or an ISO-8601 string, got {value!r}")
     if isinstance(value, str):
@@ -146,7 +146,7 @@ def split(
 
 
 def events_fingerprint(train: dict[str, list[Event]]) -> str:
-    """``streams.offline.rankers.events_fingerprint`` of the training events in the project's order."""
+    """``streams.offline.rankers.events_fingerprint`` of the training events, in our order."""
     ordered = sorted((e for seq in train.values() for e in seq), key=lambda e: e.ts)
     digest = hashlib.sha256()
     for e in ordered:

@@ -5,8 +5,8 @@ Run with the peer's own interpreter (``scripts/peers/setup-recbole.sh`` makes it
     .cache/peers/recbole-venv/bin/python scripts/peers/recbole_sasrec.py \
         --items items.jsonl --events events.jsonl --out DIR
 
-The split is the project's (``loo.py`` re-implements ``streams/offline/evaluate.py: load_dataset``: the
-project lives in another environment). RecBole reads it from atomic benchmark files
+The split is the project's (``loo.py`` re-implements ``streams/offline/evaluate.py: load_dataset``:
+the project lives in another environment). RecBole reads it from atomic benchmark files
 (``benchmark_filename: [train, valid, test]``), so its own splitter never runs. After training
 (early stopping on RecBole's validation NDCG@10) every evaluated user is ranked over the whole
 catalog by the best model's ``full_sort_predict``, the ranking input's items masked, and the

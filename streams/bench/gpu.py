@@ -31,17 +31,16 @@ import numpy as np
 from encoders import TextEncoder
 from encoders.runtime.text import Tokens
 from streams.bench.ann import device_index_rows
-from streams.bench.main import (
+from streams.bench.common import (
     BenchConfig,
-    Latency,
     Row,
-    StreamRun,
+    load_dataset,
     percentile,
-    run_stage,
-    stage_note,
     timed_rate,
     with_comments,
 )
+from streams.bench.latency import Latency
+from streams.bench.stream import StreamRun, run_stage, stage_note
 from streams.settings import Settings
 
 __all__ = ["GPU_BATCH_SIZES", "gpu_section", "sixteen_token_texts"]
@@ -218,7 +217,6 @@ def stream_rows(settings: Settings, cfg: BenchConfig, tmp: Path, shares: Sequenc
                 providers: Sequence[str] = ("cpu", "cuda")) -> list[Row]:
     """The same worker on the same stream once per provider, for each comment share, and the
     second provider once more on clicks and browses only (its ceiling on this machine)."""
-    from streams.bench.main import load_dataset
     from streams.local.broker import broker_for
 
     items, plain = load_dataset(settings, cfg.events + cfg.latency_events())

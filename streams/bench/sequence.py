@@ -21,8 +21,8 @@ from encoders.runtime.sequence import (
     SequenceModel,
     is_sequence_model,
 )
-from streams.bench.main import BenchConfig, Row, timed_rate
-from streams.data.datasets import read_events
+from streams.bench.common import BenchConfig, Row, timed_rate
+from streams.data.formats import read_events
 from streams.settings import Settings
 
 __all__ = ["sequence_section"]

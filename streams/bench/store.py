@@ -8,7 +8,8 @@ per partition. No broker: states go in through the store's mapping API in their 
 (``get`` in the partition, then :func:`interest_state.decode_state`).
 
 Each user's state is distinct and has the shape of ``bench --sections state``' "full ring +
-long-term" (50 recent items, 64 event-id hashes, two 384-d vectors; about 2.9 KB encoded).
+long-term" (50 recent items, 64 event-id hashes, two 384-d vectors; about 2.9 KB encoded;
+:mod:`streams.bench.store_data`).
 After N writes the child reads N random users (with replacement: about 63% of them; ``--quick``:
 N/2; the worker reads every user of every batch), then reads a sample back and compares it byte
 for byte. RSS is ``VmRSS``/``VmHWM`` from ``/proc/self/status``. The baseline is the same
@@ -35,18 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from interest_state import InterestState, decode_state, encode_state
-from streams.bench.main import BenchConfig, BenchError, Row, read_memory_kib
+from interest_state import decode_state
+from streams.bench.common import BenchConfig, BenchError, Row
+from streams.bench.processes import mib, read_memory_kib
+from streams.bench.store_data import CHUNK, encoded_states, user_key
 from streams.settings import Settings
 from streams.worker.agents import in_partition_of
 from streams.worker.app import faust_app, interest_table
 
 __all__ = ["StoreJob", "StoreRun", "measure_store", "run_store_job", "state_scale_section"]
 
-DIM = 384
-HISTORY = 50
-DEDUPE = 64
-CHUNK = 5_000
 SAMPLE = 500
 #: RocksDB properties summed over the partitions (bytes), reported as what the RSS holds.
 PROPERTIES = {
@@ -115,42 +114,8 @@ class _PartitionEvent:
     message: _PartitionMessage
 
 
-def user_key(user: int) -> bytes:
-    return b"user-%08d" % user
-
-
 def partition_of(key: bytes, partitions: int) -> int:
     return zlib.crc32(key) % partitions
-
-
-def encoded_states(rng: np.random.Generator, count: int, base_ts: float) -> list[bytes]:
-    """``count`` distinct full-ring states with a long-term vector, encoded."""
-    short = rng.standard_normal((count, DIM), dtype=np.float32)
-    long = rng.standard_normal((count, DIM), dtype=np.float32)
-    hashes = rng.integers(0, 2**64, (count, DEDUPE), dtype=np.uint64).tolist()
-    items = rng.integers(0, 2_000, (count, HISTORY)).tolist()
-    types = rng.integers(0, 3, (count, HISTORY)).tolist()
-    stamps = tuple(base_ts + n for n in range(HISTORY))
-    out = []
-    for row in range(count):
-        kinds = tuple(types[row])
-        state = InterestState(
-            dim=DIM,
-            short_term=short[row],
-            short_weight=3.5,
-            long_term=long[row],
-            long_term_version="seq-v1",
-            updated_ts=stamps[-1],
-            recent_items=tuple(map(str, items[row])),
-            recent_types=kinds,
-            recent_ts=stamps,
-            recent_event_ids=tuple(hashes[row]),
-            n_events=HISTORY + 20,
-            n_by_type=(kinds.count(0), kinds.count(1), kinds.count(2)),
-            n_duplicates=0,
-        )
-        out.append(encode_state(state))
-    return out
 
 
 class _Partitions:
@@ -276,10 +241,6 @@ def run_store_job(job: StoreJob, home: Path | None = None) -> StoreRun:
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             run = pool.submit(measure_store, dataclasses.replace(job, settings=settings)).result()
     return run
-
-
-def mib(kib: int) -> float:
-    return round(kib / 1024, 1)
 
 
 def store_rows(ours: StoreRun, faust: StoreRun) -> list[Row]:

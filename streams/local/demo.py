@@ -27,7 +27,8 @@ from typing import Any
 import click
 
 from encoders.runtime.sequence import is_sequence_model
-from streams.data.datasets import prepare_ml100k, read_events, read_items
+from streams.data.formats import read_events, read_items
+from streams.data.movielens import prepare_ml100k
 from streams.errors import StreamError
 from streams.local.broker import broker_for
 from streams.local.replay import follow_recommendations, publish_items, replay_events

@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from tqdm import tqdm
 
-from streams.data.datasets import EventRecord, ItemRecord, event_to_obj, item_to_obj
+from streams.contract import EventRecord, ItemRecord, event_to_obj, item_to_obj
 from streams.settings import Settings
 
 __all__ = ["ReplayReport", "follow_recommendations", "publish_items", "replay_events"]

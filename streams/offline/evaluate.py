@@ -36,7 +36,8 @@ from encoders import is_exported
 from encoders.runtime.sequence import is_sequence_model
 from interest_state import UpdateParams
 from interest_state.params import MAX_RING_LEN
-from streams.data.datasets import EventRecord, read_events, read_items
+from streams.contract import EventRecord
+from streams.data.formats import read_events, read_items
 from streams.offline.peers import PeerModel
 from streams.offline.rankers import (
     EvaluationError,
@@ -353,7 +354,7 @@ def data_paths(
     folder = settings.home / "data" / "ml-100k"
     items, events = folder / "items.jsonl", folder / "events.jsonl"
     if not (items.is_file() and events.is_file()):
-        from streams.data.datasets import prepare_ml100k
+        from streams.data.movielens import prepare_ml100k
 
         items, events = prepare_ml100k(folder, settings.home / "cache")
     return items, events

@@ -32,7 +32,7 @@ from interest_state import (
     update,
 )
 from interest_state.params import MAX_RING_LEN
-from streams.data.datasets import EventRecord, ItemRecord
+from streams.contract import EventRecord, ItemRecord
 from streams.errors import StreamError
 
 __all__ = [

@@ -21,8 +21,8 @@ from typing import Any
 import click
 
 from encoders import EncoderError, TextEncoder, is_exported
-from encoders.runtime.sequence import TrainConfig, TrainingData
-from streams.data.datasets import EventRecord
+from encoders.build.sequence_data import TrainConfig, TrainingData
+from streams.contract import EventRecord
 from streams.offline.evaluate import Dataset, data_paths, load_dataset
 from streams.offline.rankers import events_fingerprint, to_sequence
 from streams.settings import Settings

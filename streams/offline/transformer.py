@@ -16,7 +16,7 @@ from pathlib import Path
 from encoders import EncoderError, ItemIndex, TextEncoder
 from encoders.runtime.sequence import SequenceModel
 from interest_state import InterestState, UpdateParams, rank_blended
-from streams.data.datasets import ItemRecord
+from streams.contract import ItemRecord
 from streams.offline.rankers import (
     ContextKey,
     EvaluationError,

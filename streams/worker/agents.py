@@ -4,6 +4,8 @@ Each batch from :func:`streams.worker.batching.take_batches` is decoded (bad rec
 dead-letter topic), handed to :meth:`Pipeline.process` in an executor thread, and then written
 back: one table write and one recommendation message per user touched (coalescing), in the
 partition that received that user's events, whatever hash the producer used to put them there.
+The table and the output topics are reached through :mod:`streams.worker.ports` (the Faust
+table and topics in the stream, their in-memory homes in unit tests).
 
 A crash of the agent stops the worker (exit code != 0) instead of leaving a worker that is up
 but consumes nothing.

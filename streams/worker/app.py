@@ -18,17 +18,19 @@ from faust.types import TableT
 
 from streams.errors import SettingsError
 from streams.settings import Settings
-from streams.worker import agents, catalog, transport, views
+from streams.worker import agents, catalog, views
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
 from streams.worker.stats import Stats
 from streams.worker.topics import TopicSpec
+from streams.worker.transport import KafkaApp
 from streams.worker.wiring import Wiring
 
 __all__ = [
     "TABLE_NAME",
     "changelog_topic_name",
     "create_app",
+    "faust_app",
     "interest_table",
     "store_options",
     "topic_specs",
@@ -59,9 +61,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def faust_app(settings: Settings) -> faust.App:
-    transport.FETCH_MAX_WAIT_MS["value"] = settings.fetch_max_wait_ms
-    return faust.App(
+    """The worker's Faust app, without topics or agents (the store bench opens its table).
+
+    Configured from ``settings`` alone: its transport reads the fetch wait from the app itself
+    (:class:`~streams.worker.transport.KafkaApp`), so two apps in one process do not share it.
+    """
+    return KafkaApp(
         settings.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=f"interest-kafka://{settings.bootstrap}",
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.data_dir),

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from streams.contract import ItemRecord
 from streams.errors import EventRejected
 from streams.worker.dlq import dlq_headers
 from streams.worker.pipeline import Pipeline
-from streams.worker.schemas import ItemMessage, decode_item
+from streams.worker.schemas import decode_item
 from streams.worker.topics import true_end_offsets
 from streams.worker.wiring import Wiring, stop_worker
 
@@ -81,7 +82,7 @@ class CatalogFeed:
             )
             self.ready.set()
 
-    async def _decode(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[ItemMessage]:
+    async def _decode(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[ItemRecord]:
         items = []
         for record in records:
             try:

@@ -40,9 +40,9 @@ from interest_state import (
     update,
 )
 from interest_state.blend_ann import rank_approx, rank_blended_approx
+from streams.contract import ItemRecord
 from streams.settings import CANDIDATE_INDEXES
 from streams.worker.long_term import ActiveSequence, AlignedItems, ring_history
-from streams.worker.schemas import ItemMessage
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class Pipeline:
         """A few recent real histories (to check a new model on before swapping it in)."""
         return [ring_history(s) for s in self._probes]  # a tuple replaced whole per batch
 
-    def add_items(self, items: Sequence[ItemMessage]) -> None:
+    def add_items(self, items: Sequence[ItemRecord]) -> None:
         """Encode catalog items (one encoder call) and make them recommendable at once."""
         if not items:
             return

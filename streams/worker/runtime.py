@@ -11,18 +11,21 @@ from pathlib import Path
 import faust
 
 from encoders import (
+    CUDA,
+    INT8_FILE,
     ExportError,
     ModelNotFoundError,
     TextEncoder,
+    choose_providers,
     default_model_source,
     export_text_encoder,
+    is_exported,
+    limit_ann_threads,
+    optimize_fp16,
     quantize_int8,
+    read_fp16_card,
+    usable_cpu_count,
 )
-from encoders.build.export import is_exported
-from encoders.build.fp16 import optimize_fp16, read_fp16_card
-from encoders.index.ann import limit_threads as limit_ann_threads
-from encoders.runtime.metadata import INT8_FILE
-from encoders.runtime.providers import CUDA, choose_providers, usable_cpu_count
 from interest_state import UpdateParams
 from streams.errors import StreamError
 from streams.settings import Settings

@@ -1,7 +1,9 @@
 """Faust's aiokafka transport with three corrections, as the ``interest-kafka://`` scheme.
 
 1. ``fetch_max_wait_ms``: faust hard-codes 1500 ms; a fetch that waits that long for data
-   dominates event->recommendation latency. We use ``Settings.fetch_max_wait_ms`` (10 ms).
+   dominates event->recommendation latency. We use ``Settings.fetch_max_wait_ms`` (10 ms),
+   which each app carries itself (:class:`KafkaApp`): two apps in one process each get their
+   own.
 2. High-water marks are read with :func:`streams.worker.topics.true_end_offsets`, so changelog
    recovery replays every record on Tansu too (Tansu under-reports the end offset after a
    multi-record batch and faust's recovery would stop one batch short). On Apache Kafka the
@@ -20,20 +22,37 @@ from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, ClassVar
 
 import aiokafka
+import faust
 from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, AppT
 from mode import ServiceT
 
 from streams.worker.topics import true_end_offsets
 
-__all__ = ["FETCH_MAX_WAIT_MS", "Transport"]
+__all__ = ["KafkaApp", "Transport", "fetch_max_wait_ms"]
 
 log = logging.getLogger(__name__)
 
-#: Set by :func:`streams.worker.app.create_app` from the settings before the worker starts.
-FETCH_MAX_WAIT_MS: dict[str, int] = {"value": 10}
+
+class KafkaApp(faust.App):
+    """A Faust app with what its ``interest-kafka://`` consumer needs beyond faust's settings:
+    ``fetch_max_wait_ms``, the longest a fetch waits for data (``Settings.fetch_max_wait_ms``)."""
+
+    def __init__(self, id: str, *, fetch_max_wait_ms: int, **options: Any) -> None:
+        super().__init__(id, **options)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+
+
+def fetch_max_wait_ms(app: AppT) -> int:
+    """The fetch wait of the app a consumer belongs to; an app that does not carry one is
+    refused (its consumer would otherwise wait faust's 1500 ms without a word)."""
+    if not isinstance(app, KafkaApp):
+        raise TypeError(
+            f"the interest-kafka:// transport needs a {__name__}.KafkaApp, got {type(app)!r}"
+        )
+    return app.fetch_max_wait_ms
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -43,7 +62,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this attribute when it builds its fetcher in start().
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS["value"]
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms(transport.app)
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:

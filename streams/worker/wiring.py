@@ -1,4 +1,9 @@
-"""What the agents, the catalog feed and the views share: the app, its topics and its table."""
+"""What the agents, the catalog feed and the views share: the app, its topics and its table.
+
+The agent reaches the table and its output topics only through :mod:`streams.worker.ports`
+(:class:`~streams.worker.ports.InterestStore`, :class:`~streams.worker.ports.Sink`), so a
+:class:`Wiring` can hold their in-memory homes as well as the Faust table and topics.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import logging
 from dataclasses import dataclass
 
 import faust
-from faust.types import TableT
 
 from streams.settings import Settings
+from streams.worker.ports import InterestStore, Sink
 from streams.worker.stats import Stats
 
 __all__ = ["Wiring", "stop_worker"]
@@ -25,9 +30,9 @@ class Wiring:
     settings: Settings
     events: faust.TopicT
     items: faust.TopicT
-    recommendations: faust.TopicT
-    dlq: faust.TopicT
-    table: TableT[bytes, bytes]
+    recommendations: Sink
+    dlq: Sink
+    table: InterestStore
     stats: Stats
 
 

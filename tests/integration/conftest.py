@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from streams.data.datasets import prepare_ml100k, read_items
+from streams.data.formats import read_items
+from streams.data.movielens import prepare_ml100k
 from streams.local.broker import EmbeddedBroker
 from streams.settings import Settings, TopicNames
 from streams.worker.runtime import ensure_model

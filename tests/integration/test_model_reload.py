@@ -27,8 +27,9 @@ def sequence_dir(
 ) -> Path:
     """A tiny sequence model (1 epoch) on walks over the test catalog, with the worker's own
     text encoder's vectors, so the worker can align it with its item index."""
+    from encoders.build.sequence_data import TrainConfig, TrainingData
     from encoders.build.sequence_export import export_sequence_model, train_sequence_model
-    from encoders.runtime.sequence import SequenceEvent, TrainConfig, TrainingData
+    from encoders.runtime.sequence import SequenceEvent
 
     encoder = TextEncoder.load(model_dir, provider="cpu", intra_op_threads=1)
     known = [item.item_id for item in catalog[:150]]  # the other 50 are new to the model

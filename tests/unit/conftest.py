@@ -87,8 +87,9 @@ SEQ_TITLES = {item: f"movie {n} genre {n % 4}" for n, item in enumerate(SEQ_ITEM
 def tiny_sequence_dir(tiny_encoder: TextEncoder, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny sequence Transformer (2 epochs) on walks over s0..s17, with the tiny text
     encoder's vectors as item text (so the stream can align it), exported once per session."""
+    from encoders.build.sequence_data import TrainConfig, TrainingData
     from encoders.build.sequence_export import export_sequence_model, train_sequence_model
-    from encoders.runtime.sequence import SequenceEvent, TrainConfig, TrainingData
+    from encoders.runtime.sequence import SequenceEvent
 
     known = SEQ_ITEMS[:18]
     vectors = tiny_encoder.encode([SEQ_TITLES[i] for i in known])

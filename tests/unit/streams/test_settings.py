@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,10 @@ def test_every_env_var_names_a_real_field() -> None:
         f"topic_{n}" for n in ("click", "browse", "comment", "items", "recommendations", "dlq")
     }
     assert {attr for attr, _ in ENV_VARS.values()} <= fields
+
+
+def test_the_variable_table_is_read_only() -> None:
+    assert not isinstance(ENV_VARS, MutableMapping)  # configuration is a Settings, never kept here
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from encoders import (
     quantize_int8,
     read_metadata,
 )
-from encoders import export as export_module
+from encoders.build import export as export_module
 
 
 def test_export_writes_files_and_validates(

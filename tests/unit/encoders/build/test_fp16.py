@@ -20,8 +20,15 @@ import onnxruntime as ort
 import pytest
 
 from encoders import ExportError, ExportReport, InferenceError, ModelLoadError, TextEncoder
-from encoders.build.fp16 import MIN_COSINE, optimize_fp16, read_fp16_card
-from encoders.runtime.metadata import FP16_CARD, FP16_FILE, METADATA_FILE, read_metadata
+from encoders.build.fp16 import optimize_fp16
+from encoders.runtime.metadata import (
+    FP16_CARD,
+    FP16_FILE,
+    METADATA_FILE,
+    MIN_COSINE,
+    read_fp16_card,
+    read_metadata,
+)
 
 TEXTS = ["a quiet drama", "space opera with a heist and two rival crews", "", "loved it"] * 5
 

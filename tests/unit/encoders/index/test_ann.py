@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from encoders import ConfigurationError, InputError, ItemIndex
-from encoders.index.ann import AnnIndex, Moments, limit_threads
+from encoders.index.ann import AnnIndex, Moments, limit_ann_threads
 from interest_state import (
     DimensionError,
     InterestState,
@@ -21,7 +21,7 @@ from interest_state import (
     rank_blended,
 )
 from interest_state.blend_ann import rank_approx, rank_blended_approx
-from streams.bench.ann import (
+from streams.bench.ann_data import (
     VERSION,
     MixedCatalog,
     build_indexes,
@@ -36,7 +36,7 @@ from streams.bench.ann import (
 def _one_faiss_thread() -> Iterator[None]:
     """As in the worker: on a small shared machine an OpenMP pool makes small adds 10x slower."""
     before = faiss.omp_get_max_threads()
-    limit_threads(1)
+    limit_ann_threads(1)
     yield
     faiss.omp_set_num_threads(before)
 

@@ -13,7 +13,13 @@ from encoders.index.ann import Moments
 from encoders.index.device import DeviceIndex
 from interest_state import LongTermItems, rank, rank_blended
 from interest_state.blend_ann import rank_approx, rank_blended_approx
-from streams.bench.ann import VERSION, build_indexes, mixture_catalog, synthetic_seeds, taste_users
+from streams.bench.ann_data import (
+    VERSION,
+    build_indexes,
+    mixture_catalog,
+    synthetic_seeds,
+    taste_users,
+)
 
 
 def _exact_top(queries: np.ndarray, matrix: np.ndarray, known: np.ndarray, count: int

@@ -22,6 +22,7 @@ from encoders.build.sequence_export import (
 )
 from encoders.errors import ExportMismatchError, InputError, ModelNotFoundError
 from encoders.runtime.sequence import (
+    EVENT_TYPES,
     SEQUENCE_FILE,
     SequenceEvent,
     SequenceModel,
@@ -29,6 +30,7 @@ from encoders.runtime.sequence import (
     features,
     gap_buckets,
 )
+from interest_state import EventType
 
 N_ITEMS = 40  # item i39 never occurs in training: the cold item
 TYPES = ("click", "browse", "comment")
@@ -80,6 +82,12 @@ def test_gap_buckets_are_log_spaced_and_the_first_event_has_its_own() -> None:
     assert list(buckets[1:]) == sorted(buckets[1:])  # longer gap, later bucket
     assert len(set(buckets[1:])) == 5
     assert event_type_index("comment") == 3 and event_type_index("like") == 4
+
+
+def test_event_types_are_the_streams_names_in_the_models_embedding_order() -> None:
+    # the trained models' type embedding rows: 1 click, 2 browse, 3 comment, 4 any other
+    assert EVENT_TYPES == ("click", "browse", "comment")
+    assert [event_type_index(kind.name.lower()) for kind in EventType] == [2, 1, 3]
 
 
 def test_features_left_pad_truncate_and_skip_unknown_items() -> None:

@@ -209,7 +209,8 @@ def test_a_fast_path_that_disagrees_is_not_used(
 def test_the_bench_puts_the_host_work_beside_tokenizers_alone(tiny_export: ExportReport) -> None:
     import dataclasses
 
-    from streams.bench.main import BenchConfig, host_rows
+    from streams.bench.common import BenchConfig
+    from streams.bench.encoder import host_rows
     from streams.settings import Settings
 
     cfg = dataclasses.replace(BenchConfig.for_mode(True), min_seconds=0.02, rounds=1)

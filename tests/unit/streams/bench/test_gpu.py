@@ -11,8 +11,8 @@ import pytest
 
 from encoders import ExportReport
 from encoders.build.fp16 import optimize_fp16
+from streams.bench.common import BenchConfig
 from streams.bench.gpu import TOKENS, encoder_rows, gpu_section, sixteen_token_texts
-from streams.bench.main import BenchConfig
 from streams.settings import Settings
 
 
@@ -49,7 +49,7 @@ def test_encoder_rows_compare_ours_with_the_bare_session_and_torch(
 
 def test_gpu_latency_rows_put_e2e_and_the_brokers_ack_beside_the_cpu_run() -> None:
     from streams.bench.gpu import latency_pair_rows
-    from streams.bench.main import Latency
+    from streams.bench.latency import Latency
 
     gpu = Latency(1000.0, e2e_ms={"a": 10.0, "b": 30.0}, acked_ms={"p50": 8.0, "p99": 20.0})
     cpu = Latency(1000.0, e2e_ms={"a": 100.0}, acked_ms={"p50": 90.0, "p99": 99.0})

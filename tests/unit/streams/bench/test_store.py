@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from faust.stores.rocksdb import Store
 
-from streams.bench.main import BenchError
+from streams.bench.common import BenchError
 from streams.bench.store import (
     MIB,
     StoreJob,

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from encoders import ExportReport
 from interest_state import UpdateParams
-from streams.data.datasets import EventRecord, ItemRecord, write_events, write_items
+from streams.contract import EventRecord, ItemRecord
+from streams.data.formats import write_events, write_items
 from streams.offline.evaluate import (
     CHART_MISSING,
     EvaluationError,

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from encoders import ExportReport
 from encoders.runtime.sequence import CARD_FILE, ITEMS_FILE, SEQUENCE_FILE, SequenceModel
-from streams.data.datasets import EventRecord, ItemRecord, write_events, write_items
+from streams.contract import EventRecord, ItemRecord
+from streams.data.formats import write_events, write_items
 from streams.offline.evaluate import (
     EvaluationError,
     PopularityModel,

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from encoders import ExportReport, TextEncoder
 from encoders.runtime.sequence import SequenceModel
 from interest_state import Event, EventType, UpdateParams
-from streams.data.datasets import EventRecord, ItemRecord, write_events, write_items
+from streams.contract import EventRecord, ItemRecord
+from streams.data.formats import write_events, write_items
 from streams.offline.evaluate import (
     BlendModel,
     Dataset,
@@ -27,7 +28,6 @@ from streams.offline.evaluate import (
 )
 from streams.offline.rankers import events_fingerprint
 from streams.worker.pipeline import Pipeline
-from streams.worker.schemas import ItemMessage
 from tests.unit.conftest import SEQ_ITEMS, SEQ_TITLES
 
 RING = 8
@@ -63,7 +63,7 @@ def _online(
     """Each user's context through a fresh pipeline, catalog fed in file order."""
     p = Pipeline(encoder, UpdateParams(history_len=RING), top_k=20, blend_weight=weight,
                  sequence=model)  # fmt: skip
-    p.add_items([ItemMessage(i.item_id, i.title, i.text, ()) for i in data.items])
+    p.add_items([ItemRecord(i.item_id, i.title, i.text, ()) for i in data.items])
     ranked = []
     for user in users:
         events = [

@@ -1,21 +1,26 @@
-"""``handle_batch`` end to end on stand-in topics: what a batch leaves behind when it returns."""
+"""``handle_batch`` end to end on the in-memory store and sinks of :mod:`streams.worker.ports`:
+what a batch leaves behind when it returns, and where."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+
+import faust
+import pytest
+from faust.events import Event
+from faust.types import EventT, Message
 
 from encoders import TextEncoder
 from interest_state import UpdateParams, decode_state
+from streams.contract import ItemRecord
 from streams.settings import Settings
-from streams.worker.agents import handle_batch
+from streams.worker.agents import handle_batch, in_partition_of
 from streams.worker.pipeline import Pipeline
-from streams.worker.schemas import ItemMessage
+from streams.worker.ports import MemorySink, MemoryStore
 from streams.worker.stats import Stats
 from streams.worker.wiring import Wiring
 
@@ -23,77 +28,41 @@ TITLES = ["space battle saga", "romantic comedy in paris", "animated toys advent
 
 
 @dataclass
-class _Message:
-    topic: str
-    key: bytes
-    value: bytes
-    timestamp: float
-    partition: int = 0
-    offset: int = 0
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Event:
-    message: _Message
-
-
-class _Topic:
-    """Records what was handed to the producer; ``send_soon`` is not there on purpose: a
-    message left in faust's buffer would reach the broker only when the agent next yields."""
-
-    def __init__(self, *, forced: bool) -> None:
-        self.forced = forced
-        self.sent: list[tuple[bytes, bytes]] = []
-        self.callbacks: list[Callable[[Any], Any]] = []
-
-    async def send(self, *, key: bytes, value: bytes, force: bool = False,
-                   headers: Any = None, callback: Callable[[Any], Any] | None = None) -> None:
-        if self.forced:
-            assert force, "a recommendation must not be attached to (held for) a source event"
-        self.sent.append((key, value))
-        if callback is not None:
-            self.callbacks.append(callback)
-
-    def ack_all(self) -> None:
-        """What faust does when the broker acks each message: call its callback."""
-        for callback in self.callbacks:
-            callback(None)
-
-
-def _event(settings: Settings, event_id: str, user: str, item: str,
-           stamp: float = 1.0) -> _Event:
-    body = {"event_id": event_id, "user_id": user, "item_id": item, "ts": 1000.0}
-    return _Event(_Message(settings.topics.click, user.encode(), json.dumps(body).encode(),
-                           stamp))
-
-
-@dataclass
 class _Setup:
     settings: Settings
     wiring: Wiring
-    recommendations: _Topic
-    dlq: _Topic
-    table: dict[bytes, bytes]
+    recommendations: MemorySink
+    dlq: MemorySink
+    table: MemoryStore
 
-    def run(self, pipeline: Pipeline, batch: list[_Event]) -> None:
+    def event(self, event_id: str, user: str, item: str, stamp: float = 1.0,
+              partition: int = 0) -> EventT[bytes]:
+        """A click as the agent receives it: a faust event on the click topic."""
+        body = json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "ts": 1000.0})
+        message = Message(self.settings.topics.click, partition, 0, stamp, 0, [],
+                          user.encode(), body.encode(), None)
+        return Event(self.wiring.app, message.key, message.value, [], message)
+
+    def run(self, pipeline: Pipeline, batch: list[EventT[bytes]]) -> None:
         with ThreadPoolExecutor(max_workers=1) as executor:
-            asyncio.run(handle_batch(self.wiring, pipeline, executor, batch))  # type: ignore[arg-type]
+            asyncio.run(handle_batch(self.wiring, pipeline, executor, batch))
 
 
 def _setup() -> _Setup:
+    """A wiring whose table and output topics live in memory; the app and its source topics
+    are faust's own, never started (nothing here reads or writes Kafka)."""
     settings = Settings()
-    table: dict[bytes, bytes] = {}
-    recommendations, dlq = _Topic(forced=True), _Topic(forced=False)
-    wiring = Wiring(app=None, settings=settings, events=None, items=None,  # type: ignore[arg-type]
-                    recommendations=recommendations, dlq=dlq,  # type: ignore[arg-type]
-                    table=table, stats=Stats())  # type: ignore[arg-type]
+    app, topics = faust.App("agents-test"), settings.topics
+    table, recommendations, dlq = MemoryStore(), MemorySink(), MemorySink()
+    wiring = Wiring(app=app, settings=settings,
+                    events=app.topic(*topics.events), items=app.topic(topics.items),
+                    recommendations=recommendations, dlq=dlq, table=table, stats=Stats())
     return _Setup(settings, wiring, recommendations, dlq, table)
 
 
 def _pipeline(encoder: TextEncoder) -> Pipeline:
     pipeline = Pipeline(encoder, UpdateParams(), top_k=2)
-    pipeline.add_items([ItemMessage(str(i), t, t, ()) for i, t in enumerate(TITLES)])
+    pipeline.add_items([ItemRecord(str(i), t, t, ()) for i, t in enumerate(TITLES)])
     return pipeline
 
 
@@ -101,33 +70,67 @@ def test_a_batch_hands_one_recommendation_per_user_to_the_producer_before_it_ret
     tiny_encoder: TextEncoder,
 ) -> None:
     setup = _setup()
-    settings, recommendations, table = setup.settings, setup.recommendations, setup.table
+    recommendations, table = setup.recommendations, setup.table
     setup.run(_pipeline(tiny_encoder), [
-        _event(settings, "a", "u1", "0"), _event(settings, "b", "u2", "1"),
-        _event(settings, "c", "u1", "2"), _event(settings, "d", "u3", "nope")])
+        setup.event("a", "u1", "0"), setup.event("b", "u2", "1"),
+        setup.event("c", "u1", "2"), setup.event("d", "u3", "nope")])
 
-    sent = {key: json.loads(value) for key, value in recommendations.sent}
+    sent = {m.key: json.loads(m.value or b"") for m in recommendations.sent}
     assert len(recommendations.sent) == 2 and set(sent) == {b"u1", b"u2"}
+    # handed to the producer, not attached to (held for) a source event
+    assert all(m.forced for m in recommendations.sent)
     assert sent[b"u1"]["event_ids"] == ["a", "c"] and sent[b"u2"]["event_ids"] == ["b"]
     assert all(len(body["items"]) == 2 for body in sent.values())
-    assert set(table) == {b"u1", b"u2"} and decode_state(table[b"u1"]).n_events == 2
-    assert [json.loads(value)["event_id"] for _, value in setup.dlq.sent] == ["d"]  # unknown item
+    assert table.keys_by_partition() == {0: {b"u1", b"u2"}}
+    assert decode_state(table.get(b"u1") or b"").n_events == 2
+    assert [json.loads(m.value or b"")["event_id"] for m in setup.dlq.sent] == ["d"]  # unknown item
 
 
 def test_the_brokers_ack_records_each_answered_events_time_from_its_record_timestamp(
     tiny_encoder: TextEncoder,
 ) -> None:
     setup = _setup()
-    settings, stats = setup.settings, setup.wiring.stats
+    stats = setup.wiring.stats
     now = time.time()
     setup.run(_pipeline(tiny_encoder), [
-        _event(settings, "a", "u1", "0", now - 0.3), _event(settings, "b", "u2", "1", now - 0.2),
-        _event(settings, "c", "u1", "2", now - 0.1),
-        _event(settings, "e", "u1", "nope", now - 50.0)])  # rejected: not answered
+        setup.event("a", "u1", "0", now - 0.3), setup.event("b", "u2", "1", now - 0.2),
+        setup.event("c", "u1", "2", now - 0.1),
+        setup.event("e", "u1", "nope", now - 50.0)])  # rejected: not answered
     assert stats.acked.summary() == {}  # sent, not acked yet
 
-    setup.recommendations.ack_all()
+    assert setup.recommendations.ack() == 2
     acked = stats.acked.summary()
     assert acked["n"] == 3
     assert 300.0 <= acked["max"] < 50_000.0 and 100.0 <= acked["p50"] < acked["max"]
     assert stats.acked.summary(since=time.time() + 1.0) == {}
+
+
+def test_a_users_state_lives_in_the_partition_of_their_events_and_is_read_back_from_it(
+    tiny_encoder: TextEncoder,
+) -> None:
+    setup = _setup()
+    pipeline = _pipeline(tiny_encoder)
+    setup.run(pipeline, [setup.event("a", "u1", "0", partition=2),
+                         setup.event("b", "u2", "1", partition=0)])
+    assert setup.table.keys_by_partition() == {2: {b"u1"}, 0: {b"u2"}}
+
+    setup.run(pipeline, [setup.event("d", "u2", "3", partition=0),
+                         setup.event("c", "u1", "2", partition=2),
+                         setup.event("a", "u1", "0", partition=2)])  # "a" again: a replay
+    assert setup.table.keys_by_partition() == {2: {b"u1"}, 0: {b"u2"}}
+    state = decode_state(setup.table.get(b"u1") or b"")
+    assert (state.n_events, state.n_duplicates) == (2, 1)  # the first batch's state was found
+    last = {m.key: json.loads(m.value or b"") for m in setup.recommendations.sent[2:]}
+    assert last[b"u1"]["event_ids"] == ["c", "a"] and last[b"u2"]["event_ids"] == ["d"]
+
+
+def test_the_memory_store_refuses_a_write_outside_an_event_as_the_faust_table_does() -> None:
+    setup = _setup()
+    with pytest.raises(RuntimeError, match="outside of agent/stream"):
+        setup.table[b"u1"] = b"state"
+    with in_partition_of(setup.event("a", "u1", "0", partition=3)):
+        setup.table[b"u1"] = b"state"
+        assert setup.table.get(b"u1") == b"state"
+    with in_partition_of(setup.event("b", "u1", "0", partition=1)):
+        assert setup.table.get(b"u1") is None  # another partition's store
+    assert setup.table.get(b"u1") == b"state"  # no event (the web view): wherever it is

@@ -20,6 +20,7 @@ from encoders.runtime.sequence import (
     SequenceEvent,
 )
 from interest_state import Event, EventType, InterestState, UpdateParams
+from streams.contract import ItemRecord
 from streams.worker.long_term import (
     ModelRejected,
     card_fingerprint,
@@ -29,13 +30,12 @@ from streams.worker.long_term import (
 )
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
-from streams.worker.schemas import ItemMessage
 from tests.unit.conftest import SEQ_ITEMS, SEQ_TITLES
 
 
 def seq_pipeline(encoder: TextEncoder, items: list[str] = SEQ_ITEMS[:19]) -> Pipeline:
     p = Pipeline(encoder, UpdateParams(history_len=8), top_k=5)
-    p.add_items([ItemMessage(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in items])
+    p.add_items([ItemRecord(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in items])
     return p
 
 
@@ -256,7 +256,7 @@ def test_items_unknown_to_the_model_get_vectors_from_their_text(
     np.testing.assert_array_equal(
         active.long_items().vectors[row], model.items[model.row_of["s3"] - 1]
     )
-    p.add_items([ItemMessage("brand-new", "a brand new film", "a brand new film", ())])
+    p.add_items([ItemRecord("brand-new", "a brand new film", "a brand new film", ())])
     items = active.long_items()
     new_row = p.index.row_of("brand-new")
     assert len(items.known) == 11 and items.known[new_row]

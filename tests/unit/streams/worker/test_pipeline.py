@@ -13,8 +13,8 @@ from encoders.index.device import DeviceIndex
 from encoders.runtime.providers import CUDA
 from encoders.runtime.sequence import SequenceModel
 from interest_state import Event, EventType, UpdateParams, encode_state
+from streams.contract import ItemRecord
 from streams.worker.pipeline import Pipeline, candidate_kind
-from streams.worker.schemas import ItemMessage
 from tests.unit.conftest import SEQ_ITEMS, SEQ_TITLES
 
 TITLES = [
@@ -29,7 +29,7 @@ TITLES = [
 
 def pipeline(encoder: TextEncoder) -> Pipeline:
     p = Pipeline(encoder, UpdateParams(), top_k=3)
-    p.add_items([ItemMessage(str(i), t, t, ()) for i, t in enumerate(TITLES)])
+    p.add_items([ItemRecord(str(i), t, t, ()) for i, t in enumerate(TITLES)])
     return p
 
 
@@ -94,7 +94,7 @@ def test_a_batch_runs_the_sequence_model_once_and_stores_long_term_vectors(
 ) -> None:
     model = SequenceModel.load(tiny_sequence_dir, provider="cpu", intra_op_threads=1)
     p = Pipeline(tiny_encoder, UpdateParams(history_len=8), top_k=4, sequence=model)
-    p.add_items([ItemMessage(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS])
+    p.add_items([ItemRecord(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS])
     calls: list[int] = []
     real = model.encode_users
 
@@ -135,7 +135,7 @@ def test_large_catalogs_rank_over_candidates_as_exact_ranking_would(
     import streams.worker.pipeline
 
     model = SequenceModel.load(tiny_sequence_dir, provider="cpu", intra_op_threads=1)
-    items = [ItemMessage(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS]
+    items = [ItemRecord(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS]
     events = [ev(f"e{n}", f"u{n % 3}", f"s{n}", ts=1000.0 + n) for n in range(9)]
     approx_calls: list[int] = []
     real = streams.worker.pipeline.rank_blended_approx
@@ -191,9 +191,9 @@ def test_the_device_index_follows_the_catalog_and_ranks_exactly(tiny_encoder: Te
               for n in range(300)]
     p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=100,
                  candidate_index="device")
-    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[:200])])
-    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[150:], 150)])
-    renamed = ItemMessage("7", "sea song night", "sea song night", ())
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles[:200])])
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles[150:], 150)])
+    renamed = ItemRecord("7", "sea song night", "sea song night", ())
     p.add_items([renamed])  # a replaced vector goes to the device too
     assert p.text_ann is not None and p.text_ann.covered == 300
     seven = p.index.vector("7")
@@ -214,7 +214,7 @@ def test_the_approximate_index_follows_the_catalog(tiny_encoder: TextEncoder) ->
     words = ["space", "love", "war", "toys", "cook", "ship", "city", "night", "sea", "song"]
     titles = [f"{words[n % 10]} {words[n // 10 % 10]} {words[n // 100 % 10]} {n}"
               for n in range(1200)]
-    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles)])
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles)])
     assert p.text_ann is not None and p.text_ann.covered == 1200  # trained at min_rows, synced
     exact = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=0)
     exact.index = p.index
@@ -245,10 +245,10 @@ def test_a_failing_device_index_costs_speed_not_recommendations(
     p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=50,
                  candidate_index="device")
     exact = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=0)
-    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[:150])])
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles[:150])])
     assert p.text_ann is not None
     p.text_ann._patch = _FailingRuns(p.text_ann._patch)  # type: ignore[union-attr]
-    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[150:], 150)])
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles[150:], 150)])
     assert p.candidate_failures == 1 and p.text_ann.covered == 150 and len(p.index) == 200
     assert "could not take 50 catalog rows" in caplog.text
     exact.index = p.index
@@ -294,7 +294,7 @@ def _blended_pair(tiny_encoder: TextEncoder, tiny_sequence_dir: Path, candidate_
     """A pipeline ranking the 20-item catalog over candidates (ann_min_items 4) and an exact
     one sharing its catalog, both with the sequence model; and a batch of events."""
     model = SequenceModel.load(tiny_sequence_dir, provider="cpu", intra_op_threads=1)
-    items = [ItemMessage(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS]
+    items = [ItemRecord(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS]
     p = Pipeline(tiny_encoder, UpdateParams(history_len=8), top_k=4, sequence=model,
                  ann_min_items=4, candidate_index=candidate_index)
     p.add_items(items)
@@ -336,14 +336,14 @@ def test_rows_a_failed_sync_did_not_take_are_offered_again(tiny_encoder: TextEnc
     titles = [f"{w} {n}" for n, w in enumerate(["space", "love", "war", "toys", "cook"] * 20)]
     p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=50,
                  candidate_index="device")
-    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles)])
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles)])
     index = p.text_ann
     assert isinstance(index, DeviceIndex)
     working = index._patch
     index._patch = _FailingRuns(working)  # type: ignore[assignment]
-    p.add_items([ItemMessage("7", "sea song night", "sea song night", ())])  # a replaced row
+    p.add_items([ItemRecord("7", "sea song night", "sea song night", ())])  # a replaced row
     index._patch = working
-    p.add_items([ItemMessage("new", "ship city", "ship city", ())])  # the next sync
+    p.add_items([ItemRecord("new", "ship city", "ship city", ())])  # the next sync
     seven = p.index.vector("7")
     assert seven is not None and p.candidate_failures == 1
     assert index.candidates(seven[None, :], 1).rows[0, 0] == p.index.row_of("7")
@@ -360,10 +360,10 @@ def test_auto_replaces_a_failing_device_index_by_faiss(
     )
     titles = [f"{w} {n}" for n, w in enumerate(["space", "love", "war", "toys", "cook"] * 20)]
     p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=50)  # auto, "on CUDA"
-    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[:80])])
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles[:80])])
     assert isinstance(p.text_ann, DeviceIndex)
     p.text_ann._patch = _FailingRuns(p.text_ann._patch)  # type: ignore[assignment]
-    p.add_items([ItemMessage(str(n), t, t, ()) for n, t in enumerate(titles[80:], 80)])
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles[80:], 80)])
     deadline = time.monotonic() + 30
     while not isinstance(p.text_ann, AnnIndex) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from interest_state import EventType
+from streams.contract import parse_ts
 from streams.errors import EventRejected
-from streams.worker.schemas import decode_event, decode_item, encode_recommendations, parse_ts
+from streams.worker.schemas import decode_event, decode_item, encode_recommendations
 
 
 def raw(**fields: object) -> bytes:

@@ -1,6 +1,7 @@
 """The worker's fetch loop (:meth:`streams.worker.transport._Consumer._drain_messages`) on a
 stand-in consumer: what it delivers, which offsets it records as read, gaps, rebalances, and
-deliveries that have to wait (finished, or given up when the flow is suspended, as faust does)."""
+deliveries that have to wait (finished, or given up when the flow is suspended, as faust does);
+and the fetch wait each app's consumer is built with."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import faust
+import pytest
 from faust.types import TP
 from mode import Service
 
-from streams.worker.transport import _Consumer
+from streams.settings import Settings
+from streams.worker.app import faust_app
+from streams.worker.transport import Transport, _Consumer, fetch_max_wait_ms
 
 T0, T1 = TP("events.click", 0), TP("events.click", 1)
 
@@ -155,3 +160,34 @@ def test_a_waiting_delivery_is_given_up_when_the_flow_is_suspended() -> None:
     _drain(standin, after_20ms=standin.suspend_flow.set)
     assert standin.given_up == [0]  # the delivery saw the cancellation, as under faust
     assert standin.delivered == [(T0, 1)]
+
+
+def _fetch_waits(*apps: faust.App) -> list[int]:
+    """The fetch wait of the Kafka consumer that each app's transport builds (never started)."""
+
+    async def build() -> list[int]:
+        waits = []
+        for app in apps:
+            consumer, transport = app.consumer, app.transport
+            assert isinstance(consumer, _Consumer) and isinstance(transport, Transport)
+            kafka = consumer._new_consumer_thread()._create_worker_consumer(transport)
+            waits.append(kafka._fetch_max_wait_ms)
+            await kafka.stop()
+        return waits
+
+    return asyncio.run(build())
+
+
+def test_two_apps_in_one_process_each_fetch_with_the_wait_of_their_own_settings() -> None:
+    fast, slow = (
+        faust_app(Settings(bootstrap="127.0.0.1:9092", app_id=name, fetch_max_wait_ms=wait))
+        for name, wait in (("fast", 5), ("slow", 500))
+    )  # both made before either consumer: nothing is shared between them
+    assert _fetch_waits(fast, slow) == [5, 500]
+    assert _fetch_waits(faust_app(Settings(bootstrap="127.0.0.1:9092"))) == [10]  # the default
+
+
+def test_an_app_that_carries_no_fetch_wait_is_refused_by_the_worker_transport() -> None:
+    plain = faust.App("plain", broker="interest-kafka://127.0.0.1:9092")
+    with pytest.raises(TypeError, match="KafkaApp"):
+        fetch_max_wait_ms(plain)

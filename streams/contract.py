@@ -1,0 +1,293 @@
+"""The one contract of an event and of an item: the JSON object a topic carries and a file holds.
+
+The topic decoder (:mod:`streams.worker.schemas`, bytes -> JSON -> here) and the file readers
+and writers (:mod:`streams.data.formats`, one JSON object a line -> here) both parse with
+:func:`parse_event` and :func:`parse_item`, so every file the CLI accepts is one the worker
+accepts, and the other way round. A failure raises :class:`~streams.errors.EventRejected`
+whose ``reason`` names the field and the problem: on a topic that sentence is the dead-letter
+reason, in a file it follows ``<file>:<line>:``.
+
+Declared once, here: the event type names (those of :class:`interest_state.EventType`, in
+lower case) and the limits (id lengths, context size, how far in the future ``ts`` may be).
+What the worker ignores is ignored everywhere: ``dwell_ms`` is read on browse events only,
+``text`` on comments only.
+
+Records: :class:`ItemRecord` is an item; :class:`EventRecord` is an event as the JSON has it
+(``type`` a string, ``context`` optional), the form the data files and the offline tools use;
+the worker works on :class:`interest_state.Event` (:meth:`EventRecord.to_event`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from interest_state import Event, EventType
+from streams.errors import EventRejected
+
+__all__ = [
+    "EVENT_TYPES",
+    "MAX_CONTEXT_FIELDS",
+    "MAX_FUTURE_S",
+    "MAX_ID_CHARS",
+    "MAX_TITLE_CHARS",
+    "MAX_USER_ID_LEN",
+    "EventRecord",
+    "ItemRecord",
+    "event_to_obj",
+    "item_to_obj",
+    "parse_event",
+    "parse_item",
+    "parse_ts",
+    "parse_type",
+]
+
+EVENT_TYPES: Mapping[str, EventType] = MappingProxyType(
+    {kind.name.lower(): kind for kind in EventType}
+)
+"""The ``type`` names (``browse``, ``click``, ``comment``) and the kinds they stand for."""
+MAX_USER_ID_LEN = 128
+"""The default most characters of a ``user_id`` (operators may set ``Settings.max_user_id_len``)."""
+MAX_ID_CHARS = 256
+"""The most characters of an ``event_id`` or ``item_id``."""
+MAX_TITLE_CHARS = 1024
+MAX_CONTEXT_FIELDS = 32
+MAX_FUTURE_S = 86_400.0
+"""How far past now an event's ``ts`` may be (further means milliseconds were sent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """One catalogue item, as on the ``items`` topic and in an items file."""
+
+    item_id: str
+    title: str
+    text: str
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One user event as its JSON has it (``event_type`` is the JSON ``type``).
+
+    ``context`` is a plain dict, so a record that carries one is not hashable.
+    """
+
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: str
+    ts: float
+    dwell_ms: int | None = None
+    text: str | None = None
+    context: dict[str, str] | None = None
+
+    @classmethod
+    def from_event(cls, event: Event) -> EventRecord:
+        return cls(
+            event_id=event.event_id,
+            user_id=event.user_id,
+            item_id=event.item_id,
+            event_type=event.event_type.name.lower(),
+            ts=event.ts,
+            dwell_ms=event.dwell_ms,
+            text=event.text,
+            context=dict(event.context) or None,
+        )
+
+    def to_event(self) -> Event:
+        """The event the stream's update rule takes; ``EventRejected`` for an unknown type."""
+        return Event(
+            event_id=self.event_id,
+            user_id=self.user_id,
+            item_id=self.item_id,
+            event_type=parse_type(self.event_type),
+            ts=self.ts,
+            dwell_ms=self.dwell_ms,
+            text=self.text,
+            context=self.context or {},
+        )
+
+
+# --------------------------------------------------------------------------- fields
+
+
+def _object(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EventRejected(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _string(obj: Mapping[str, Any], name: str, max_chars: int = MAX_ID_CHARS) -> str:
+    if name not in obj:
+        raise EventRejected(f"missing field {name!r}")
+    value = obj[name]
+    if not isinstance(value, str):
+        raise EventRejected(f"field {name!r} must be a string, got {type(value).__name__}")
+    if not value:
+        raise EventRejected(f"field {name!r} is empty")
+    if len(value) > max_chars:
+        raise EventRejected(f"field {name!r} is {len(value)} chars, at most {max_chars} allowed")
+    return value
+
+
+def parse_type(name: object) -> EventType:
+    """The kind an event type name (a topic's, or a record's) stands for."""
+    if not isinstance(name, str) or name not in EVENT_TYPES:
+        raise EventRejected(f"unknown event type {name!r}")
+    return EVENT_TYPES[name]
+
+
+def parse_ts(value: Any) -> float:
+    """Epoch seconds from a number or an ISO-8601 string (naive times are taken as UTC)."""
+    if isinstance(value, bool):
+        raise EventRejected("field 'ts' must be epoch seconds or ISO-8601, got a boolean")
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise EventRejected(f"field 'ts' does not parse as ISO-8601: {value[:64]!r}") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        ts = parsed.timestamp()
+    else:
+        raise EventRejected(
+            f"field 'ts' must be epoch seconds or ISO-8601, got {type(value).__name__}"
+        )
+    if not math.isfinite(ts) or ts < 0:
+        raise EventRejected(f"field 'ts' must be a finite, non-negative time, got {value!r}")
+    if ts > time.time() + MAX_FUTURE_S:
+        raise EventRejected(
+            f"field 'ts' is more than a day in the future ({value!r}): epoch seconds expected, "
+            "not milliseconds"
+        )
+    return ts
+
+
+def _context(obj: Mapping[str, Any]) -> dict[str, str]:
+    value = obj.get("context")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EventRejected("field 'context' must be an object of strings")
+    if len(value) > MAX_CONTEXT_FIELDS:
+        raise EventRejected(
+            f"field 'context' has {len(value)} fields, at most {MAX_CONTEXT_FIELDS}"
+        )
+    if not all(isinstance(v, str) for v in value.values()):
+        raise EventRejected("field 'context' must map names to strings")
+    return dict(value)
+
+
+def _dwell(obj: Mapping[str, Any]) -> int | None:
+    value = obj.get("dwell_ms")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EventRejected(f"field 'dwell_ms' must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def _kind(obj: Mapping[str, Any], topic_type: EventType | None) -> EventType:
+    """The event's kind: the topic's, which a ``type`` field may repeat; in a file, ``type``."""
+    declared = obj.get("type")
+    if topic_type is None:
+        if declared is None:
+            raise EventRejected("missing field 'type'")
+        if not isinstance(declared, str) or declared not in EVENT_TYPES:
+            raise EventRejected(
+                f"field 'type' must be one of {sorted(EVENT_TYPES)}, got {declared!r}"
+            )
+        return EVENT_TYPES[declared]
+    name = topic_type.name.lower()
+    if declared is not None and declared != name:
+        raise EventRejected(f"unknown event type {declared!r} on the {name} topic")
+    return topic_type
+
+
+# --------------------------------------------------------------------------- records
+
+
+def parse_event(
+    obj: object,
+    topic_type: EventType | None = None,
+    *,
+    key: bytes | None = None,
+    max_user_id_len: int = MAX_USER_ID_LEN,
+) -> Event:
+    """Validate one event's JSON object; raise ``EventRejected`` with the reason.
+
+    ``topic_type`` is the kind of the topic the event came from (``None`` for a file line,
+    whose own ``type`` field then decides); ``key`` the Kafka key, which must be the user id.
+    """
+    fields = _object(obj)
+    kind = _kind(fields, topic_type)
+    user_id = _string(fields, "user_id", max_user_id_len)
+    if key is not None and key != user_id.encode():
+        raise EventRejected("message key must be the user_id (state lives in the key's partition)")
+    if "ts" not in fields:
+        raise EventRejected("missing field 'ts'")
+    text = None
+    if kind is EventType.COMMENT:
+        text = fields.get("text")
+        if not isinstance(text, str):
+            raise EventRejected("comment events need a string field 'text'")
+    return Event(
+        event_id=_string(fields, "event_id"),
+        user_id=user_id,
+        item_id=_string(fields, "item_id"),
+        event_type=kind,
+        ts=parse_ts(fields["ts"]),
+        dwell_ms=_dwell(fields) if kind is EventType.BROWSE else None,
+        text=text,
+        context=_context(fields),
+    )
+
+
+def parse_item(obj: object) -> ItemRecord:
+    """Validate one item's JSON object: an id and a title; ``text`` falls back on the title."""
+    fields = _object(obj)
+    item_id = _string(fields, "item_id")
+    title = _string(fields, "title", MAX_TITLE_CHARS)
+    text = fields.get("text") or title
+    if not isinstance(text, str):
+        raise EventRejected("field 'text' must be a string")
+    tags = fields.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise EventRejected("field 'tags' must be a list of strings")
+    return ItemRecord(item_id, title, text, tuple(tags))
+
+
+def item_to_obj(item: ItemRecord) -> dict[str, Any]:
+    """The JSON object of an item (all four fields)."""
+    return {
+        "item_id": item.item_id,
+        "title": item.title,
+        "text": item.text,
+        "tags": list(item.tags),
+    }
+
+
+def event_to_obj(event: EventRecord) -> dict[str, Any]:
+    """The JSON object of an event; optional fields that are ``None`` are left out."""
+    obj: dict[str, Any] = {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "type": event.event_type,
+        "ts": float(event.ts),
+    }
+    if event.dwell_ms is not None:
+        obj["dwell_ms"] = event.dwell_ms
+    if event.text is not None:
+        obj["text"] = event.text
+    if event.context is not None:
+        obj["context"] = dict(event.context)
+    return obj
