@@ -19,8 +19,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from streams.errors import (
+    BenchError,
     BrokerError,
+    DatasetError,
+    EvaluationError,
     EventRejected,
+    ModelRejected,
     SettingsError,
     StreamError,
     TopicError,
@@ -34,8 +38,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENV_VARS",
+    "BenchError",
     "BrokerError",
+    "DatasetError",
+    "EvaluationError",
     "EventRejected",
+    "ModelRejected",
     "Pipeline",
     "Settings",
     "SettingsError",

@@ -10,9 +10,6 @@
      ├── EvaluationError      the data cannot be evaluated, or a model broke the ranking contract
      └── BenchError           a benchmark step could not run
 
-The last four live beside the code that raises them (``streams.data.formats``,
-``streams.worker.long_term``, ``streams.offline.rankers``, ``streams.bench.common``).
-
 Errors from aiokafka, faust and the OS are translated at the boundary with ``raise ... from exc``.
 """
 
@@ -41,3 +38,23 @@ class EventRejected(StreamError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class DatasetError(StreamError):
+    """A data file or the sample data set cannot be read, written or fetched."""
+
+
+class ModelRejected(StreamError):
+    """A sequence model cannot be served; ``reason`` says why (shown on ``/metrics``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EvaluationError(StreamError):
+    """The data set cannot be evaluated, or a model broke the ranking contract."""
+
+
+class BenchError(StreamError):
+    """A benchmark step could not run (a process died, nothing arrived in time)."""

@@ -74,7 +74,8 @@ def load_seeds(settings: Settings, rng: np.random.Generator) -> Seeds:
     """The ml-100k items through the text encoder and the sequence model, else synthetic."""
     from encoders import EncoderError, TextEncoder
     from encoders.runtime.sequence import SequenceModel, is_sequence_model
-    from streams.data.formats import DatasetError, read_items
+    from streams.data.formats import read_items
+    from streams.errors import DatasetError
 
     path = settings.home / "data" / "ml-100k" / "items.jsonl"
     folder = settings.resolved_sequence_model_dir

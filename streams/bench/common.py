@@ -23,13 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from streams.errors import StreamError
+from streams.errors import BenchError
 from streams.settings import Settings
 
 __all__ = [
     "SECTIONS",
     "BenchConfig",
-    "BenchError",
     "Row",
     "format_number",
     "format_ratio",
@@ -44,10 +43,6 @@ __all__ = [
 ]
 
 SECTIONS = ("stream", "encoder", "rank", "ann", "sequence", "state", "store", "gpu")
-
-
-class BenchError(StreamError):
-    """A benchmark step could not run (a process died, nothing arrived in time)."""
 
 
 @dataclass(frozen=True, slots=True)

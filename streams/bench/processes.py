@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.bench.common import BenchError, throughput_from_samples
+from streams.bench.common import throughput_from_samples
+from streams.errors import BenchError
 from streams.settings import Settings, TopicNames
 
 __all__ = [

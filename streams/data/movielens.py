@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from streams.contract import EventRecord, ItemRecord
-from streams.data.formats import DatasetError, atomic_write_lines, write_events, write_items
+from streams.data.formats import atomic_write_lines, write_events, write_items
+from streams.errors import DatasetError
 
 __all__ = [
     "CLICK_MIN_RATING",

@@ -38,9 +38,9 @@ from interest_state import UpdateParams
 from interest_state.params import MAX_RING_LEN
 from streams.contract import EventRecord
 from streams.data.formats import read_events, read_items
+from streams.errors import EvaluationError
 from streams.offline.peers import PeerModel
 from streams.offline.rankers import (
-    EvaluationError,
     PopularityModel,
     Recommender,
     ShortTermModel,
@@ -66,7 +66,6 @@ __all__ = [
     "BlendModel",
     "STAGES",
     "Dataset",
-    "EvaluationError",
     "EvaluationReport",
     "MetricValue",
     "ModelScores",

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from streams.offline.rankers import EvaluationError, TrainData, UserContext, events_fingerprint
+from streams.errors import EvaluationError
+from streams.offline.rankers import TrainData, UserContext, events_fingerprint
 
 __all__ = ["PeerModel"]
 

@@ -33,11 +33,10 @@ from interest_state import (
 )
 from interest_state.params import MAX_RING_LEN
 from streams.contract import EventRecord, ItemRecord
-from streams.errors import StreamError
+from streams.errors import EvaluationError
 
 __all__ = [
     "ContextKey",
-    "EvaluationError",
     "PopularityModel",
     "Recommender",
     "ShortTermModel",
@@ -48,10 +47,6 @@ __all__ = [
     "events_fingerprint",
     "to_sequence",
 ]
-
-
-class EvaluationError(StreamError):
-    """The data set cannot be evaluated, or a model broke the ranking contract."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ from encoders import EncoderError, ItemIndex, TextEncoder
 from encoders.runtime.sequence import SequenceModel
 from interest_state import InterestState, UpdateParams, rank_blended
 from streams.contract import ItemRecord
+from streams.errors import EvaluationError
 from streams.offline.rankers import (
     ContextKey,
-    EvaluationError,
     PopularityModel,
     Recommender,
     ShortTermModel,

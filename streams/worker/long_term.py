@@ -13,10 +13,7 @@ a brand-new catalog item is scored at once. The pipeline and the offline evaluat
 :mod:`streams.worker.model_watch` swaps in only models that pass). ``interest-stream train --out``
 writes the model card (``sequence.json``) last, after the graph, the item matrix and the text
 projection; to publish a model by hand, use :func:`publish_model` (files first, the card last,
-each renamed into place).
-
-    StreamError
-     └── ModelRejected    a sequence model folder is incomplete, broken, or fails its checks
+each renamed into place). A model that fails raises :class:`streams.errors.ModelRejected`.
 """
 
 from __future__ import annotations
@@ -43,12 +40,11 @@ from encoders.runtime.sequence import (
     SequenceModel,
 )
 from interest_state import EventType, InterestState, LongTermItems
-from streams.errors import StreamError
+from streams.errors import ModelRejected
 
 __all__ = [
     "ActiveSequence",
     "AlignedItems",
-    "ModelRejected",
     "card_fingerprint",
     "load_checked",
     "publish_model",
@@ -64,14 +60,6 @@ _EVENT_NAMES: dict[int, str] = {  # keyed by EventType, looked up by the int in 
 }
 MODEL_FILES = (SEQUENCE_FILE, ITEMS_FILE, TEXT_PROJ_FILE, CARD_FILE)
 """In publishing order: the card last."""
-
-
-class ModelRejected(StreamError):
-    """A sequence model cannot be served; ``reason`` says why (shown on ``/metrics``)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def ring_history(state: InterestState) -> tuple[SequenceEvent, ...]:

@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from streams.worker.long_term import ModelRejected, card_fingerprint, load_checked
+from streams.errors import ModelRejected
+from streams.worker.long_term import card_fingerprint, load_checked
 from streams.worker.pipeline import Pipeline
 
 __all__ = ["ModelWatcher"]

@@ -42,7 +42,7 @@ def test_the_worker_names_are_the_worker_s() -> None:
 
 def test_every_error_is_a_stream_error() -> None:
     raised = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
-    assert len(raised) >= 5
+    assert len(raised) >= 9
     assert all(issubclass(cls, streams.StreamError) for cls in raised)
     assert streams.EventRejected("bad ts").reason == "bad ts"
 

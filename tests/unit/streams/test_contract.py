@@ -24,8 +24,8 @@ from streams.contract import (
     item_to_obj,
     parse_event,
 )
-from streams.data.formats import DatasetError, read_events, read_items
-from streams.errors import EventRejected
+from streams.data.formats import read_events, read_items
+from streams.errors import DatasetError, EventRejected
 from streams.worker.schemas import decode_event, decode_item
 
 DROP = object()

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import pytest
 from faust.stores.rocksdb import Store
 
-from streams.bench.common import BenchError
 from streams.bench.store import (
     MIB,
     StoreJob,
@@ -25,7 +24,7 @@ from streams.bench.store import (
     store_rows,
 )
 from streams.bench.store_worker import _check_recovered
-from streams.errors import SettingsError
+from streams.errors import BenchError, SettingsError
 from streams.settings import Settings
 from streams.worker.app import faust_app, interest_table, store_options
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from streams.bench.common import BenchError
 from streams.bench.stream import window_start
+from streams.errors import BenchError
 
 
 def test_the_latency_window_starts_at_the_whole_ms_a_record_timestamp_can_have() -> None:

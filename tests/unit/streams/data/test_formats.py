@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from streams.contract import EventRecord, ItemRecord
-from streams.data.formats import DatasetError, read_events, read_items, write_events, write_items
+from streams.data.formats import read_events, read_items, write_events, write_items
+from streams.errors import DatasetError
 
 ITEMS = [
     ItemRecord("1", "Toy Story", "Toy Story (1995) Animation Children's Comedy",

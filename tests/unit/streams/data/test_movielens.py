@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from streams.contract import ItemRecord
-from streams.data.formats import DatasetError, read_events, read_items
+from streams.data.formats import read_events, read_items
 from streams.data.movielens import fetch_recbole_wheel, prepare_ml100k
+from streams.errors import DatasetError
 
 
 def test_fetch_failure_is_a_dataset_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,9 +16,9 @@ from encoders import ExportReport
 from interest_state import UpdateParams
 from streams.contract import EventRecord, ItemRecord
 from streams.data.formats import write_events, write_items
+from streams.errors import EvaluationError
 from streams.offline.evaluate import (
     CHART_MISSING,
-    EvaluationError,
     PopularityModel,
     ShortTermModel,
     TrainData,

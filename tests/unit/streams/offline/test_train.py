@@ -12,8 +12,8 @@ from encoders import ExportReport
 from encoders.runtime.sequence import CARD_FILE, ITEMS_FILE, SEQUENCE_FILE, SequenceModel
 from streams.contract import EventRecord, ItemRecord
 from streams.data.formats import write_events, write_items
+from streams.errors import EvaluationError
 from streams.offline.evaluate import (
-    EvaluationError,
     PopularityModel,
     TransformerModel,
     evaluate_command,

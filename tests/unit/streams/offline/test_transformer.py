@@ -14,10 +14,10 @@ from encoders.runtime.sequence import SequenceModel
 from interest_state import Event, EventType, UpdateParams
 from streams.contract import EventRecord, ItemRecord
 from streams.data.formats import write_events, write_items
+from streams.errors import EvaluationError
 from streams.offline.evaluate import (
     BlendModel,
     Dataset,
-    EvaluationError,
     PeerModel,
     ShortTermModel,
     TrainData,

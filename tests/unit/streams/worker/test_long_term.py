@@ -21,8 +21,8 @@ from encoders.runtime.sequence import (
 )
 from interest_state import Event, EventType, InterestState, UpdateParams
 from streams.contract import ItemRecord
+from streams.errors import ModelRejected
 from streams.worker.long_term import (
-    ModelRejected,
     card_fingerprint,
     load_checked,
     publish_model,
