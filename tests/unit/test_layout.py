@@ -138,6 +138,26 @@ def test_no_private_name_crosses_modules() -> None:
     assert crossings == []
 
 
+def test_no_private_attribute_of_another_module_is_reached() -> None:
+    reached = []
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound = {  # local names bound to our own modules: ``import a.b as c``, ``from a import b``
+            (alias.asname or alias.name.split(".")[0])
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+            if (f"{_resolve(module, node)}.{alias.name}" if isinstance(node, ast.ImportFrom)
+                else alias.name).split(".")[0] in PACKAGES
+        }
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in bound and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                reached.append(f"{module}:{node.lineno} {node.value.id}.{node.attr}")
+    assert reached == []
+
+
 @pytest.mark.parametrize(
     ("entry", "banned"),
     [
