@@ -149,7 +149,8 @@ class _Reader:
 
     def vector(self, dim: int, norm: float) -> npt.NDArray[np.float32]:
         unit = np.frombuffer(self.take(2 * dim), dtype="<f2").astype(np.float64)
-        return (unit * norm).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # a corrupt norm: the state refuses it
+            return (unit * norm).astype(np.float32)
 
     def done(self) -> None:
         if self._offset != len(self._buffer):

@@ -60,5 +60,6 @@ class UpdateParams:
         """Weight of one browse event with the given dwell time (see the class docstring)."""
         if dwell_ms is None:
             return self.weight_browse
-        share = min(max(dwell_ms, 0) / self.dwell_full_ms, 1.0)
+        # clip before dividing: an int too large for a float (10**400) must not overflow
+        share = min(max(dwell_ms, 0), self.dwell_full_ms) / self.dwell_full_ms
         return self.weight_browse * (0.5 + share)

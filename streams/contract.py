@@ -8,9 +8,10 @@ whose ``reason`` names the field and the problem: on a topic that sentence is th
 reason, in a file it follows ``<file>:<line>:``.
 
 Declared once, here: the event type names (those of :class:`interest_state.EventType`, in
-lower case) and the limits (id lengths, context size, how far in the future ``ts`` may be).
-What the worker ignores is ignored everywhere: ``dwell_ms`` is read on browse events only,
-``text`` on comments only.
+lower case) and every limit (lengths, sizes, depth, how far in the future ``ts`` may be). What
+the worker ignores is ignored everywhere: ``dwell_ms`` is read on browse events only, ``text`` on
+comments only. Every string taken is valid Unicode (no lone surrogate). :func:`load_json` turns
+a record's bytes into JSON within the limits; no input makes any of these raise anything else.
 
 Records: :class:`ItemRecord` is an item; :class:`EventRecord` is an event as the JSON has it
 (``type`` a string, ``context`` optional), the form the data files and the offline tools use;
@@ -19,7 +20,10 @@ the worker works on :class:`interest_state.Event` (:meth:`EventRecord.to_event`)
 
 from __future__ import annotations
 
+import codecs
+import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,24 +31,16 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from interest_state import Event, EventType
 from streams.errors import EventRejected
 
 __all__ = [
-    "EVENT_TYPES",
-    "MAX_CONTEXT_FIELDS",
-    "MAX_FUTURE_S",
-    "MAX_ID_CHARS",
-    "MAX_TITLE_CHARS",
-    "MAX_USER_ID_LEN",
-    "EventRecord",
-    "ItemRecord",
-    "event_to_obj",
-    "item_to_obj",
-    "parse_event",
-    "parse_item",
-    "parse_ts",
-    "parse_type",
+    "EVENT_TYPES", "MAX_CONTEXT_FIELDS", "MAX_DEPTH", "MAX_DWELL_MS", "MAX_FUTURE_S",
+    "MAX_ID_CHARS", "MAX_INT_DIGITS", "MAX_TEXT_CHARS", "MAX_TITLE_CHARS", "MAX_USER_ID_LEN",
+    "MAX_VALUE_BYTES", "EventRecord", "ItemRecord", "event_to_obj", "item_to_obj", "load_json",
+    "parse_event", "parse_item", "parse_ts", "parse_type",
 ]
 
 EVENT_TYPES: Mapping[str, EventType] = MappingProxyType(
@@ -59,6 +55,16 @@ MAX_TITLE_CHARS = 1024
 MAX_CONTEXT_FIELDS = 32
 MAX_FUTURE_S = 86_400.0
 """How far past now an event's ``ts`` may be (further means milliseconds were sent)."""
+MAX_TEXT_CHARS = 65_536
+"""The most characters of a comment's or an item's ``text`` (the encoder reads a few hundred)."""
+MAX_DWELL_MS = 2**53 - 1
+"""The largest ``dwell_ms``: the largest integer that every JSON reader holds exactly."""
+MAX_INT_DIGITS = 20
+"""The most digits of any JSON integer in a record (every 64-bit integer has at most 20)."""
+MAX_DEPTH = 64
+"""The deepest nesting of JSON arrays and objects in a record (an event's own is 2)."""
+MAX_VALUE_BYTES = 1_048_576
+"""The largest record value :mod:`streams.worker.schemas` parses (1 MiB), checked before parsing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,32 +95,98 @@ class EventRecord:
 
     @classmethod
     def from_event(cls, event: Event) -> EventRecord:
-        return cls(
-            event_id=event.event_id,
-            user_id=event.user_id,
-            item_id=event.item_id,
-            event_type=event.event_type.name.lower(),
-            ts=event.ts,
-            dwell_ms=event.dwell_ms,
-            text=event.text,
-            context=dict(event.context) or None,
-        )
+        return cls(event_id=event.event_id, user_id=event.user_id, item_id=event.item_id,
+                   event_type=event.event_type.name.lower(), ts=event.ts,
+                   dwell_ms=event.dwell_ms, text=event.text,
+                   context=dict(event.context) or None)  # fmt: skip
 
     def to_event(self) -> Event:
         """The event the stream's update rule takes; ``EventRejected`` for an unknown type."""
-        return Event(
-            event_id=self.event_id,
-            user_id=self.user_id,
-            item_id=self.item_id,
-            event_type=parse_type(self.event_type),
-            ts=self.ts,
-            dwell_ms=self.dwell_ms,
-            text=self.text,
-            context=self.context or {},
-        )
+        return Event(event_id=self.event_id, user_id=self.user_id, item_id=self.item_id,
+                     event_type=parse_type(self.event_type), ts=self.ts,
+                     dwell_ms=self.dwell_ms, text=self.text,
+                     context=self.context or {})  # fmt: skip
+
+
+# --------------------------------------------------------------------------- bytes -> JSON
+
+# A string, or an unterminated one up to the end (the parser fails there): always matches, in
+# one pass, so no input makes the scan quadratic.
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def load_json(raw: bytes) -> object:
+    """The JSON value of one record (a topic's value, a file's line), within the limits.
+
+    Strict UTF-8 (a leading BOM is skipped; UTF-16/32 JSON is refused, not guessed), nesting at
+    most :data:`MAX_DEPTH` deep (checked before parsing), integers of at most
+    :data:`MAX_INT_DIGITS` digits (a longer one is rejected naming its field). Raises
+    ``EventRejected`` and nothing else, whatever the bytes; the caller bounds their size.
+    """
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventRejected(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if "\x00" in text:
+        raise EventRejected("not UTF-8 JSON: it holds NUL bytes (UTF-16 or UTF-32?)")
+    if _nested_deeper(raw, MAX_DEPTH):
+        raise EventRejected(f"JSON nested deeper than {MAX_DEPTH} levels")
+    too_long: list[str] = []
+
+    def parse_int(literal: str) -> object:
+        if len(literal.lstrip("-")) <= MAX_INT_DIGITS:
+            return int(literal)
+        too_long.append(literal)
+        return too_long  # a marker: never left in a value that is returned
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        for name, value in items:
+            if value is too_long:
+                raise EventRejected(_long_int(name))
+        return dict(items)
+
+    try:
+        value = json.loads(text, parse_int=parse_int, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise EventRejected(f"not JSON: {exc}") from None
+    if too_long:  # in an array, or the whole value
+        raise EventRejected(f"out of range: an integer of more than {MAX_INT_DIGITS} digits")
+    return value
+
+
+def _nested_deeper(raw: bytes, limit: int) -> bool:
+    """Whether arrays/objects nest deeper than ``limit`` (brackets inside strings don't count;
+    counting every bracket over-estimates, so most records need nothing more)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = np.frombuffer(_JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET), np.uint8)
+    if brackets.size == 0:
+        return False
+    steps = np.where((brackets & 0x0F) == 0x0B, 1, -1)  # [ { open (0x5B, 0x7B); ] } close
+    return bool(np.cumsum(steps).max() > limit)
 
 
 # --------------------------------------------------------------------------- fields
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INT_LIMIT = 10**MAX_INT_DIGITS
+
+
+def _show(value: object) -> str:
+    """``repr(value)``, cut to 64 characters: a reason never echoes a client's megabyte."""
+    try:
+        shown = repr(value)
+    except ValueError:  # an int too long for str()
+        return "<a very long integer>"
+    return shown if len(shown) <= 64 else shown[:60] + "..."
+
+
+def _long_int(name: str) -> str:
+    return f"field {name!r} is out of range: an integer of more than {MAX_INT_DIGITS} digits"
 
 
 def _object(value: object) -> dict[str, Any]:
@@ -123,23 +195,38 @@ def _object(value: object) -> dict[str, Any]:
     return value
 
 
+def _unicode(name: str, value: str) -> str:
+    """``value``, unless it holds a lone surrogate (it would fail ``.encode()`` downstream)."""
+    found = _SURROGATE.search(value)
+    if found is not None:
+        raise EventRejected(
+            f"field {name!r} is not valid Unicode: a lone surrogate at character {found.start()}"
+        )
+    return value
+
+
+def _text(name: str, value: str, max_chars: int) -> str:
+    """A non-empty string field of at most ``max_chars`` characters, valid Unicode."""
+    if not value:
+        raise EventRejected(f"field {name!r} is empty")
+    if len(value) > max_chars:
+        raise EventRejected(f"field {name!r} is {len(value)} chars, at most {max_chars} allowed")
+    return _unicode(name, value)
+
+
 def _string(obj: Mapping[str, Any], name: str, max_chars: int = MAX_ID_CHARS) -> str:
     if name not in obj:
         raise EventRejected(f"missing field {name!r}")
     value = obj[name]
     if not isinstance(value, str):
         raise EventRejected(f"field {name!r} must be a string, got {type(value).__name__}")
-    if not value:
-        raise EventRejected(f"field {name!r} is empty")
-    if len(value) > max_chars:
-        raise EventRejected(f"field {name!r} is {len(value)} chars, at most {max_chars} allowed")
-    return value
+    return _text(name, value, max_chars)
 
 
 def parse_type(name: object) -> EventType:
     """The kind an event type name (a topic's, or a record's) stands for."""
     if not isinstance(name, str) or name not in EVENT_TYPES:
-        raise EventRejected(f"unknown event type {name!r}")
+        raise EventRejected(f"unknown event type {_show(name)}")
     return EVENT_TYPES[name]
 
 
@@ -147,6 +234,8 @@ def parse_ts(value: Any) -> float:
     """Epoch seconds from a number or an ISO-8601 string (naive times are taken as UTC)."""
     if isinstance(value, bool):
         raise EventRejected("field 'ts' must be epoch seconds or ISO-8601, got a boolean")
+    if isinstance(value, int) and abs(value) >= _INT_LIMIT:
+        raise EventRejected(_long_int("ts"))
     if isinstance(value, int | float):
         ts = float(value)
     elif isinstance(value, str):
@@ -162,11 +251,11 @@ def parse_ts(value: Any) -> float:
             f"field 'ts' must be epoch seconds or ISO-8601, got {type(value).__name__}"
         )
     if not math.isfinite(ts) or ts < 0:
-        raise EventRejected(f"field 'ts' must be a finite, non-negative time, got {value!r}")
+        raise EventRejected(f"field 'ts' must be a finite, non-negative time, got {_show(value)}")
     if ts > time.time() + MAX_FUTURE_S:
         raise EventRejected(
-            f"field 'ts' is more than a day in the future ({value!r}): epoch seconds expected, "
-            "not milliseconds"
+            f"field 'ts' is more than a day in the future ({_show(value)}): epoch seconds "
+            "expected, not milliseconds"
         )
     return ts
 
@@ -183,6 +272,9 @@ def _context(obj: Mapping[str, Any]) -> dict[str, str]:
         )
     if not all(isinstance(v, str) for v in value.values()):
         raise EventRejected("field 'context' must map names to strings")
+    for name, text in value.items():
+        _unicode("context", name)
+        _unicode("context", text)
     return dict(value)
 
 
@@ -190,9 +282,24 @@ def _dwell(obj: Mapping[str, Any]) -> int | None:
     value = obj.get("dwell_ms")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EventRejected(f"field 'dwell_ms' must be an integer >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventRejected(f"field 'dwell_ms' must be an integer >= 0, got {_show(value)}")
+    if abs(value) >= _INT_LIMIT:
+        raise EventRejected(_long_int("dwell_ms"))
+    if value < 0:
+        raise EventRejected(f"field 'dwell_ms' must be an integer >= 0, got {value}")
+    if value > MAX_DWELL_MS:
+        raise EventRejected(f"field 'dwell_ms' is out of range: at most {MAX_DWELL_MS}")
     return int(value)
+
+
+def _comment_text(obj: Mapping[str, Any]) -> str:
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise EventRejected("comment events need a string field 'text'")
+    if not text.strip():
+        raise EventRejected("field 'text' is empty: a comment needs the user's words")
+    return _text("text", text, MAX_TEXT_CHARS)
 
 
 def _kind(obj: Mapping[str, Any], topic_type: EventType | None) -> EventType:
@@ -203,12 +310,12 @@ def _kind(obj: Mapping[str, Any], topic_type: EventType | None) -> EventType:
             raise EventRejected("missing field 'type'")
         if not isinstance(declared, str) or declared not in EVENT_TYPES:
             raise EventRejected(
-                f"field 'type' must be one of {sorted(EVENT_TYPES)}, got {declared!r}"
+                f"field 'type' must be one of {sorted(EVENT_TYPES)}, got {_show(declared)}"
             )
         return EVENT_TYPES[declared]
     name = topic_type.name.lower()
     if declared is not None and declared != name:
-        raise EventRejected(f"unknown event type {declared!r} on the {name} topic")
+        raise EventRejected(f"unknown event type {_show(declared)} on the {name} topic")
     return topic_type
 
 
@@ -225,7 +332,8 @@ def parse_event(
     """Validate one event's JSON object; raise ``EventRejected`` with the reason.
 
     ``topic_type`` is the kind of the topic the event came from (``None`` for a file line,
-    whose own ``type`` field then decides); ``key`` the Kafka key, which must be the user id.
+    whose own ``type`` field then decides); ``key`` the Kafka key, which must be the user id
+    (``None``: not checked; the topic decoder refuses a null key after the fields).
     """
     fields = _object(obj)
     kind = _kind(fields, topic_type)
@@ -234,11 +342,7 @@ def parse_event(
         raise EventRejected("message key must be the user_id (state lives in the key's partition)")
     if "ts" not in fields:
         raise EventRejected("missing field 'ts'")
-    text = None
-    if kind is EventType.COMMENT:
-        text = fields.get("text")
-        if not isinstance(text, str):
-            raise EventRejected("comment events need a string field 'text'")
+    text = _comment_text(fields) if kind is EventType.COMMENT else None
     return Event(
         event_id=_string(fields, "event_id"),
         user_id=user_id,
@@ -262,7 +366,9 @@ def parse_item(obj: object) -> ItemRecord:
     tags = fields.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise EventRejected("field 'tags' must be a list of strings")
-    return ItemRecord(item_id, title, text, tuple(tags))
+    for tag in tags:
+        _unicode("tags", tag)
+    return ItemRecord(item_id, title, _text("text", text, MAX_TEXT_CHARS), tuple(tags))
 
 
 def item_to_obj(item: ItemRecord) -> dict[str, Any]:

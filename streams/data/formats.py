@@ -28,6 +28,7 @@ from streams.contract import (
     ItemRecord,
     event_to_obj,
     item_to_obj,
+    load_json,
     parse_event,
     parse_item,
 )
@@ -125,18 +126,12 @@ def _iter_json_lines(path: Path) -> Iterator[tuple[int, object]]:
         for lineno, raw in enumerate(fh, start=1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DatasetError(f"{path}:{lineno}: not UTF-8 ({exc.reason})") from None
-            if not line.strip():
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    f"{path}:{lineno}: bad JSON: {exc.msg} (column {exc.colno})"
-                ) from None
+                obj = load_json(raw)  # the topic decoder's: UTF-8, depth, integer limits
+            except EventRejected as exc:
+                raise DatasetError(f"{path}:{lineno}: {exc.reason}") from None
             yield lineno, obj
 
 

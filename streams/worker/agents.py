@@ -1,11 +1,13 @@
 """The interest-updater agent: decode, validate, microbatch, update state, recommend.
 
 Each batch from :func:`streams.worker.batching.take_batches` is decoded (bad records go to the
-dead-letter topic), handed to :meth:`Pipeline.process` in an executor thread, and then written
-back: one table write and one recommendation message per user touched (coalescing), in the
-partition that received that user's events, whatever hash the producer used to put them there.
-The table and the output topics are reached through :mod:`streams.worker.ports` (the Faust
-table and topics in the stream, their in-memory homes in unit tests).
+dead-letter topic: every failure to decode one record, expected or not, is that record's alone,
+and a dead letter that cannot be sent is logged, never raised), handed to
+:meth:`Pipeline.process` in an executor thread, and then written back: one table write and one
+recommendation message per user touched (coalescing), in the partition that received that
+user's events, whatever hash the producer used to put them there. The table and the output
+topics are reached through :mod:`streams.worker.ports` (the Faust table and topics in the
+stream, their in-memory homes in unit tests).
 
 A crash of the agent stops the worker (exit code != 0) instead of leaving a worker that is up
 but consumes nothing.
@@ -35,9 +37,11 @@ from streams.worker.pipeline import BatchResult, Pipeline
 from streams.worker.schemas import decode_event, encode_recommendations
 from streams.worker.wiring import Wiring, stop_worker
 
-__all__ = ["register", "in_partition_of"]
+__all__ = ["register", "in_partition_of", "undecodable"]
 
 log = logging.getLogger(__name__)
+MAX_ERROR_CHARS = 200
+"""How much of an unexpected error's message a dead-letter reason quotes."""
 
 
 @contextlib.contextmanager
@@ -91,7 +95,22 @@ def _decode(
             sources.append(ev)
         except EventRejected as exc:
             bad.append((ev, exc.reason))
+        except Exception as exc:  # a bug of ours, not the record's: still only this record's
+            bad.append((ev, undecodable(exc)))
+            log.warning("%s[%d]@%d could not be decoded; dead-lettered", msg.topic,
+                        msg.partition, msg.offset, exc_info=exc)  # fmt: skip
     return good, sources, bad
+
+
+def undecodable(exc: Exception) -> str:
+    """The dead-letter reason of a record whose decoding failed unexpectedly."""
+    try:
+        message = str(exc)
+    except Exception:  # an error whose message itself fails
+        message = "<message not printable>"
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + "..."
+    return f"could not be decoded: {type(exc).__name__}: {message}"
 
 
 def _load_states(

@@ -1,36 +1,97 @@
-"""The dead-letter topic: the raw record, untouched, with why and where it came from.
+"""The dead-letter topic: the raw record, with why and where it came from.
 
-Value and key are the original bytes; the context travels in headers, as Kafka Connect's
-``errors.deadletterqueue.context.headers.enable`` does: ``dlq.reason``, ``dlq.topic``,
-``dlq.partition``, ``dlq.offset``, ``dlq.timestamp``.
+Value and key are the original bytes (a null stays null); the context travels in headers, as
+Kafka Connect's ``errors.deadletterqueue.context.headers.enable`` does: ``dlq.reason``,
+``dlq.topic``, ``dlq.partition``, ``dlq.offset``.
+
+A record too large to re-send whole (key and value together over :data:`WHOLE_MAX_BYTES`; the
+producer refuses requests over 1,000,000 bytes) is sent cut: each of its key and value longer
+than :data:`PREFIX_BYTES` keeps only its first :data:`PREFIX_BYTES` bytes, and the header
+``dlq.truncated`` gives the original sizes of what was cut, e.g. ``value:5242880`` or
+``key:1100000,value:5242880``. Every caller (the event agent, the catalog feed) goes through
+:func:`dead_letter`, which never raises: a dead letter that cannot be sent is logged, and the
+worker goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-
-from faust.types import Message
+from typing import Protocol
 
 from streams.worker.wiring import Wiring
 
-__all__ = ["dead_letter", "dlq_headers"]
+__all__ = [
+    "PREFIX_BYTES",
+    "WHOLE_MAX_BYTES",
+    "DeadRecord",
+    "bounded",
+    "dead_letter",
+    "dlq_headers",
+]
 
 log = logging.getLogger(__name__)
-MAX_REASON_CHARS = 1000
+MAX_REASON_BYTES = 1000
+WHOLE_MAX_BYTES = 900_000
+"""The most bytes of key and value together that a dead letter carries whole."""
+PREFIX_BYTES = 65_536
+"""What is kept of a key or value that is cut."""
+
+
+class DeadRecord(Protocol):
+    """A record read from a topic: faust's ``Message`` and aiokafka's ``ConsumerRecord`` fit."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """The context headers; the reason is cut to 1,000 bytes of UTF-8 (escaped where it must)."""
+    text = reason.encode("utf-8", "backslashreplace")[:MAX_REASON_BYTES]
     return [
-        ("dlq.reason", reason[:MAX_REASON_CHARS].encode()),
-        ("dlq.topic", topic.encode()),
+        ("dlq.reason", text.decode("utf-8", "ignore").encode()),  # no half a character at the cut
+        ("dlq.topic", topic.encode("utf-8", "backslashreplace")),
         ("dlq.partition", str(partition).encode()),
         ("dlq.offset", str(offset).encode()),
     ]
 
 
-async def dead_letter(wiring: Wiring, message: Message, reason: str) -> None:
-    """Send ``message`` to the dead-letter topic with ``reason``, and count it."""
-    headers = dlq_headers(reason, message.topic, message.partition, message.offset)
-    await wiring.dlq.send(key=message.key, value=message.value or b"", headers=headers)
+def bounded(key: bytes | None, value: bytes | None) -> tuple[bytes | None, bytes | None, str]:
+    """``key`` and ``value`` as a dead letter can carry them, and what was cut (``""``: none)."""
+    parts = {"key": key, "value": value}
+    if sum(len(part or b"") for part in parts.values()) <= WHOLE_MAX_BYTES:
+        return key, value, ""
+    cut = [f"{name}:{len(part)}" for name, part in parts.items()
+           if part is not None and len(part) > PREFIX_BYTES]  # fmt: skip
+    return (
+        key if key is None else key[:PREFIX_BYTES],
+        value if value is None else value[:PREFIX_BYTES],
+        ",".join(cut),
+    )
+
+
+async def dead_letter(wiring: Wiring, record: DeadRecord, reason: str) -> None:
+    """Send ``record`` to the dead-letter topic with ``reason``, and count it. Never raises
+    (but for cancellation): a send that fails is logged with the record's place and reason."""
+    headers = dlq_headers(reason, record.topic, record.partition, record.offset)
+    key, value, cut = bounded(record.key, record.value)
+    if cut:
+        headers.append(("dlq.truncated", cut.encode()))
     wiring.stats.dead_letter(reason)
-    log.debug("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+    where = f"{record.topic}[{record.partition}]@{record.offset}"
+    try:
+        await wiring.dlq.send(key=key, value=value, headers=headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.error("dead letter %s not sent (reason: %s)", where, reason[:200], exc_info=True)
+        return
+    log.debug("dead letter %s: %s", where, reason[:200])

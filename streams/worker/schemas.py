@@ -1,9 +1,13 @@
 """The topics' wire format: bytes in -> :mod:`streams.contract`; recommendations out -> bytes.
 
-An input record is JSON; :func:`decode_event` and :func:`decode_item` load it and hand the
+An input record is JSON; :func:`decode_event` and :func:`decode_item` bound its size, load it
+with :func:`streams.contract.load_json` (strict UTF-8, nesting depth, integer size) and hand the
 object to the one contract the data files share (:func:`streams.contract.parse_event`,
-:func:`streams.contract.parse_item`). Each failure raises ``EventRejected``, whose reason names
-the field and the problem and is the ``reason`` of the dead-letter record.
+:func:`streams.contract.parse_item`). Each failure raises ``EventRejected`` (and nothing else,
+whatever the bytes), whose reason names the field and the problem and is the ``reason`` of the
+dead-letter record. The order of the checks on an event, first failure wins: the topic, the
+key's size, the value (null, size, UTF-8, depth, JSON, the contract's fields, the key equal to
+the ``user_id``), then a null key.
 """
 
 from __future__ import annotations
@@ -13,21 +17,41 @@ from collections.abc import Sequence
 from typing import Any
 
 from interest_state import Event, Recommendation
-from streams.contract import MAX_USER_ID_LEN, ItemRecord, parse_event, parse_item, parse_type
+from streams.contract import (
+    MAX_USER_ID_LEN,
+    MAX_VALUE_BYTES,
+    ItemRecord,
+    load_json,
+    parse_event,
+    parse_item,
+    parse_type,
+)
 from streams.errors import EventRejected
 
-__all__ = ["decode_event", "decode_item", "encode_recommendations", "load_object"]
+__all__ = [
+    "NO_KEY",
+    "decode_event",
+    "decode_item",
+    "encode_recommendations",
+    "load_object",
+    "max_key_bytes",
+]
 
+NO_KEY = "no key: events are keyed by user_id (the user's state lives in the key's partition)"
+
+
+def max_key_bytes(max_user_id_len: int = MAX_USER_ID_LEN) -> int:
+    """The longest key an event may have: its ``user_id`` in UTF-8, 4 bytes a character at most."""
+    return 4 * max_user_id_len
 
 
 def load_object(raw: bytes | None) -> Any:
     """The JSON value of a message (the contract checks that it is an object)."""
     if raw is None:
-        raise EventRejected("empty message value")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EventRejected(f"not JSON: {exc}") from exc
+        raise EventRejected("no value (null): a record must be a JSON object")
+    if len(raw) > MAX_VALUE_BYTES:
+        raise EventRejected(f"value is {len(raw)} bytes, at most {MAX_VALUE_BYTES}")
+    return load_json(raw)
 
 
 def decode_event(
@@ -38,11 +62,17 @@ def decode_event(
 ) -> Event:
     """Validate one record of the ``event_type`` topic; raise ``EventRejected`` with the reason."""
     kind = parse_type(event_type)
-    return parse_event(load_object(raw), kind, key=key, max_user_id_len=max_user_id_len)
+    if key is not None and len(key) > max_key_bytes(max_user_id_len):
+        raise EventRejected(f"key is {len(key)} bytes, at most {max_key_bytes(max_user_id_len)}")
+    event = parse_event(load_object(raw), kind, key=key, max_user_id_len=max_user_id_len)
+    if key is None:
+        raise EventRejected(NO_KEY)
+    return event
 
 
 def decode_item(raw: bytes | None) -> ItemRecord:
-    """Validate one record of the ``items`` topic."""
+    """Validate one record of the ``items`` topic. A null value is rejected like any bad value:
+    what an ``items`` tombstone does is the catalog feed's to decide before it decodes."""
     return parse_item(load_object(raw))
 
 

@@ -17,6 +17,8 @@ import pytest
 from interest_state import Event, EventType
 from streams.contract import (
     EVENT_TYPES,
+    MAX_DWELL_MS,
+    MAX_TEXT_CHARS,
     MAX_USER_ID_LEN,
     EventRecord,
     ItemRecord,
@@ -57,7 +59,12 @@ EVENT_CASES = [
     pytest.param(event(type="browse", dwell_ms=0), OK, id="browse-dwell-0"),
     pytest.param(event(type="browse", dwell_ms=None), OK, id="browse-dwell-null"),
     pytest.param(event(type="comment", text="more Pixar"), OK, id="comment"),
-    pytest.param(event(type="comment", text=""), OK, id="comment-empty-text"),
+    pytest.param(event(type="comment", text="t" * MAX_TEXT_CHARS), OK, id="comment-64k-chars"),
+    pytest.param(event(type="comment", text="\U0001f600 ü"), OK, id="comment-astral-text"),
+    pytest.param(event(type="browse", dwell_ms=MAX_DWELL_MS), OK, id="dwell-max"),
+    pytest.param(event(dwell_ms=MAX_DWELL_MS + 1), OK, id="click-ignores-dwell-over-max"),
+    pytest.param(event(text="\ud800"), OK, id="click-ignores-text-surrogate"),
+    pytest.param(event(extra=["\ud800", "t" * 70_000]), OK, id="ignored-fields-are-ignored"),
     pytest.param(event(ts=0), OK, id="ts-0"),
     pytest.param(event(ts=1_700_000_000), OK, id="ts-int"),
     pytest.param(event(ts="2023-11-14T22:13:20Z"), OK, id="ts-iso-z"),
@@ -110,6 +117,45 @@ EVENT_CASES = [
     pytest.param(event(context="ios"), "'context' must be an object", id="context-string"),
     pytest.param(event(context={"a": 1}), "'context' must map names to strings", id="ctx-int"),
     pytest.param(event(context=ctx(33)), "has 33 fields, at most 32", id="context-33-fields"),
+    pytest.param(event(type="comment", text=""), "field 'text' is empty", id="comment-empty"),
+    pytest.param(event(type="comment", text=" \n\t"), "field 'text' is empty", id="comment-blank"),
+    pytest.param(event(type="comment", text="t" * (MAX_TEXT_CHARS + 1)),
+                 f"field 'text' is {MAX_TEXT_CHARS + 1} chars, at most {MAX_TEXT_CHARS} allowed",
+                 id="comment-too-long"),
+    pytest.param(event(ts=10**400), "field 'ts' is out of range", id="ts-1e400-as-integer"),
+    pytest.param(event(ts=10**20), "field 'ts' is out of range", id="ts-21-digits"),
+    pytest.param(event(ts=10**19), "in the future", id="ts-20-digits"),
+    pytest.param(event(ts=float("inf")), "finite", id="ts-infinity"),
+    pytest.param(event(ts=float("-inf")), "finite", id="ts-minus-infinity"),
+    pytest.param(event(type="browse", dwell_ms=10**400), "field 'dwell_ms' is out of range",
+                 id="dwell-1e400-as-integer"),
+    pytest.param(event(type="browse", dwell_ms=MAX_DWELL_MS + 1),
+                 "field 'dwell_ms' is out of range", id="dwell-over-max"),
+    pytest.param(event(type="browse", dwell_ms=-(10**30)), "field 'dwell_ms' is out of range",
+                 id="dwell-minus-31-digits"),
+    pytest.param(event(type="browse", dwell_ms=float("nan")), "'dwell_ms' must be", id="dwell-nan"),
+    pytest.param(event(user_id="\ud800"), "field 'user_id' is not valid Unicode",
+                 id="user-id-surrogate"),
+    pytest.param(event(event_id="e\udfff"), "field 'event_id' is not valid Unicode",
+                 id="event-id-surrogate"),
+    pytest.param(event(item_id="\udc00"), "field 'item_id' is not valid Unicode",
+                 id="item-id-surrogate"),
+    pytest.param(event(type="comment", text="great \ud800 film"),
+                 "field 'text' is not valid Unicode: a lone surrogate at character 6",
+                 id="comment-surrogate"),
+    pytest.param(event(context={"device": "\ud800"}), "field 'context' is not valid Unicode",
+                 id="context-value-surrogate"),
+    pytest.param(event(context={"\ud800": "tv"}), "field 'context' is not valid Unicode",
+                 id="context-key-surrogate"),
+    pytest.param(event(type="x" * 10_000), "'xxxxx", id="long-type-is-cut-in-the-reason"),
+    pytest.param(event(extra="@@").replace('"@@"', "[" * 64 + "]" * 64),
+                 "nested deeper than 64 levels", id="deep-65"),
+    pytest.param("[" * 10_000 + "]" * 10_000, "nested deeper than 64 levels", id="deep-10000"),
+    pytest.param(event(dwell_ms=10**30), "field 'dwell_ms' is out of range", id="click-huge-dwell"),
+    pytest.param(event(n=10**400), "field 'n' is out of range", id="huge-int-ignored-field"),
+    pytest.param(event(ids=[10**20]), "out of range: an integer of more than 20", id="int-array"),
+    pytest.param(event(ts="@@").replace('"@@"', "9" * 5000), "field 'ts' is out of range",
+                 id="ts-5000-digits"),
 ]
 
 
@@ -126,11 +172,14 @@ def _from_file(tmp_path: Path, line: str) -> EventRecord | str:
 
 def _from_topic(line: str) -> Event | str:
     """The line on the topic its ``type`` names (any other line arrives on the click topic)."""
-    obj = json.loads(line) if line != "{nope" else None
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):  # not JSON, too many digits, too deep
+        obj = None
     fields = obj if isinstance(obj, dict) else {}
     topic = fields["type"] if isinstance(fields.get("type"), str) else "click"
     user = fields.get("user_id")
-    key = user.encode() if isinstance(user, str) else None
+    key = user.encode("utf-8", "surrogatepass") if isinstance(user, str) else None
     try:
         return decode_event(line.encode(), topic, key)
     except EventRejected as exc:
@@ -198,6 +247,13 @@ ITEM_CASES = [
     pytest.param(item(text=3), "field 'text' must be a string", id="int-text"),
     pytest.param(item(tags="Drama"), "field 'tags' must be a list of strings", id="tags-str"),
     pytest.param(item(tags=[1]), "field 'tags' must be a list of strings", id="tags-ints"),
+    pytest.param(item(text="t" * MAX_TEXT_CHARS), OK, id="text-64k-chars"),
+    pytest.param(item(text="t" * (MAX_TEXT_CHARS + 1)), f"at most {MAX_TEXT_CHARS} allowed",
+                 id="text-too-long"),
+    pytest.param(item(item_id="\ud800"), "field 'item_id' is not valid Unicode", id="id-surr"),
+    pytest.param(item(title="a \ud800"), "field 'title' is not valid Unicode", id="title-surr"),
+    pytest.param(item(text="\udfff"), "field 'text' is not valid Unicode", id="text-surr"),
+    pytest.param(item(tags=["ok", "\ud800"]), "field 'tags' is not valid Unicode", id="tag-surr"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from encoders import TextEncoder
 from interest_state import UpdateParams, decode_state
 from streams.contract import ItemRecord
 from streams.settings import Settings
+from streams.worker import agents
 from streams.worker.agents import handle_batch, in_partition_of
 from streams.worker.pipeline import Pipeline
 from streams.worker.ports import MemorySink, MemoryStore
+from streams.worker.schemas import decode_event
 from streams.worker.stats import Stats
 from streams.worker.wiring import Wiring
 
@@ -39,8 +42,13 @@ class _Setup:
               partition: int = 0) -> EventT[bytes]:
         """A click as the agent receives it: a faust event on the click topic."""
         body = json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "ts": 1000.0})
-        message = Message(self.settings.topics.click, partition, 0, stamp, 0, [],
-                          user.encode(), body.encode(), None)
+        return self.record(user.encode(), body.encode(), stamp, partition)
+
+    def record(self, key: bytes | None, value: bytes | None, stamp: float = 1.0,
+               partition: int = 0, offset: int = 0) -> EventT[bytes]:
+        """Any record on the click topic, as the agent receives it."""
+        message = Message(self.settings.topics.click, partition, offset, stamp, 0, [],
+                          key, value, None)
         return Event(self.wiring.app, message.key, message.value, [], message)
 
     def run(self, pipeline: Pipeline, batch: list[EventT[bytes]]) -> None:
@@ -134,3 +142,53 @@ def test_the_memory_store_refuses_a_write_outside_an_event_as_the_faust_table_do
     with in_partition_of(setup.event("b", "u1", "0", partition=1)):
         assert setup.table.get(b"u1") is None  # another partition's store
     assert setup.table.get(b"u1") == b"state"  # no event (the web view): wherever it is
+
+
+def test_a_record_whose_decoding_fails_unexpectedly_is_dead_lettered_and_the_batch_goes_on(
+    tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a known bad input (those raise ``EventRejected``): a bug of ours on one record."""
+    decode = decode_event  # what the agent calls
+
+    def flaky(raw: bytes | None, event_type: str | None, key: bytes | None, n: int) -> object:
+        if raw is not None and b'"boom"' in raw:
+            raise KeyError("boom " + "x" * 500)
+        return decode(raw, event_type, key, n)
+
+    monkeypatch.setattr(agents, "decode_event", flaky)
+    setup = _setup()
+    boom = setup.event("boom", "u2", "1")
+    with caplog.at_level(logging.WARNING, logger="streams.worker.agents"):
+        setup.run(_pipeline(tiny_encoder), [
+            setup.event("a", "u1", "0"), boom, setup.event("c", "u1", "2")])
+
+    sent = {m.key: json.loads(m.value or b"") for m in setup.recommendations.sent}
+    assert set(sent) == {b"u1"} and sent[b"u1"]["event_ids"] == ["a", "c"]
+    assert decode_state(setup.table.get(b"u1") or b"").n_events == 2
+    [dead] = setup.dlq.sent
+    assert (dead.key, dead.value) == (b"u2", boom.message.value)
+    reason = dict(dead.headers)["dlq.reason"].decode()
+    assert reason.startswith("could not be decoded: KeyError: 'boom xxx")
+    assert len(reason) < 260  # the message is quoted, bounded
+    assert setup.wiring.stats.dead_letters == {"could not be decoded": 1}
+    [logged] = [r for r in caplog.records if r.name == "streams.worker.agents"]
+    assert logged.levelno == logging.WARNING and logged.exc_info is not None
+
+
+def test_a_null_key_and_a_null_value_are_dead_lettered_as_they_came(
+    tiny_encoder: TextEncoder,
+) -> None:
+    setup = _setup()
+    good = setup.event("a", "u1", "0")
+    unkeyed = setup.record(None, good.message.value, offset=1)
+    setup.run(_pipeline(tiny_encoder), [
+        unkeyed, setup.record(b"u1", None, offset=2), good])
+
+    assert [m.key for m in setup.recommendations.sent] == [b"u1"]
+    assert json.loads(setup.recommendations.sent[0].value or b"")["event_ids"] == ["a"]
+    first, second = setup.dlq.sent
+    assert (first.key, first.value) == (None, good.message.value)
+    assert dict(first.headers)["dlq.reason"].startswith(b"no key: events are keyed by user_id")
+    assert (second.key, second.value) == (b"u1", None)
+    assert dict(second.headers)["dlq.reason"].startswith(b"no value (null)")
+    assert [dict(m.headers)["dlq.offset"] for m in setup.dlq.sent] == [b"1", b"2"]

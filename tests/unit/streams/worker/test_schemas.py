@@ -8,9 +8,15 @@ import time
 import pytest
 
 from interest_state import EventType
-from streams.contract import parse_ts
+from streams.contract import MAX_DEPTH, MAX_VALUE_BYTES, parse_ts
 from streams.errors import EventRejected
-from streams.worker.schemas import decode_event, decode_item, encode_recommendations
+from streams.worker.schemas import (
+    NO_KEY,
+    decode_event,
+    decode_item,
+    encode_recommendations,
+    max_key_bytes,
+)
 
 
 def raw(**fields: object) -> bytes:
@@ -33,9 +39,9 @@ def test_browse_keeps_dwell_and_comment_keeps_text() -> None:
     ("value", "event_type", "key", "words"),
     [
         (b"{nope", "click", b"u1", "not JSON"),
-        (b"\xff\xfe", "click", b"u1", "not JSON"),
+        (b"\xff\xfe", "click", b"u1", "not UTF-8"),
         (b"[]", "click", b"u1", "JSON object"),
-        (None, "click", b"u1", "empty message"),
+        (None, "click", b"u1", "no value (null)"),
         (raw(user_id=None), "click", None, "missing field 'user_id'"),
         (raw(user_id=""), "click", b"", "is empty"),
         (raw(user_id="x" * 129), "click", None, "at most 128"),
@@ -61,6 +67,128 @@ def test_bad_input_is_rejected_with_its_reason(
     with pytest.raises(EventRejected) as info:
         decode_event(value, event_type, key)
     assert words in info.value.reason
+
+
+def literal(**literals: str) -> bytes:
+    """A good event whose fields named in ``literals`` are that raw JSON text (numbers no Python
+    ``json.dumps`` writes, nesting, escapes)."""
+    text = raw(**{name: f"@@{name}@@" for name in literals}).decode()
+    for name, value in literals.items():
+        text = text.replace(f'"@@{name}@@"', value)
+    return text.encode()
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+GOOD = raw()
+UTF16 = json.dumps(json.loads(GOOD))
+
+
+@pytest.mark.parametrize(
+    ("value", "event_type", "key", "words"),
+    [
+        # the record as a whole: null key and value, sizes, encodings, depth
+        pytest.param(GOOD, "click", None, NO_KEY, id="null-key"),
+        pytest.param(None, "click", None, "no value (null)", id="null-key-and-value"),
+        pytest.param(GOOD, "click", b"u" * 513, "key is 513 bytes, at most 512", id="key-513"),
+        pytest.param(b"x" * (MAX_VALUE_BYTES + 1), "click", b"u1",
+                     f"value is {MAX_VALUE_BYTES + 1} bytes, at most {MAX_VALUE_BYTES}",
+                     id="value-over-1MiB"),
+        pytest.param(UTF16.encode("utf-16"), "click", b"u1", "not UTF-8", id="utf16-bom"),
+        pytest.param(UTF16.encode("utf-16-le"), "click", b"u1", "NUL bytes", id="utf16le"),
+        pytest.param(UTF16.encode("utf-16-be"), "click", b"u1", "NUL bytes", id="utf16be"),
+        pytest.param(UTF16.encode("utf-32"), "click", b"u1", "not UTF-8", id="utf32-bom"),
+        pytest.param(UTF16.encode("utf-32-le"), "click", b"u1", "NUL bytes", id="utf32le"),
+        pytest.param(GOOD[:-1] + b', "x": "\xed\xa0\x80"}', "click", b"u1", "not UTF-8",
+                     id="utf8-encoded-surrogate"),
+        pytest.param(nested(10_000).encode(), "click", b"u1",
+                     f"JSON nested deeper than {MAX_DEPTH} levels", id="deep-10000"),
+        pytest.param(literal(context=nested(10_000)), "click", b"u1", "nested deeper",
+                     id="deep-in-context"),
+        pytest.param(literal(extra=nested(MAX_DEPTH)), "click", b"u1", "nested deeper",
+                     id="deep-65-in-an-ignored-field"),
+        pytest.param(b"{" * 10_000, "click", b"u1", "nested deeper", id="deep-unclosed"),
+        # numbers out of range: Python's int-digit limit (4300), float overflow, NaN, Infinity
+        pytest.param(literal(ts="9" * 5000), "click", b"u1",
+                     "field 'ts' is out of range: an integer of more than 20 digits",
+                     id="ts-5000-digits"),
+        pytest.param(literal(ts="1" + "0" * 400), "click", b"u1", "field 'ts' is out of range",
+                     id="ts-1e400-as-integer"),
+        pytest.param(literal(ts="1e400"), "click", b"u1", "field 'ts' must be a finite",
+                     id="ts-1e400-float"),
+        pytest.param(literal(ts="NaN"), "click", b"u1", "field 'ts' must be a finite", id="ts-nan"),
+        pytest.param(literal(ts="-Infinity"), "click", b"u1", "field 'ts' must be a finite",
+                     id="ts-minus-infinity"),
+        pytest.param(literal(dwell_ms="9" * 5000), "browse", b"u1",
+                     "field 'dwell_ms' is out of range", id="dwell-5000-digits"),
+        pytest.param(literal(dwell_ms="1" + "0" * 400), "browse", b"u1",
+                     "field 'dwell_ms' is out of range", id="dwell-1e400-as-integer"),
+        pytest.param(literal(dwell_ms="Infinity"), "browse", b"u1", "field 'dwell_ms' must be",
+                     id="dwell-infinity"),
+        pytest.param(literal(dwell_ms="NaN"), "browse", b"u1", "field 'dwell_ms' must be",
+                     id="dwell-nan"),
+        pytest.param(literal(year="9" * 5000), "click", b"u1",
+                     "field 'year' is out of range", id="5000-digits-in-an-ignored-field"),
+        pytest.param(literal(ids="[1, " + "9" * 21 + "]"), "click", b"u1",
+                     "out of range: an integer of more than 20 digits", id="21-digits-in-an-array"),
+        pytest.param(("9" * 5000).encode(), "click", b"u1", "out of range", id="bare-5000-digits"),
+    ],
+)
+def test_records_past_a_limit_are_rejected_with_a_reason_that_names_it(
+    value: bytes | None, event_type: str, key: bytes | None, words: str
+) -> None:
+    with pytest.raises(EventRejected) as info:
+        decode_event(value, event_type, key)
+    assert words in info.value.reason
+
+
+def test_the_order_of_the_checks_first_failure_wins() -> None:
+    # the key's size before the value is looked at; a null key after the value's fields
+    with pytest.raises(EventRejected, match="key is"):
+        decode_event(b"x" * (MAX_VALUE_BYTES + 1), "click", b"k" * 1_100_000)
+    with pytest.raises(EventRejected, match="missing field 'user_id'"):
+        decode_event(raw(user_id=None), "click", None)
+    with pytest.raises(EventRejected, match="unknown event type"):
+        decode_event(None, "purchase", None)
+
+
+def test_records_within_the_limits_decode_as_before() -> None:
+    assert decode_event(b"\xef\xbb\xbf" + GOOD, "click", b"u1").event_id == "e1"  # UTF-8 BOM
+    assert decode_event(literal(extra=nested(MAX_DEPTH - 1)), "click", b"u1").item_id == "i1"
+    assert decode_event(literal(extra='"' + "[" * 10_000 + '"'), "click", b"u1").user_id == "u1"
+    assert decode_event(literal(year="9" * 20), "click", b"u1").user_id == "u1"
+    assert decode_event(literal(dwell_ms=str(2**53 - 1)), "browse", b"u1").dwell_ms == 2**53 - 1
+    widest = "\U0001f600" * 128  # the longest user id in UTF-8: its key is the most allowed
+    assert len(widest.encode()) == max_key_bytes(128) == 512
+    assert decode_event(raw(user_id=widest), "click", widest.encode()).user_id == widest
+    assert decode_event(raw(user_id="u" * 300), "click", b"u" * 300, 300).user_id == "u" * 300
+
+
+def test_lone_surrogates_are_refused_in_every_string_the_worker_uses() -> None:
+    for field, value, topic in [("user_id", "\ud800", "click"), ("event_id", "e\udfff", "click"),
+                                ("item_id", "\udc00x", "click"), ("text", "ok \ud800", "comment")]:
+        with pytest.raises(EventRejected, match=f"field '{field}' is not valid Unicode"):
+            decode_event(raw(**{field: value}), topic, b"u1")
+    for context in [{"device": "\ud800"}, {"\ud800": "tv"}]:
+        with pytest.raises(EventRejected, match="field 'context' is not valid Unicode"):
+            decode_event(raw(context=context), "click", b"u1")
+    # a pair of surrogate escapes is one character, as JSON means it
+    assert decode_event(raw(text="\ud83d\ude00"), "comment", b"u1").text == "\U0001f600"
+
+
+def test_items_past_a_limit_are_rejected() -> None:
+    with pytest.raises(EventRejected, match="no value"):
+        decode_item(None)
+    with pytest.raises(EventRejected, match="value is"):
+        decode_item(json.dumps({"item_id": "1", "title": "t" * MAX_VALUE_BYTES}).encode())
+    with pytest.raises(EventRejected, match="nested deeper"):
+        decode_item(b'{"item_id": "1", "title": "t", "tags": ' + nested(1000).encode() + b"}")
+    with pytest.raises(EventRejected, match="field 'year' is out of range"):
+        decode_item(b'{"item_id": "1", "title": "t", "year": ' + b"9" * 5000 + b"}")
+    with pytest.raises(EventRejected, match="field 'title' is not valid Unicode"):
+        decode_item(json.dumps({"item_id": "1", "title": "a \ud800"}).encode())
 
 
 def test_iso_timestamps_parse_and_naive_ones_are_utc() -> None:
