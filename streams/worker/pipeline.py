@@ -26,7 +26,6 @@ import numpy as np
 from encoders import EncoderError, ItemIndex, TextEncoder
 from encoders.index.ann import AnnIndex
 from encoders.index.device import DeviceIndex
-from encoders.runtime.providers import CUDA
 from encoders.runtime.sequence import SequenceEvent, SequenceModel
 from interest_state import (
     Event,
@@ -41,7 +40,8 @@ from interest_state import (
 )
 from interest_state.blend_ann import rank_approx, rank_blended_approx
 from streams.contract import ItemRecord
-from streams.settings import CANDIDATE_INDEXES
+from streams.worker.candidates import candidate_kind, describe, new_candidate_index
+from streams.worker.items import encode_items, live_known, live_long_items
 from streams.worker.long_term import ActiveSequence, AlignedItems, ring_history
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,6 @@ PROBES_KEPT = 8
 """Recent real histories kept to probe a new sequence model before it is swapped in."""
 
 __all__ = ["BatchResult", "Pipeline", "UserOutcome", "candidate_kind"]
-
-
-def candidate_kind(choice: str, provider: str) -> str:
-    """``faiss`` or ``device`` for the setting ``choice`` and the text encoder's provider."""
-    if choice not in CANDIDATE_INDEXES:
-        raise ValueError(f"candidate index must be one of {', '.join(CANDIDATE_INDEXES)}, "
-                         f"got {choice!r}")  # fmt: skip
-    if choice == "auto":
-        return "device" if provider == CUDA else "faiss"
-    return choice
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,19 +116,11 @@ class Pipeline:
             self.install_sequence(sequence)
 
     def _new_index(self, dim: int) -> AnnIndex | DeviceIndex:
-        """The candidate index for ``dim``-wide vectors. The device index chosen by ``auto``
-        that cannot start leaves faiss in its place (logged); one asked for by name fails."""
-        if self.candidate_index == "device":  # the encoder's device: CUDA, or the CPU when asked
-            on_cuda = self.encoder.provider == CUDA
-            try:
-                return DeviceIndex(dim, provider="cuda" if on_cuda else "cpu",
-                                   threads=self._index_threads)
-            except EncoderError as exc:
-                if self._candidate_choice != "auto":
-                    raise
-                log.error("device item index unavailable, faiss candidates instead: %s", exc)
-                self.candidate_index = "faiss"
-        return AnnIndex(dim, min_rows=max(1024, self.ann_min_items // 2))
+        """The candidate index for ``dim``-wide vectors (see :func:`new_candidate_index`)."""
+        index, self.candidate_index = new_candidate_index(
+            self.candidate_index, self._candidate_choice, dim, self.encoder.provider,
+            threads=self._index_threads, ann_min_items=self.ann_min_items)  # fmt: skip
+        return index
 
     @property
     def candidate_summary(self) -> str:
@@ -147,7 +129,7 @@ class Pipeline:
             return "none: every catalog is ranked exactly"
         if self._replacing:
             return "faiss IVF-PQ being built after the device index failed (exact meanwhile)"
-        kinds = dict.fromkeys(_kind(i) for i in (self.text_ann, self.long_ann) if i is not None)
+        kinds = dict.fromkeys(describe(i) for i in (self.text_ann, self.long_ann) if i is not None)
         return f"{' + '.join(kinds) or 'none yet'} from {self.ann_min_items:,} items"
 
     @property
@@ -182,13 +164,16 @@ class Pipeline:
         """A few recent real histories (to check a new model on before swapping it in)."""
         return [ring_history(s) for s in self._probes]  # a tuple replaced whole per batch
 
-    def add_items(self, items: Sequence[ItemRecord]) -> None:
-        """Encode catalog items (one encoder call) and make them recommendable at once."""
+    def add_items(self, items: Sequence[ItemRecord]) -> list[tuple[ItemRecord, str]]:
+        """Encode catalog items (one encoder call) and make them recommendable at once (a
+        deleted one comes back). Returns the items that could not be encoded, with the reason
+        (see :func:`streams.worker.items.encode_items`); the others are indexed."""
         if not items:
-            return
+            return []
         latest = {item.item_id: item for item in items}  # a compacted topic may repeat keys
-        chosen = list(latest.values())
-        vectors = self.encoder.encode([item.text for item in chosen])
+        chosen, vectors, failed = encode_items(self.encoder, list(latest.values()))
+        if not chosen:
+            return failed
         ids = [i.item_id for i in chosen]
         with self._index_lock:
             self.index.upsert(ids, [i.title for i in chosen], vectors)
@@ -202,6 +187,18 @@ class Pipeline:
                     vectors[[n for _, n in placed]],
                 )
             self._sync_ann([row for i in ids if (row := self.index.row_of(i)) is not None])
+        return failed
+
+    def delete_items(self, item_ids: Sequence[str]) -> int:
+        """Delete catalog items (the ``items`` topic's tombstones): no ranking returns them and
+        no explanation names them from now on; unknown ids are ignored. Returns how many were
+        deleted. Their rows stay (see :class:`encoders.ItemIndex`); the candidate indexes drop
+        them at once, or with the next sync that succeeds (ranked exactly until then)."""
+        with self._index_lock:
+            rows = self.index.delete(item_ids)
+            if rows:
+                self._sync_ann(rows)
+        return len(rows)
 
     def _synced_long_index(self, items: AlignedItems, dim: int) -> AnnIndex | DeviceIndex | None:
         """The long-term candidate index synced to a new model's ``items`` (under the index
@@ -212,7 +209,7 @@ class Pipeline:
         try:
             if index is None or index.dim != dim:
                 index = self._new_index(dim)
-            index.sync(snap.vectors, snap.known, version=snap.version)
+            index.sync(snap.vectors, self._live(snap.known), version=snap.version)
         except EncoderError as exc:
             self._index_failed(f"could not take sequence model {snap.version}'s items", exc)
             return None
@@ -227,16 +224,21 @@ class Pipeline:
             return
         touched = sorted(self._unsynced.union(rows))
         try:
-            self.text_ann.sync(self.index.vectors_view(), touched=touched)
+            vectors = self.index.vectors_view()
+            self.text_ann.sync(vectors, self._live(None, len(vectors)), touched=touched)
             if self._sequence is not None and self.long_ann is not None:
                 snap = self._sequence.items.snapshot()
-                self.long_ann.sync(snap.vectors, snap.known, version=snap.version,
+                self.long_ann.sync(snap.vectors, self._live(snap.known), version=snap.version,
                                    touched=touched)  # fmt: skip
         except EncoderError as exc:
             self._unsynced.update(rows)
             self._index_failed(f"could not take {len(rows)} catalog rows", exc)
             return
         self._unsynced.clear()
+
+    def _live(self, known: np.ndarray | None, n: int = 0) -> np.ndarray | None:
+        """``known`` (``None``: all ``n`` rows) without the deleted rows (under the index lock)."""
+        return live_known(self.index.deleted_rows, n if known is None else len(known), known)
 
     def _index_failed(self, what: str, exc: Exception) -> None:
         """Count and log a candidate-index failure. A device index that ``auto`` chose is
@@ -263,12 +265,13 @@ class Pipeline:
         with self._index_lock:
             try:
                 text = self._new_index(self.encoder.dim)
-                text.sync(self.index.vectors_view())
+                vectors = self.index.vectors_view()
+                text.sync(vectors, self._live(None, len(vectors)))
                 long = None
                 if self._sequence is not None:
                     snap = self._sequence.items.snapshot()
                     long = self._new_index(int(snap.vectors.shape[1]))
-                    long.sync(snap.vectors, snap.known, version=snap.version)
+                    long.sync(snap.vectors, self._live(snap.known), version=snap.version)
             except Exception:  # faiss too: exact ranking from now on, said once
                 log.exception("faiss candidates could not be built; every batch is ranked "
                               "exactly")  # fmt: skip
@@ -334,8 +337,10 @@ class Pipeline:
         """States (with their long-term vectors), their recommendations, the model version."""
         if active is not None and states:
             states, active = self._long_terms(states, active)
-        approx = self.text_ann is not None and len(self.index) >= self.ann_min_items
-        if approx:
+        text_ann, deleted = self.text_ann, self.index.deleted_rows
+        approx = text_ann is not None and len(self.index) >= self.ann_min_items and (
+            not len(deleted) or (not self._unsynced and int(deleted[-1]) < text_ann.covered))
+        if approx:  # (deleted rows a candidate index may still hold: ranked exactly meanwhile)
             try:
                 return states, self._rank_approx(states, active, k), _version(self.encoder, active)
             except EncoderError as exc:  # e.g. the GPU index out of memory: exact, slower
@@ -349,7 +354,8 @@ class Pipeline:
                      ) -> list[list[Recommendation]]:  # fmt: skip
         if active is None:
             return rank_approx(states, self.index, self.text_ann, k)
-        return rank_blended_approx(states, self.index, active.long_items(), self.text_ann,
+        long_items = live_long_items(self.index.deleted_rows, active.long_items())
+        return rank_blended_approx(states, self.index, long_items, self.text_ann,
                                    self.long_ann, k, weight=self.blend_weight)
 
     def _long_terms(
@@ -379,12 +385,6 @@ class Pipeline:
     def recommend(self, state: InterestState, k: int | None = None) -> list[Recommendation]:
         """What the stream would send this user now (the long-term vector recomputed)."""
         return self._rank([state], self._sequence, k or self.top_k)[1][0]
-
-
-def _kind(index: AnnIndex | DeviceIndex) -> str:
-    if isinstance(index, AnnIndex):
-        return "faiss IVF-PQ (approximate, CPU)"
-    return f"exact search on {index.provider} ({index.dtype})"
 
 
 def _version(encoder: TextEncoder, active: ActiveSequence | None) -> str:

@@ -147,3 +147,35 @@ def test_reader_thread_sees_only_published_rows() -> None:
         thread.join(timeout=10)
     assert not errors, errors[0] if errors else None
     assert len(index) == 300
+
+
+def test_a_deleted_item_is_never_found_and_keeps_its_row() -> None:
+    index, vectors = _filled(20)
+    assert index.delete(["i3", "nope", "i3", "i7"]) == [3, 7]  # unknown, repeated: ignored
+    assert index.delete(["i3"]) == []  # already deleted
+    assert len(index) == 18 and index.rows == 20
+    assert index.deleted_rows.tolist() == [3, 7] and not index.deleted_rows.flags.writeable
+    assert "i3" not in index and index.vector("i3") is None and index.row_of("i3") is None
+    assert index.title_of("i3") is None and index.item_id_at(3) == "i3"
+    assert index.vectors_of(["i3", "i4"])[0] == [1]
+    scores, rows = index.search(vectors[[3, 7]], 20)  # more than are left
+    assert rows.shape == (2, 18) and not {3, 7} & set(rows.ravel().tolist())
+    assert np.isfinite(scores).all()
+    raw = index.scores(vectors[[3]])
+    assert raw.shape == (1, 20) and np.isneginf(raw[0, [3, 7]]).all()
+    assert np.isfinite(np.delete(raw, [3, 7], axis=1)).all()
+    with pytest.raises(InputError):
+        index.delete("i4")  # one string, not a sequence of ids
+
+
+def test_an_item_upserted_after_its_delete_comes_back_in_its_row() -> None:
+    index, vectors = _filled(10)
+    index.delete(["i3", "i4"])
+    index.upsert(["i3", "new"], ["back", "new"], np.stack([-vectors[3], vectors[0]]))
+    assert index.row_of("i3") == 3 and index.title_of("i3") == "back" and len(index) == 10
+    assert index.deleted_rows.tolist() == [4] and index.rows == 11
+    np.testing.assert_array_equal(index.vector("i3"), -vectors[3])
+    _, rows = index.search(-vectors[3][None, :], 1)
+    assert rows[0, 0] == 3
+    index.delete(["i0", "i1", "i2", "i3", "i5", "i6", "i7", "i8", "i9", "new"])
+    assert len(index) == 0 and index.search(vectors[:1], 3)[1].shape == (1, 0)

@@ -7,12 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import streams.worker.pipeline
 from encoders import InferenceError, TextEncoder
 from encoders.index.ann import AnnIndex
 from encoders.index.device import DeviceIndex
 from encoders.runtime.providers import CUDA
 from encoders.runtime.sequence import SequenceModel
-from interest_state import Event, EventType, UpdateParams, encode_state
+from interest_state import (
+    Event,
+    EventType,
+    Recommendation,
+    UpdateParams,
+    encode_state,
+    nearest_titles,
+)
 from streams.contract import ItemRecord
 from streams.worker.pipeline import Pipeline, candidate_kind
 from tests.unit.conftest import SEQ_ITEMS, SEQ_TITLES
@@ -31,6 +39,20 @@ def pipeline(encoder: TextEncoder) -> Pipeline:
     p = Pipeline(encoder, UpdateParams(), top_k=3)
     p.add_items([ItemRecord(str(i), t, t, ()) for i, t in enumerate(TITLES)])
     return p
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Wrap ``streams.worker.pipeline.<name>`` (a ranker over candidates): the returned list gets
+    the number of states of each call."""
+    calls: list[int] = []
+    real = getattr(streams.worker.pipeline, name)
+
+    def counted(states: list[object], *args: object, **kwargs: object) -> object:
+        calls.append(len(states))
+        return real(states, *args, **kwargs)
+
+    monkeypatch.setattr(streams.worker.pipeline, name, counted)
+    return calls
 
 
 def ev(
@@ -132,19 +154,11 @@ def test_large_catalogs_rank_over_candidates_as_exact_ranking_would(
 ) -> None:
     """faiss is not trained on 20 items (every row is scored as not synced yet); the device
     index (here on the CPU provider) holds them all and answers exactly: same lists."""
-    import streams.worker.pipeline
 
     model = SequenceModel.load(tiny_sequence_dir, provider="cpu", intra_op_threads=1)
     items = [ItemRecord(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS]
     events = [ev(f"e{n}", f"u{n % 3}", f"s{n}", ts=1000.0 + n) for n in range(9)]
-    approx_calls: list[int] = []
-    real = streams.worker.pipeline.rank_blended_approx
-
-    def counted(states, *args, **kwargs):  # type: ignore[no-untyped-def]
-        approx_calls.append(len(states))
-        return real(states, *args, **kwargs)
-
-    monkeypatch.setattr(streams.worker.pipeline, "rank_blended_approx", counted)
+    approx_calls = count_calls(monkeypatch, "rank_blended_approx")
     lists = []
     for ann_min_items in (0, 4):  # 0: always exact; 4: this 20-item catalog is "large"
         p = Pipeline(tiny_encoder, UpdateParams(history_len=8), top_k=4, sequence=model,
@@ -267,7 +281,6 @@ def test_a_failing_device_index_costs_speed_not_recommendations(
 def test_a_device_index_that_cannot_start_leaves_faiss_when_auto_chose_it(
         tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
-    import streams.worker.pipeline
     from encoders import ModelLoadError
 
     def no_device(*args: object, **kwargs: object) -> None:
@@ -353,8 +366,6 @@ def test_auto_replaces_a_failing_device_index_by_faiss(
         tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    import streams.worker.pipeline
-
     monkeypatch.setattr(
         streams.worker.pipeline, "candidate_kind", lambda choice, provider: "device"
     )
@@ -373,3 +384,125 @@ def test_auto_replaces_a_failing_device_index_by_faiss(
     exact.index = p.index
     events = [ev(f"e{n}", f"u{n % 7}", str(n * 3 % 100)) for n in range(30)]
     assert _lists(p, events) == _lists(exact, events)
+
+
+# --------------------------------------------------------------------------- catalog deletes
+
+
+def _reasons(recs: list[Recommendation]) -> str:
+    return " ".join(r.reason for r in recs)
+
+
+def test_a_deleted_item_is_neither_recommended_nor_named_until_it_is_added_again(
+        tiny_encoder: TextEncoder) -> None:
+    p = pipeline(tiny_encoder)
+    state = p.process([ev("a", "u1", "0")], {}).users["u1"].state  # clicked "space battle saga"
+    before = p.recommend(state, k=5)
+    top = before[0].item_id
+    assert len(before) == 5 and 'like "space battle saga" you clicked' in _reasons(before)
+    assert p.delete_items([top, "nope"]) == 1 and len(p.index) == 5
+    assert p.delete_items(["nope"]) == 0  # an unknown item: nothing happens
+    after = p.recommend(state, k=5)
+    assert top not in {r.item_id for r in after} and len(after) == 4
+    assert TITLES[int(top)] not in nearest_titles(state, p.index, k=6)
+    p.delete_items(["0"])  # the item the user clicked: no explanation names it any more
+    assert "space battle saga" not in _reasons(p.recommend(state, k=5))
+    assert "space battle saga" not in nearest_titles(state, p.index, k=6)
+    assert p.process([ev("b", "u2", "0")], {}).rejected == [(0, "unknown item_id '0'")]
+    assert p.add_items([ItemRecord(i, TITLES[int(i)], TITLES[int(i)], ()) for i in ("0", top)]
+                       ) == []  # fmt: skip
+    assert p.recommend(state, k=5) == before and len(p.index) == 6
+
+
+@pytest.mark.parametrize("candidate_index", ["faiss", "device"])
+def test_deleted_items_leave_the_blended_ranking_on_every_path(
+        tiny_encoder: TextEncoder, tiny_sequence_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        candidate_index: str) -> None:
+    """Over candidates (faiss, untrained on 20 items: ranked exactly while it may hold a deleted
+    row; the device index: drops it at once) as exactly, with the sequence model."""
+    approx_calls = count_calls(monkeypatch, "rank_blended_approx")
+    p, exact, events = _blended_pair(tiny_encoder, tiny_sequence_dir, candidate_index)
+    before = _lists(p, events)
+    assert before == _lists(exact, events) and approx_calls == [3]
+    gone = sorted({recs[0] for recs in before.values()})
+    for each in (p, exact):
+        assert each.delete_items(gone) == len(gone)
+    after = _lists(p, events)
+    assert after == _lists(exact, events)
+    assert not set(gone) & {i for recs in after.values() for i in recs}
+    assert all(len(recs) == 4 for recs in after.values())
+    assert approx_calls == ([3, 3] if candidate_index == "device" else [3])
+    assert p.text_ann is not None and p.long_ann is not None
+    if candidate_index == "device":
+        assert len(p.text_ann) == 20 - len(gone)
+        known = p.sequence.long_items().known  # type: ignore[union-attr]
+        assert len(p.long_ann) == int(known.sum()) - len(gone)
+        p.long_ann = None  # every long-term row is scored as not synced: a deleted one too
+        assert _lists(p, events) == after and approx_calls == [3, 3, 3]
+    items = [ItemRecord(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in gone]
+    for each in (p, exact):
+        each.add_items(items)
+    assert _lists(p, events) == before
+
+
+def test_deleted_items_leave_the_faiss_candidates(
+        tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    approx_calls = count_calls(monkeypatch, "rank_approx")
+    p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=1000)
+    words = ["space", "love", "war", "toys", "cook", "ship", "city", "night", "sea", "song"]
+    titles = [f"{words[n % 10]} {words[n // 10 % 10]} {words[n // 100 % 10]} {n}"
+              for n in range(1200)]
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles)])
+    assert isinstance(p.text_ann, AnnIndex) and p.text_ann.covered == 1200  # trained
+    events = [ev(f"e{n}", f"u{n % 20}", str(n * 7)) for n in range(60)]
+    before = _lists(p, events)
+    gone = sorted({i for recs in before.values() for i in recs[:2]})
+    assert p.delete_items(gone) == len(gone) and len(p.text_ann) == 1200 - len(gone)
+    after = _lists(p, events)
+    assert approx_calls == [20, 20]  # over candidates, not the exact fallback
+    assert not set(gone) & {i for recs in after.values() for i in recs}
+    assert all(len(recs) == 5 for recs in after.values())
+    p.add_items([ItemRecord(i, titles[int(i)], titles[int(i)], ()) for i in gone])
+    assert len(p.text_ann) == 1200
+    again = _lists(p, events)
+    assert all(before[u][0] in again[u] for u in before)
+
+
+def test_a_delete_the_candidate_index_could_not_take_is_ranked_exactly_until_it_can(
+        tiny_encoder: TextEncoder) -> None:
+    titles = [f"{w} {n}" for n, w in enumerate(["space", "love", "war", "toys", "cook"] * 20)]
+    p = Pipeline(tiny_encoder, UpdateParams(), top_k=5, ann_min_items=50,
+                 candidate_index="device")
+    p.add_items([ItemRecord(str(n), t, t, ()) for n, t in enumerate(titles)])
+    index = p.text_ann
+    assert isinstance(index, DeviceIndex)
+    events = [ev(f"e{n}", f"u{n % 7}", str(n * 3 % 100)) for n in range(30)]
+    gone = sorted({recs[0] for recs in _lists(p, events).values()})
+    working = index._patch
+    index._patch = _FailingRuns(working)  # type: ignore[assignment]
+    p.delete_items(gone)
+    assert p.candidate_failures == 1 and len(index) == 100  # the device still holds them
+    assert not set(gone) & {i for recs in _lists(p, events).values() for i in recs}
+    index._patch = working
+    p.add_items([ItemRecord("new", "ship city", "ship city", ())])  # the next sync takes them
+    assert len(index) == 101 - len(gone) and p.candidate_failures == 1
+
+
+def test_an_item_whose_text_fails_to_encode_is_returned_and_the_rest_indexed(
+        tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tiny_encoder.encode
+
+    def picky(texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if any("poison" in t for t in texts):
+            raise InferenceError("ONNX Runtime failed on a batch of 1: bad input")
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_encoder, "encode", picky)
+    p = pipeline(tiny_encoder)
+    bad = ItemRecord("p", "poison pill", "poison pill", ())
+    failed = p.add_items([ItemRecord("a", "sea song", "sea song", ()), bad,
+                          ItemRecord("b", "war city", "war city", ())])
+    assert failed == [(bad, "could not be encoded: InferenceError: ONNX Runtime failed on a "
+                             "batch of 1: bad input")]
+    assert "a" in p.index and "b" in p.index and "p" not in p.index and len(p.index) == 8
+    assert p.add_items([bad]) == failed and len(p.index) == 8
