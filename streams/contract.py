@@ -43,9 +43,7 @@ __all__ = [
     "parse_event", "parse_item", "parse_ts", "parse_type",
 ]
 
-EVENT_TYPES: Mapping[str, EventType] = MappingProxyType(
-    {kind.name.lower(): kind for kind in EventType}
-)
+EVENT_TYPES: Mapping[str, EventType] = MappingProxyType({k.name.lower(): k for k in EventType})
 """The ``type`` names (``browse``, ``click``, ``comment``) and the kinds they stand for."""
 MAX_USER_ID_LEN = 128
 """The default most characters of a ``user_id`` (operators may set ``Settings.max_user_id_len``)."""
@@ -110,6 +108,7 @@ class EventRecord:
 
 # --------------------------------------------------------------------------- bytes -> JSON
 
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_INT_DIGITS + 1))  # none: no int can be too long
 # A string, or an unterminated one up to the end (the parser fails there): always matches, in
 # one pass, so no input makes the scan quadratic.
 _JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
@@ -134,6 +133,11 @@ def load_json(raw: bytes) -> object:
         raise EventRejected("not UTF-8 JSON: it holds NUL bytes (UTF-16 or UTF-32?)")
     if _nested_deeper(raw, MAX_DEPTH):
         raise EventRejected(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if _LONG_DIGITS.search(raw) is None:  # no integer can be too long: json's own speed
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EventRejected(f"not JSON: {exc}") from None
     too_long: list[str] = []
 
     def parse_int(literal: str) -> object:
@@ -197,7 +201,7 @@ def _object(value: object) -> dict[str, Any]:
 
 def _unicode(name: str, value: str) -> str:
     """``value``, unless it holds a lone surrogate (it would fail ``.encode()`` downstream)."""
-    found = _SURROGATE.search(value)
+    found = None if value.isascii() else _SURROGATE.search(value)
     if found is not None:
         raise EventRejected(
             f"field {name!r} is not valid Unicode: a lone surrogate at character {found.start()}"
@@ -268,8 +272,7 @@ def _context(obj: Mapping[str, Any]) -> dict[str, str]:
         raise EventRejected("field 'context' must be an object of strings")
     if len(value) > MAX_CONTEXT_FIELDS:
         raise EventRejected(
-            f"field 'context' has {len(value)} fields, at most {MAX_CONTEXT_FIELDS}"
-        )
+            f"field 'context' has {len(value)} fields, at most {MAX_CONTEXT_FIELDS}")  # fmt: skip
     if not all(isinstance(v, str) for v in value.values()):
         raise EventRejected("field 'context' must map names to strings")
     for name, text in value.items():
@@ -373,12 +376,8 @@ def parse_item(obj: object) -> ItemRecord:
 
 def item_to_obj(item: ItemRecord) -> dict[str, Any]:
     """The JSON object of an item (all four fields)."""
-    return {
-        "item_id": item.item_id,
-        "title": item.title,
-        "text": item.text,
-        "tags": list(item.tags),
-    }
+    return {"item_id": item.item_id, "title": item.title, "text": item.text,
+            "tags": list(item.tags)}  # fmt: skip
 
 
 def event_to_obj(event: EventRecord) -> dict[str, Any]:
