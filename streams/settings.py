@@ -80,11 +80,18 @@ class Settings:
     log_level: str = "info"
     store_block_cache_mb: int = 256
     store_write_buffer_mb: int = 16
+    vector_cache: bool = True
 
     @property
     def data_dir(self) -> Path:
         """Faust's data folder (RocksDB tables live below it)."""
         return self.home / "worker" / self.app_id
+
+    @property
+    def vector_cache_dir(self) -> Path:
+        """Catalog text vectors by content and model (:mod:`streams.worker.vector_cache`): kept
+        apart from ``data_dir``, which a fresh embedded broker wipes."""
+        return self.home / "cache" / "vectors"
 
     @property
     def resolved_model_dir(self) -> Path:
@@ -189,4 +196,5 @@ ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "INTEREST_STREAM_TOPIC_DLQ": ("topic_dlq", str),
     "INTEREST_STREAM_STORE_BLOCK_CACHE_MB": ("store_block_cache_mb", int),
     "INTEREST_STREAM_STORE_WRITE_BUFFER_MB": ("store_write_buffer_mb", int),
+    "INTEREST_STREAM_VECTOR_CACHE": ("vector_cache", _bool),
 })

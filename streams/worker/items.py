@@ -4,6 +4,8 @@ own item, and deleted rows kept out of what the candidate indexes and the ranker
 :func:`encode_items` encodes a batch in one encoder call; when that call fails, it encodes the
 items one by one, so the items that fail alone (and those whose vector is not finite) are
 returned with their reason, for the catalog feed to dead-letter, and the others are indexed.
+With a :class:`streams.worker.vector_cache.VectorCache` only the texts it does not hold are
+encoded (a restart re-encodes only new and changed texts).
 
 A deleted item keeps its row in :class:`encoders.ItemIndex` (see there); :func:`live_known` and
 :func:`live_long_items` clear the ``known`` flag of deleted rows in what a candidate index is
@@ -21,6 +23,7 @@ import numpy.typing as npt
 from encoders import TextEncoder
 from interest_state import LongTermItems
 from streams.contract import ItemRecord
+from streams.worker.vector_cache import VectorCache
 
 __all__ = ["encode_items", "failure_reason", "live_known", "live_long_items"]
 
@@ -44,10 +47,41 @@ def failure_reason(what: str, exc: BaseException) -> str:
 
 
 def encode_items(
-    encoder: TextEncoder, items: Sequence[ItemRecord]
+    encoder: TextEncoder, items: Sequence[ItemRecord], cache: VectorCache | None = None
 ) -> tuple[list[ItemRecord], np.ndarray, list[tuple[ItemRecord, str]]]:
     """The items that encode, their vectors (one finite row each, in that order), and the items
-    that do not, each with its reason."""
+    that do not, each with its reason.
+
+    With a ``cache``, only the texts it does not hold are encoded (one call); their vectors are
+    added to it and written (one :meth:`VectorCache.flush` per call)."""
+    if cache is None:
+        return _encode(encoder, items)
+    found = cache.lookup([item.text for item in items])
+    misses = [item for item, vector in zip(items, found, strict=True) if vector is None]
+    new_items, new_vectors, failed = _encode(encoder, misses) if misses else ([], None, [])
+    if new_vectors is not None and new_items:
+        cache.put([item.text for item in new_items], new_vectors)
+    cache.flush()
+    new = {id(item): n for n, item in enumerate(new_items)}
+    kept: list[ItemRecord] = []
+    rows: list[np.ndarray] = []
+    for item, vector in zip(items, found, strict=True):
+        if vector is None and new_vectors is not None and id(item) in new:
+            vector = new_vectors[new[id(item)]]
+        if vector is not None:
+            kept.append(item)
+            rows.append(vector)
+    return kept, np.stack(rows) if rows else _empty(encoder), failed
+
+
+def _empty(encoder: TextEncoder) -> np.ndarray:
+    return np.empty((0, encoder.dim), dtype=np.float32)
+
+
+def _encode(
+    encoder: TextEncoder, items: Sequence[ItemRecord]
+) -> tuple[list[ItemRecord], np.ndarray, list[tuple[ItemRecord, str]]]:
+    """:func:`encode_items` without a cache: one call, one by one when it fails."""
     try:
         vectors = encoder.encode([item.text for item in items])
     except Exception as exc:  # one bad text must not sink the batch: find it
@@ -82,8 +116,7 @@ def _one_by_one(
             rows.append(vector)
         else:
             failed.append((item, _NOT_FINITE))
-    vectors = np.stack(rows) if rows else np.empty((0, encoder.dim), dtype=np.float32)
-    return kept, vectors, failed
+    return kept, np.stack(rows) if rows else _empty(encoder), failed
 
 
 def live_known(

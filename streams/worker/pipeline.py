@@ -43,6 +43,7 @@ from streams.contract import ItemRecord
 from streams.worker.candidates import candidate_kind, describe, new_candidate_index
 from streams.worker.items import encode_items, live_known, live_long_items
 from streams.worker.long_term import ActiveSequence, AlignedItems, ring_history
+from streams.worker.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,14 @@ class Pipeline:
         ann_min_items: int = 20_000,
         candidate_index: str = "auto",
         index_threads: int | None = None,
+        vector_cache: VectorCache | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index or ItemIndex(encoder.dim)
         self.params = params
         self.top_k = top_k
+        #: Catalog text vectors by content (``None``: every catalog text is encoded).
+        self.vector_cache = vector_cache
         self.blend_weight = blend_weight
         #: Catalogs of at least this many items are ranked over candidates (exact
         #: standardisation and rescoring, :mod:`interest_state.blend_ann`) from
@@ -165,13 +169,16 @@ class Pipeline:
         return [ring_history(s) for s in self._probes]  # a tuple replaced whole per batch
 
     def add_items(self, items: Sequence[ItemRecord]) -> list[tuple[ItemRecord, str]]:
-        """Encode catalog items (one encoder call) and make them recommendable at once (a
-        deleted one comes back). Returns the items that could not be encoded, with the reason
-        (see :func:`streams.worker.items.encode_items`); the others are indexed."""
+        """Encode catalog items (one encoder call, for the texts not in the vector cache) and
+        make them recommendable at once (a deleted one comes back). Returns the items that could
+        not be encoded, with the reason (see :func:`streams.worker.items.encode_items`); the
+        others are indexed."""
         if not items:
             return []
         latest = {item.item_id: item for item in items}  # a compacted topic may repeat keys
-        chosen, vectors, failed = encode_items(self.encoder, list(latest.values()))
+        chosen, vectors, failed = encode_items(
+            self.encoder, list(latest.values()), self.vector_cache
+        )
         if not chosen:
             return failed
         ids = [i.item_id for i in chosen]

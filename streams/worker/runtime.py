@@ -33,6 +33,7 @@ from streams.worker.app import create_app, topic_specs
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
 from streams.worker.topics import ensure_topics
+from streams.worker.vector_cache import VectorCache
 
 __all__ = [
     "build_pipeline",
@@ -90,10 +91,13 @@ def build_pipeline(settings: Settings) -> Pipeline:
         raise StreamError(f"{exc}\nrun `interest-stream export` first") from exc
     log.info("text encoder %s on %s", encoder.model_version, encoder.provider)
     params = UpdateParams(half_life_s=settings.half_life_s, history_len=settings.history_len)
+    cache = VectorCache.for_encoder(settings.vector_cache_dir, encoder) \
+        if settings.vector_cache else None  # fmt: skip
+    log.info("catalog vector cache: %s", cache.folder if cache is not None else "off")
     return Pipeline(encoder, params, top_k=settings.top_k, blend_weight=settings.blend_weight,
                     ann_min_items=settings.ann_min_items,
                     candidate_index=settings.candidate_index,
-                    index_threads=settings.blas_threads or None)
+                    index_threads=settings.blas_threads or None, vector_cache=cache)
 
 
 def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:
