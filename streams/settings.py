@@ -66,6 +66,7 @@ class Settings:
     batch_wait_s: float = 0.001
     fetch_max_wait_ms: int = 10
     session_timeout_s: float = 10.0
+    broker_wait_s: float = 300.0
     top_k: int = 10
     half_life_s: float = 6 * 3600.0
     history_len: int = 50
@@ -134,6 +135,7 @@ class Settings:
             (0 <= self.fetch_max_wait_ms <= 5000, "fetch_max_wait_ms must be 0..5000"),
             (1 <= self.top_k <= 1000, "top_k must be 1..1000"),
             (self.half_life_s > 0, "half_life_s must be > 0"),
+            (self.broker_wait_s >= 0, "broker_wait_s must be >= 0 (0: do not wait)"),
             (1 <= self.history_len <= 1024, "history_len must be 1..1024"),
             (0.0 <= self.blend_weight <= 1.0, "blend_weight must be in [0, 1]"),
             (self.model_poll_s > 0, "model_poll_s must be > 0"),
@@ -177,6 +179,7 @@ ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "INTEREST_STREAM_BATCH_WAIT_S": ("batch_wait_s", float),
     "INTEREST_STREAM_FETCH_MAX_WAIT_MS": ("fetch_max_wait_ms", int),
     "INTEREST_STREAM_SESSION_TIMEOUT_S": ("session_timeout_s", float),
+    "INTEREST_STREAM_BROKER_WAIT_S": ("broker_wait_s", float),
     "INTEREST_STREAM_TOP_K": ("top_k", int),
     "INTEREST_STREAM_HALF_LIFE_S": ("half_life_s", float),
     "INTEREST_STREAM_HISTORY_LEN": ("history_len", int),

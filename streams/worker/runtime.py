@@ -136,7 +136,7 @@ def limit_blas_threads(threads: int) -> None:
 def prepare_topics(settings: Settings) -> None:
     if not settings.bootstrap:
         raise StreamError("no bootstrap server: start a broker first")
-    asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings)))
+    asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings), settings.broker_wait_s))
 
 
 def forget_local_state(settings: Settings) -> None:

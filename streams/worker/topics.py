@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -38,13 +39,15 @@ class TopicSpec:
         return NewTopic(self.name, self.partitions, 1, topic_configs=configs)
 
 
-async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
-    """Create missing topics; raise ``TopicError`` if one exists with another partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        raise BrokerError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+async def ensure_topics(
+    bootstrap: str, specs: Sequence[TopicSpec], wait_s: float = 0.0, retry_s: float = 2.0
+) -> None:
+    """Create missing topics; raise ``TopicError`` if one exists with another partition count.
+
+    A broker that does not answer yet is tried again every ``retry_s`` for up to ``wait_s``
+    seconds (a worker started before Kafka waits for it, saying so), then ``BrokerError``.
+    """
+    admin = await _connected_admin(bootstrap, wait_s, retry_s)
     try:
         existing = await _partition_counts(admin, [s.name for s in specs])
         missing = [s for s in specs if s.name not in existing]
@@ -65,6 +68,24 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec]) -> None:
         raise TopicError(f"cannot create topics on {bootstrap}: {exc}") from exc
     finally:
         await admin.close()
+
+
+async def _connected_admin(bootstrap: str, wait_s: float, retry_s: float) -> AIOKafkaAdminClient:
+    deadline = time.monotonic() + wait_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            return admin
+        except KafkaError as exc:
+            await admin.close()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waited = f" after waiting {wait_s:g} s" if wait_s else ""
+                raise BrokerError(f"cannot reach Kafka at {bootstrap}{waited}: {exc}") from exc
+            log.warning("Kafka at %s does not answer yet (%s): trying again for up to %.0f s "
+                        "(INTEREST_STREAM_BROKER_WAIT_S)", bootstrap, exc, left)  # fmt: skip
+            await asyncio.sleep(min(retry_s, left))
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: Iterable[str]) -> dict[str, int]:

@@ -52,3 +52,31 @@ def test_true_end_offsets_count_every_record_of_a_multi_record_batch(bootstrap: 
     produce(bootstrap, [("t-broker-end", b"k", b"v%d" % i) for i in range(25)])
     tp = TopicPartition("t-broker-end", 0)
     assert asyncio.run(read_true_end_offsets(bootstrap, [tp])) == {tp: 25}
+
+
+def test_a_worker_started_before_its_broker_waits_for_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Topics are prepared first thing at start-up: with nothing on the port yet, the call
+    waits (saying so) and goes on once the broker is up; without a broker it gives up."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bootstrap = f"127.0.0.1:{port}"
+    with pytest.raises(BrokerError, match=f"cannot reach Kafka at {bootstrap} after waiting 1 s"):
+        asyncio.run(ensure_topics(bootstrap, [TopicSpec("t-late", 2)], wait_s=1.0, retry_s=0.2))
+
+    async def late_broker() -> None:
+        waiting = asyncio.ensure_future(
+            ensure_topics(bootstrap, [TopicSpec("t-late", 2)], wait_s=60.0, retry_s=0.5)
+        )
+        await asyncio.sleep(2.0)
+        assert not waiting.done()
+        with EmbeddedBroker(port=port):
+            await asyncio.wait_for(waiting, 30)
+            with pytest.raises(TopicError, match="has 2 partitions, configured 3"):
+                await ensure_topics(bootstrap, [TopicSpec("t-late", 3)])  # it was created
+
+    with caplog.at_level("WARNING", logger="streams.worker.topics"):
+        asyncio.run(late_broker())
+    assert f"Kafka at {bootstrap} does not answer yet" in caplog.text
