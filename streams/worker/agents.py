@@ -2,12 +2,13 @@
 
 Each batch from :func:`streams.worker.batching.take_batches` is decoded (bad records go to the
 dead-letter topic: every failure to decode one record, expected or not, is that record's alone,
-and a dead letter that cannot be sent is logged, never raised), handed to
-:meth:`Pipeline.process` in an executor thread, and then written back: one table write and one
-recommendation message per user touched (coalescing), in the partition that received that
-user's events, whatever hash the producer used to put them there. The table and the output
-topics are reached through :mod:`streams.worker.ports` (the Faust table and topics in the
-stream, their in-memory homes in unit tests).
+and a dead letter that cannot be sent is logged, never raised; a batch's dead letters are sent
+together, while its good events are processed, and logged in one line, not one a record),
+handed to :meth:`Pipeline.process` in an executor thread, and then written back: one table
+write and one recommendation message per user touched (coalescing), in the partition that
+received that user's events, whatever hash the producer used to put them there. The table and
+the output topics are reached through :mod:`streams.worker.ports` (the Faust table and topics in
+the stream, their in-memory homes in unit tests).
 
 A crash of the agent stops the worker (exit code != 0) instead of leaving a worker that is up
 but consumes nothing.
@@ -32,7 +33,7 @@ from interest_state import CodecError, Event, InterestState, decode_state, encod
 from streams.errors import EventRejected
 from streams.worker.batching import take_batches
 from streams.worker.catalog import CatalogFeed
-from streams.worker.dlq import dead_letter
+from streams.worker.dlq import dead_letters
 from streams.worker.pipeline import BatchResult, Pipeline
 from streams.worker.schemas import decode_event, encode_recommendations
 from streams.worker.wiring import Wiring, stop_worker
@@ -87,6 +88,7 @@ def _decode(
     good: list[Event] = []
     sources: list[EventT[bytes]] = []
     bad: list[tuple[EventT[bytes], str]] = []
+    unexpected: list[tuple[EventT[bytes], Exception]] = []
     for ev in batch:
         msg = ev.message
         try:
@@ -97,8 +99,12 @@ def _decode(
             bad.append((ev, exc.reason))
         except Exception as exc:  # a bug of ours, not the record's: still only this record's
             bad.append((ev, undecodable(exc)))
-            log.warning("%s[%d]@%d could not be decoded; dead-lettered", msg.topic,
-                        msg.partition, msg.offset, exc_info=exc)  # fmt: skip
+            unexpected.append((ev, exc))
+    if unexpected:  # one line a batch, however many: a flood must not flood the log
+        first, error = unexpected[0][0].message, unexpected[0][1]
+        log.warning("%d records of the batch could not be decoded; dead-lettered. The first: "
+                    "%s[%d]@%d", len(unexpected), first.topic, first.partition, first.offset,
+                    exc_info=error)  # fmt: skip
     return good, sources, bad
 
 
@@ -143,19 +149,40 @@ async def handle_batch(
     stats.waits_ms.extend((started - ev.message.timestamp) * 1000.0 for ev in batch)
     try:
         events, sources, bad = _decode(wiring, batch)
-        for ev, reason in bad:
-            await dead_letter(wiring, ev.message, reason)
+        # the dead letters go out while the good events are processed: both are done before
+        # this returns, and the batch is acked (so its offsets can be committed) only then
+        letters = [(ev.message, reason) for ev, reason in bad]
         if not events:
+            await dead_letters(wiring, letters)
             return
-        states = _load_states(wiring, events, sources)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(executor, pipeline.process, events, states)
-        for position, reason in result.rejected:
-            await dead_letter(wiring, sources[position].message, reason)
-        outgoing = _write_back(wiring, events, sources, result)
-        await _publish(wiring, outgoing)
+        sending = asyncio.ensure_future(dead_letters(wiring, letters)) if letters else None
+        try:
+            await _process(wiring, pipeline, executor, events, sources)
+        except BaseException:
+            if sending is not None:
+                sending.cancel()  # the batch is not acked: its records are read again
+            raise
+        if sending is not None:
+            await sending
     finally:
         stats.batch_ms.append((time.time() - started) * 1000.0)
+
+
+async def _process(
+    wiring: Wiring,
+    pipeline: Pipeline,
+    executor: ThreadPoolExecutor,
+    events: Sequence[Event],
+    sources: Sequence[EventT[bytes]],
+) -> None:
+    """Update the states of ``events``' users, store them and send their recommendations."""
+    states = _load_states(wiring, events, sources)
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(executor, pipeline.process, events, states)
+    outgoing = _write_back(wiring, events, sources, result)
+    await _publish(wiring, outgoing)
+    rejected = [(sources[position].message, reason) for position, reason in result.rejected]
+    await dead_letters(wiring, rejected)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from streams.settings import Settings
 from streams.worker import agents
 from streams.worker.agents import handle_batch, in_partition_of
 from streams.worker.pipeline import Pipeline
-from streams.worker.ports import MemorySink, MemoryStore
+from streams.worker.ports import MemorySink, MemoryStore, Sent
 from streams.worker.schemas import decode_event
 from streams.worker.stats import Stats
 from streams.worker.wiring import Wiring
@@ -192,3 +192,63 @@ def test_a_null_key_and_a_null_value_are_dead_lettered_as_they_came(
     assert (second.key, second.value) == (b"u1", None)
     assert dict(second.headers)["dlq.reason"].startswith(b"no value (null)")
     assert [dict(m.headers)["dlq.offset"] for m in setup.dlq.sent] == [b"1", b"2"]
+
+
+class _GatedSink(MemorySink):
+    """A sink whose sends are handed over at once and return only when ``gate`` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send(self, **kwargs: object) -> Sent:  # type: ignore[override]
+        message = await super().send(**kwargs)  # type: ignore[arg-type]
+        await self.gate.wait()
+        return message
+
+
+def test_good_events_are_answered_while_their_batchs_dead_letters_are_still_on_their_way(
+    tiny_encoder: TextEncoder,
+) -> None:
+    """A flood of bad records must not hold the good ones of a batch back; the batch returns
+    (and is acked, so committed) only once every dead letter is handed to the producer."""
+    setup = _setup()
+    dlq = setup.wiring.dlq = _GatedSink()
+    batch = [setup.record(b"u9", b"not json", offset=n) for n in range(100)]
+    batch.insert(50, setup.event("a", "u1", "0"))
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            handling = asyncio.ensure_future(
+                handle_batch(setup.wiring, _pipeline(tiny_encoder), executor, batch)
+            )
+            for _ in range(500):
+                if setup.recommendations.sent or handling.done():
+                    break
+                await asyncio.sleep(0.01)
+            assert [m.key for m in setup.recommendations.sent] == [b"u1"]
+            assert len(dlq.sent) == 100  # all handed over together
+            await asyncio.sleep(0.05)
+            assert not handling.done()  # still waits for its dead letters
+            dlq.gate.set()
+            await asyncio.wait_for(handling, 5)
+
+    asyncio.run(scenario())
+    assert setup.wiring.stats.dead_letters == {"not JSON": 100}
+
+
+def test_a_flood_of_records_failing_unexpectedly_logs_one_line_a_batch(
+    tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object) -> object:
+        raise ValueError("a bug of ours")
+
+    monkeypatch.setattr(agents, "decode_event", broken)
+    setup = _setup()
+    with caplog.at_level(logging.DEBUG, logger="streams.worker.agents"):
+        setup.run(_pipeline(tiny_encoder), [
+            setup.record(b"u1", b"{}", offset=n) for n in range(300)])
+    assert len(setup.dlq.sent) == 300
+    [logged] = [r for r in caplog.records if r.name == "streams.worker.agents"]
+    assert logged.levelno == logging.WARNING and logged.exc_info is not None
+    assert logged.getMessage().startswith("300 records of the batch could not be decoded")

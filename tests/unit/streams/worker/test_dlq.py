@@ -12,7 +12,14 @@ from aiokafka import ConsumerRecord
 from faust.types import Message
 
 from streams.settings import Settings
-from streams.worker.dlq import PREFIX_BYTES, WHOLE_MAX_BYTES, bounded, dead_letter, dlq_headers
+from streams.worker.dlq import (
+    PREFIX_BYTES,
+    WHOLE_MAX_BYTES,
+    bounded,
+    dead_letter,
+    dead_letters,
+    dlq_headers,
+)
 from streams.worker.ports import MemorySink, MemoryStore, Sent
 from streams.worker.stats import Stats
 from streams.worker.wiring import Wiring
@@ -127,3 +134,50 @@ def test_cancellation_is_not_swallowed() -> None:
     wiring = _wiring(_FailingSink(asyncio.CancelledError()))  # type: ignore[arg-type]
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(dead_letter(wiring, _message(b"u1", b"x"), "r"))
+
+
+class _GatedSink(MemorySink):
+    """A sink whose sends are handed over at once and return only when ``gate`` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send(self, **kwargs: object) -> Sent:  # type: ignore[override]
+        message = await super().send(**kwargs)  # type: ignore[arg-type]
+        await self.gate.wait()
+        return message
+
+
+def test_a_batch_of_dead_letters_is_handed_over_together_not_one_after_another() -> None:
+    """One awaited send per bad record held a flood of them to ~1,300 records/s."""
+    sink = _GatedSink()
+    wiring = _wiring(sink)
+    letters = [(_message(b"u%d" % n, b"{nope", offset=n), "not JSON: x") for n in range(200)]
+
+    async def scenario() -> None:
+        sending = asyncio.ensure_future(dead_letters(wiring, letters))
+        for _ in range(20):  # a few turns of the loop, far fewer than one per letter
+            await asyncio.sleep(0)
+        assert len(sink.sent) == 200 and not sending.done()  # all started, none finished
+        sink.gate.set()
+        await asyncio.wait_for(sending, 5)
+
+    asyncio.run(scenario())
+    assert [dict(m.headers)["dlq.offset"] for m in sink.sent] == [b"%d" % n for n in range(200)]
+    assert wiring.stats.dead_letters == {"not JSON": 200}
+
+
+def test_a_flood_of_failed_dead_letters_is_logged_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = _FailingSink(RuntimeError("broker down"))
+    wiring = _wiring(sink)
+    letters = [(_message(b"u1", b"{nope", offset=n), "not JSON: x") for n in range(500)]
+    with caplog.at_level(logging.DEBUG, logger="streams.worker.dlq"):
+        asyncio.run(dead_letters(wiring, letters))
+    assert sink.calls == 500 and wiring.stats.dead_letters == {"not JSON": 500}
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and len(caplog.records) <= 2  # and at most one debug line
+    assert "500 of 500" in errors[0].getMessage() and "events.click[3]@0" in errors[0].getMessage()
+    assert errors[0].exc_info is not None
