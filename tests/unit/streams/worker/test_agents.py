@@ -22,10 +22,11 @@ from streams.settings import Settings
 from streams.worker import agents
 from streams.worker.agents import handle_batch, in_partition_of
 from streams.worker.pipeline import Pipeline
-from streams.worker.ports import MemorySink, MemoryStore, Sent
+from streams.worker.ports import MemorySink, MemoryStore
 from streams.worker.schemas import decode_event
 from streams.worker.stats import Stats
 from streams.worker.wiring import Wiring
+from tests.unit.streams.worker.sinks import GatedSink
 
 TITLES = ["space battle saga", "romantic comedy in paris", "animated toys adventure", "war drama"]
 
@@ -194,26 +195,13 @@ def test_a_null_key_and_a_null_value_are_dead_lettered_as_they_came(
     assert [dict(m.headers)["dlq.offset"] for m in setup.dlq.sent] == [b"1", b"2"]
 
 
-class _GatedSink(MemorySink):
-    """A sink whose sends are handed over at once and return only when ``gate`` opens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-
-    async def send(self, **kwargs: object) -> Sent:  # type: ignore[override]
-        message = await super().send(**kwargs)  # type: ignore[arg-type]
-        await self.gate.wait()
-        return message
-
-
 def test_good_events_are_answered_while_their_batchs_dead_letters_are_still_on_their_way(
     tiny_encoder: TextEncoder,
 ) -> None:
     """A flood of bad records must not hold the good ones of a batch back; the batch returns
     (and is acked, so committed) only once every dead letter is handed to the producer."""
     setup = _setup()
-    dlq = setup.wiring.dlq = _GatedSink()
+    dlq = setup.wiring.dlq = GatedSink()
     batch = [setup.record(b"u9", b"not json", offset=n) for n in range(100)]
     batch.insert(50, setup.event("a", "u1", "0"))
 

@@ -23,6 +23,7 @@ from streams.worker.dlq import (
 from streams.worker.ports import MemorySink, MemoryStore, Sent
 from streams.worker.stats import Stats
 from streams.worker.wiring import Wiring
+from tests.unit.streams.worker.sinks import GatedSink
 
 
 def _wiring(dlq: object) -> Wiring:
@@ -136,22 +137,9 @@ def test_cancellation_is_not_swallowed() -> None:
         asyncio.run(dead_letter(wiring, _message(b"u1", b"x"), "r"))
 
 
-class _GatedSink(MemorySink):
-    """A sink whose sends are handed over at once and return only when ``gate`` opens."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-
-    async def send(self, **kwargs: object) -> Sent:  # type: ignore[override]
-        message = await super().send(**kwargs)  # type: ignore[arg-type]
-        await self.gate.wait()
-        return message
-
-
 def test_a_batch_of_dead_letters_is_handed_over_together_not_one_after_another() -> None:
     """One awaited send per bad record held a flood of them to ~1,300 records/s."""
-    sink = _GatedSink()
+    sink = GatedSink()
     wiring = _wiring(sink)
     letters = [(_message(b"u%d" % n, b"{nope", offset=n), "not JSON: x") for n in range(200)]
 
