@@ -31,7 +31,7 @@ from faust.web import Request, Response, View
 from streams.settings import Settings
 from streams.worker.stats import Acked, since_param
 from streams.worker.topics import TopicSpec, ensure_topics
-from streams.worker.transport import KafkaApp
+from streams.worker.transport import faust_app
 
 __all__ = ["MODES", "BaselineCounter", "baseline_specs", "create_baseline_app", "main"]
 
@@ -66,35 +66,12 @@ def baseline_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def faust_app(settings: Settings) -> faust.App:
-    """Faust settings of :func:`streams.worker.app.create_app`, but a 2 ms producer linger: a send
-    per event queues fewer produce requests with it (the worker sends one message per user and
-    batch and uses 0). Table+send at 0 had p50 56.4 ms and p99 224 ms at 1,000/s in one full
-    bench run, against 23-35 ms and 50-106 ms with 2 ms in the runs before."""
-    return KafkaApp(
-        settings.app_id,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        broker=f"interest-kafka://{settings.bootstrap}",
-        store="memory://",
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=1,
-        topic_allow_declare=True,
-        table_standby_replicas=0,
-        web_enabled=True,
-        web_bind=settings.web_host,
-        web_port=settings.web_port,
-        web_host=settings.web_host,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        broker_commit_interval=1.0,
-        producer_linger=0.002,  # the worker has 0; one send per event does better with 2 ms
-        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
-        stream_wait_empty=False,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+def baseline_faust_app(settings: Settings) -> faust.App:
+    """The worker's Faust app (:func:`streams.worker.transport.faust_app`) in memory, web server
+    on, and a 2 ms producer linger: a send per event queues fewer produce requests with it (the
+    worker sends one message per user and batch and uses 0). Table+send at 0 had p50 56.4 ms and
+    p99 224 ms at 1,000/s in one full bench run, against 23-35 ms and 50-106 ms with 2 ms."""
+    return faust_app(settings, store="memory://", web_enabled=True, producer_linger=0.002)
 
 
 def create_baseline_app(
@@ -105,7 +82,7 @@ def create_baseline_app(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if settings.bootstrap is None:
         raise ValueError("a baseline app needs settings.bootstrap")
-    app = faust_app(settings)
+    app = baseline_faust_app(settings)
     count = counter or BaselineCounter()
     events = app.topic(*settings.topics.events, key_type=bytes, value_type=bytes)
     if mode == "noop":

@@ -43,7 +43,8 @@ from streams.bench.store_data import CHUNK, encoded_states, user_key
 from streams.errors import BenchError
 from streams.settings import Settings
 from streams.worker.agents import in_partition_of
-from streams.worker.app import faust_app, interest_table
+from streams.worker.app import interest_table
+from streams.worker.transport import faust_app
 
 __all__ = ["StoreJob", "StoreRun", "measure_store", "run_store_job", "state_scale_section"]
 

@@ -23,14 +23,13 @@ from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
 from streams.worker.stats import Stats
 from streams.worker.topics import TopicSpec
-from streams.worker.transport import KafkaApp
+from streams.worker.transport import faust_app
 from streams.worker.wiring import Wiring
 
 __all__ = [
     "TABLE_NAME",
     "changelog_topic_name",
     "create_app",
-    "faust_app",
     "interest_table",
     "store_options",
     "topic_specs",
@@ -58,38 +57,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.dlq, n),
         TopicSpec(changelog_topic_name(settings), n, compacted=True),
     ]
-
-
-def faust_app(settings: Settings) -> faust.App:
-    """The worker's Faust app, without topics or agents (the store bench opens its table).
-
-    Configured from ``settings`` alone: its transport reads the fetch wait from the app itself
-    (:class:`~streams.worker.transport.KafkaApp`), so two apps in one process do not share it.
-    """
-    return KafkaApp(
-        settings.app_id,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        broker=f"interest-kafka://{settings.bootstrap}",
-        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=1,
-        topic_allow_declare=True,
-        table_standby_replicas=0,
-        web_enabled=settings.web_enabled,
-        web_bind=settings.web_host,
-        web_port=settings.web_port,
-        web_host=settings.web_host,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
-        broker_commit_interval=1.0,
-        producer_linger=0.0,  # no wait before a produce request: ~1 ms off the send path
-        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
-        stream_wait_empty=False,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
 
 
 def store_options(settings: Settings) -> dict[str, int]:

@@ -29,9 +29,10 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT
 from mode import ServiceT
 
+from streams.settings import Settings
 from streams.worker.topics import true_end_offsets
 
-__all__ = ["KafkaApp", "Transport", "fetch_max_wait_ms"]
+__all__ = ["KafkaApp", "Transport", "faust_app", "fetch_max_wait_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -195,3 +196,36 @@ class Transport(faust_aiokafka.Transport):
     without a task per message."""
 
     Consumer: ClassVar[Any] = _Consumer
+
+
+def faust_app(settings: Settings, **overrides: Any) -> faust.App:
+    """The worker's Faust app, without topics or agents (the store bench opens its table; the
+    bench's baselines pass ``overrides`` of single Faust options).
+
+    Configured from ``settings`` alone: its transport reads the fetch wait from the app itself
+    (:class:`~streams.worker.transport.KafkaApp`), so two apps in one process do not share it.
+    """
+    options: dict[str, Any] = dict(
+        broker=f"interest-kafka://{settings.bootstrap}",
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        table_standby_replicas=0,
+        web_enabled=settings.web_enabled,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_commit_interval=1.0,
+        producer_linger=0.0,  # no wait before a produce request: ~1 ms off the send path
+        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        stream_wait_empty=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    options.update(overrides)
+    return KafkaApp(settings.app_id, fetch_max_wait_ms=settings.fetch_max_wait_ms, **options)

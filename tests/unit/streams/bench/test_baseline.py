@@ -11,6 +11,7 @@ from streams.bench.baseline import (
     output_topic,
 )
 from streams.settings import Settings
+from streams.worker.transport import faust_app
 
 
 def test_baseline_apps_are_built_with_the_worker_transport() -> None:
@@ -36,3 +37,15 @@ def test_baseline_topics_and_counter() -> None:
     assert {spec.partitions for spec in specs.values()} == {3}
     counter = BaselineCounter(events=4)
     assert counter.snapshot() == {"events_in": 4, "events_applied": 4, "acked_ms": {}}
+
+
+def test_baselines_are_the_worker_s_faust_app_with_three_options_changed() -> None:
+    settings = Settings(bootstrap="127.0.0.1:9092", app_id="bench-test", web_enabled=False)
+    baseline = create_baseline_app(settings, "table-send").conf
+    assert (baseline.producer_linger, str(baseline.store), baseline.web_enabled) == (
+        0.002, "memory:", True)
+    worker = faust_app(settings).conf
+    assert (worker.producer_linger, str(worker.store), worker.web_enabled) == (
+        0.0, "rocksdb:", False)
+    assert baseline.broker_session_timeout == worker.broker_session_timeout
+    assert baseline.stream_buffer_maxsize == worker.stream_buffer_maxsize

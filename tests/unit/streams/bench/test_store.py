@@ -26,7 +26,8 @@ from streams.bench.store import (
 from streams.bench.store_worker import _check_recovered
 from streams.errors import BenchError, SettingsError
 from streams.settings import Settings
-from streams.worker.app import faust_app, interest_table, store_options
+from streams.worker.app import interest_table, store_options
+from streams.worker.transport import faust_app
 
 
 def test_store_options_split_the_cache_budget_over_the_partitions() -> None:

@@ -18,8 +18,7 @@ from faust.types import TP
 from mode import Service
 
 from streams.settings import Settings
-from streams.worker.app import faust_app
-from streams.worker.transport import Transport, _Consumer, fetch_max_wait_ms
+from streams.worker.transport import Transport, _Consumer, faust_app, fetch_max_wait_ms
 
 T0, T1 = TP("events.click", 0), TP("events.click", 1)
 
