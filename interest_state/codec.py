@@ -1,20 +1,24 @@
 """Compact, versioned binary encoding of :class:`InterestState` (no pickle, no JSON).
 
-Layout of version 2, all little-endian::
+Layout of version 3, all little-endian::
 
     header   2s B B I I        magic b"IS", version, flags (bit 0: long_term present),
                                dim, total length in bytes (CRC included)
     scalars  d d d d Q Q Q Q Q short_weight, short_norm, long_norm, updated_ts,
                                n_events, n_browse, n_click, n_comment, n_duplicates
-    counts   H H H I           history entries, dedupe hashes, long_term_version bytes,
-                               long_dim (length of long_term; 0 when absent)
+    counts   H H H I H         history entries, dedupe hashes, long_term_version bytes,
+                               long_dim (length of long_term; 0 when absent), applied-offset
+                               sources
     body     long_term_version (utf-8); short_term as float16 unit vector (dim * 2 bytes);
              long_term likewise (long_dim * 2 bytes) when flagged; history types (B each),
-             history ts (d each), history item ids (H length + utf-8 each); dedupe hashes (Q each)
+             history ts (d each), history item ids (H length + utf-8 each); dedupe hashes (Q each);
+             applied-offset sources (H length + utf-8 each), their offsets (q each)
     trailer  I                 CRC-32 of everything before it
 
-Version 1 is the same without ``long_dim`` (its long_term, when flagged, has length ``dim``);
-:func:`decode_state` still reads it, :func:`encode_state` writes version 2.
+Version 2 is the same without the applied offsets (a state read from it has none: its events'
+redeliveries are caught by the event-id ring only, until its next update records them);
+version 1 is version 2 without ``long_dim`` (its long_term, when flagged, has length ``dim``).
+:func:`decode_state` reads all three, :func:`encode_state` writes version 3.
 
 Vectors are stored as their direction in float16 plus their norm in float64, so a large
 decayed sum cannot overflow float16 and precision is relative (about 1e-3 per component).
@@ -33,11 +37,15 @@ from .arrays import FloatVector
 from .errors import CodecError, InterestStateError
 from .state import InterestState
 
-CODEC_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+CODEC_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAGIC = b"IS"
 _HEADER = struct.Struct("<2sBBII")
-_SCALARS = {1: struct.Struct("<ddddQQQQQHHH"), 2: struct.Struct("<ddddQQQQQHHHI")}
+_SCALARS = {
+    1: struct.Struct("<ddddQQQQQHHH"),
+    2: struct.Struct("<ddddQQQQQHHHI"),
+    3: struct.Struct("<ddddQQQQQHHHIH"),
+}
 _CRC = struct.Struct("<I")
 _FLAG_LONG = 1
 _U16 = 0xFFFF
@@ -47,8 +55,9 @@ def encode_state(state: InterestState) -> bytes:
     """Encode ``state`` into bytes that :func:`decode_state` reads back."""
     version = state.long_term_version.encode("utf-8")
     ids = [item.encode("utf-8") for item in state.recent_items]
-    too_long = [len(b) for b in (version, *ids) if len(b) > _U16]
-    if too_long or max(len(ids), len(state.recent_event_ids)) > _U16:
+    sources = [source.encode("utf-8") for source, _ in state.applied_offsets]
+    too_long = [len(b) for b in (version, *ids, *sources) if len(b) > _U16]
+    if too_long or max(len(ids), len(state.recent_event_ids), len(sources)) > _U16:
         raise CodecError("a string or ring is too long for the codec (max 65535)")
     short_dir, short_norm = _direction(state.short_term)
     long_dir, long_norm = (b"", 0.0) if state.long_term is None else _direction(state.long_term)
@@ -64,6 +73,7 @@ def encode_state(state: InterestState) -> bytes:
         len(state.recent_event_ids),
         len(version),
         state.long_dim,
+        len(sources),
     )
     body = b"".join(
         [
@@ -75,6 +85,8 @@ def encode_state(state: InterestState) -> bytes:
             struct.pack(f"<{len(ids)}d", *state.recent_ts),
             b"".join(struct.pack("<H", len(b)) + b for b in ids),
             struct.pack(f"<{len(state.recent_event_ids)}Q", *state.recent_event_ids),
+            b"".join(struct.pack("<H", len(b)) + b for b in sources),
+            struct.pack(f"<{len(sources)}q", *(offset for _, offset in state.applied_offsets)),
         ]
     )
     flags = _FLAG_LONG if state.long_term is not None else 0
@@ -185,6 +197,9 @@ def _read_state(reader: _Reader, codec_version: int, flags: int, dim: int) -> In
     stamps = reader.unpack(f"<{n_hist}d")
     items = tuple(str(reader.take(reader.unpack("<H")[0]), "utf-8") for _ in range(n_hist))
     hashes = reader.unpack(f"<{n_dedupe}Q")
+    n_sources = scalars[13] if codec_version >= 3 else 0
+    sources = [str(reader.take(reader.unpack("<H")[0]), "utf-8") for _ in range(n_sources)]
+    offsets = reader.unpack(f"<{n_sources}q")
     reader.done()
     return InterestState(
         dim=dim,
@@ -200,4 +215,5 @@ def _read_state(reader: _Reader, codec_version: int, flags: int, dim: int) -> In
         n_events=n_events,
         n_by_type=(n_browse, n_click, n_comment),
         n_duplicates=n_dup,
+        applied_offsets=tuple(zip(sources, offsets, strict=True)),
     )

@@ -26,7 +26,13 @@ class EventType(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One user event. ``ts`` is event time in epoch seconds; ``event_id`` is unique."""
+    """One user event. ``ts`` is event time in epoch seconds; ``event_id`` is unique.
+
+    ``source`` and ``offset`` say where the event was read (the stream's ``"topic/partition"``
+    and the record's offset); an event read from no ordered log has ``offset`` -1. With a
+    position, a redelivery of the same record is recognised exactly
+    (:meth:`InterestState.covers`), however many events came since.
+    """
 
     event_id: str
     user_id: str
@@ -36,6 +42,8 @@ class Event:
     dwell_ms: int | None = None
     text: str | None = None
     context: Mapping[str, str] = field(default_factory=dict)
+    source: str = ""
+    offset: int = -1
 
     def __post_init__(self) -> None:
         try:

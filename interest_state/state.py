@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,6 +25,11 @@ class InterestState:
     it lives in that model's own item space, so its length (``long_dim``) is its own, not ``dim``.
     The ``recent_*`` rings list events oldest to newest by event time; ``recent_event_ids``
     holds 64-bit event-id hashes in arrival order for de-duplication.
+    ``applied_offsets`` holds, for each source log the user's events were read from (a
+    ``"topic/partition"`` in the stream), the highest offset whose event this state includes,
+    sorted by source: a redelivered event (at or below its source's mark) is recognised
+    whatever the number of events since, because a log delivers in order
+    (:meth:`covers`).
 
     Arrays are stored as read-only float32 copies, so a state cannot change once built.
     Equality is identity (``eq=False``): compare fields, or encoded bytes, instead.
@@ -42,6 +48,7 @@ class InterestState:
     n_events: int
     n_by_type: tuple[int, int, int]
     n_duplicates: int
+    applied_offsets: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -75,6 +82,11 @@ class InterestState:
             raise StateError(f"recent_types holds an unknown event type: {self.recent_types}")
         if any(not 0 <= h < 2**64 for h in self.recent_event_ids):
             raise StateError("recent_event_ids must be unsigned 64-bit integers")
+        sources = [source for source, _ in self.applied_offsets]
+        if sources != sorted(set(sources)):
+            raise StateError("applied_offsets must be sorted by source, each source once")
+        if any(not 0 <= offset < 2**63 for _, offset in self.applied_offsets):
+            raise StateError("applied_offsets must be offsets in 0..2**63-1")
 
     @classmethod
     def empty(cls, dim: int) -> InterestState:
@@ -117,6 +129,26 @@ class InterestState:
             return short if long is None else long
         blend = unit((1.0 - long_weight) * short + long_weight * long)
         return short if blend is None else blend
+
+    def covers(self, source: str, offset: int) -> bool:
+        """Whether the event at ``offset`` of log ``source`` is already in this state (it is
+        when an event at that offset or a later one of the same log was applied); an event
+        without a position (``offset < 0``) never is."""
+        if offset < 0:
+            return False
+        for known, mark in self.applied_offsets:
+            if known == source:
+                return offset <= mark
+        return False
+
+    def with_offsets(self, positions: Iterable[tuple[str, int]]) -> InterestState:
+        """A copy whose ``applied_offsets`` also cover ``positions`` (``(source, offset)``
+        pairs; offsets below 0 are ignored): events there count as in the state."""
+        marks = dict(self.applied_offsets)
+        for source, offset in positions:
+            if offset >= 0:
+                marks[source] = max(offset, marks.get(source, -1))
+        return replace(self, applied_offsets=tuple(sorted(marks.items())))
 
     def seen_items(self) -> frozenset[str]:
         """Item ids in the recent-history ring (what the ranking filters out)."""

@@ -8,9 +8,16 @@ Time decay is exact with respect to event time. With ``T = updated_ts`` the stat
 * an older event (out of order) is added with its weight decayed to ``T``, so the state
   never moves backwards in time.
 
-Events whose event-id hash is already in ``recent_event_ids`` (or that repeat within one
-call) change nothing but the ``n_duplicates`` counter. The dedupe ring holds the last
-``dedupe_len`` hashes: an event redelivered after that many newer events is applied again.
+Two kinds of repeat change nothing:
+
+* a *redelivery*: an event with a log position (``Event.source``/``offset``) at or below the
+  highest offset of that log already in the state (``applied_offsets``). A log delivers in
+  order and a consumer replays it from a committed offset, so this holds for any number of
+  events since, whatever the commit policy; nothing but ``applied_offsets`` records it.
+* a *duplicate*: an event whose event-id hash is in ``recent_event_ids`` (or that repeats
+  within one call): the client sent it twice, at two positions. It counts in
+  ``n_duplicates``. The ring holds the last ``dedupe_len`` hashes: a client's resend after
+  that many newer events is applied again.
 Within one call, observations are applied in event-time order, so a shuffled batch gives the
 same state as a sorted one. Every observation is checked before any is applied.
 """
@@ -33,10 +40,12 @@ from .state import InterestState
 
 @dataclass(frozen=True, slots=True)
 class UpdateResult:
-    """Which event ids one :func:`update` call applied, and which it dropped as duplicates."""
+    """Which event ids one :func:`update` call applied, and which it dropped as duplicates or
+    redeliveries."""
 
     applied: tuple[str, ...]
     duplicates: tuple[str, ...]
+    redelivered: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -50,6 +59,12 @@ class _Accumulator:
     history: list[tuple[float, int, str]] = field(default_factory=list)
     hashes: list[int] = field(default_factory=list)
     by_type: list[int] = field(default_factory=lambda: [0, 0, 0])
+    marks: dict[str, int] = field(default_factory=dict)
+
+    def mark(self, source: str, offset: int) -> None:
+        """Remember that the event at ``offset`` of ``source`` is now in the state."""
+        if offset >= 0:
+            self.marks[source] = max(offset, self.marks.get(source, -1))
 
     def push(self, ts: float, weight: float, vector: npt.NDArray[np.float64]) -> None:
         if ts >= self.ref_ts:
@@ -82,8 +97,13 @@ def update(
     known = set(state.recent_event_ids)
     applied: list[str] = []
     duplicates: list[str] = []
+    redelivered: list[str] = []
     for i in order:
         event = observations[i].event
+        if state.covers(event.source, event.offset):
+            redelivered.append(event.event_id)
+            continue
+        acc.mark(event.source, event.offset)
         key = event_id_hash(event.event_id)
         if key in known:
             duplicates.append(event.event_id)
@@ -95,7 +115,8 @@ def update(
         acc.by_type[event.event_type] += 1
         applied.append(event.event_id)
     new_state = _build(state, acc, params, len(applied), len(duplicates))
-    return new_state, UpdateResult(applied=tuple(applied), duplicates=tuple(duplicates))
+    result = UpdateResult(tuple(applied), tuple(duplicates), tuple(redelivered))
+    return new_state, result
 
 
 def _sort_key(observation: Observation) -> tuple[float, int, str, str]:
@@ -155,4 +176,5 @@ def _build(
             n_by_type[2] + acc.by_type[2],
         ),
         n_duplicates=state.n_duplicates + n_dup,
-    )
+        applied_offsets=state.applied_offsets,
+    ).with_offsets(acc.marks.items())

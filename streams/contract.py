@@ -77,10 +77,8 @@ class ItemRecord:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """One user event as its JSON has it (``event_type`` is the JSON ``type``).
-
-    ``context`` is a plain dict, so a record that carries one is not hashable.
-    """
+    """One user event as its JSON has it (``event_type`` is the JSON ``type``); ``context`` is
+    a plain dict, so a record that carries one is not hashable."""
 
     event_id: str
     user_id: str
@@ -331,13 +329,14 @@ def parse_event(
     *,
     key: bytes | None = None,
     max_user_id_len: int = MAX_USER_ID_LEN,
+    source: str = "", offset: int = -1,  # fmt: skip
 ) -> Event:
     """Validate one event's JSON object; raise ``EventRejected`` with the reason.
 
     ``topic_type`` is the kind of the topic the event came from (``None`` for a file line,
     whose own ``type`` field then decides); ``key`` the Kafka key, which must be the user id
-    (``None``: not checked; the topic decoder refuses a null key after the fields).
-    """
+    (``None``: not checked; the topic decoder refuses a null key after the fields);
+    ``source``/``offset``: where the record was read (:class:`interest_state.Event`)."""
     fields = _object(obj)
     kind = _kind(fields, topic_type)
     user_id = _string(fields, "user_id", max_user_id_len)
@@ -355,6 +354,8 @@ def parse_event(
         dwell_ms=_dwell(fields) if kind is EventType.BROWSE else None,
         text=text,
         context=_context(fields),
+        source=source,
+        offset=offset,
     )
 
 

@@ -34,7 +34,8 @@ from streams.errors import EventRejected
 from streams.worker.batching import take_batches
 from streams.worker.catalog import CatalogFeed
 from streams.worker.dlq import dead_letters
-from streams.worker.pipeline import BatchResult, Pipeline
+from streams.worker.outcomes import BatchResult
+from streams.worker.pipeline import Pipeline
 from streams.worker.schemas import decode_event, encode_recommendations
 from streams.worker.wiring import Wiring, stop_worker
 
@@ -93,7 +94,8 @@ def _decode(
         msg = ev.message
         try:
             event_type = settings.topics.event_type_of(msg.topic)
-            good.append(decode_event(msg.value, event_type, msg.key, settings.max_user_id_len))
+            good.append(decode_event(msg.value, event_type, msg.key, settings.max_user_id_len,
+                                     source=f"{msg.topic}/{msg.partition}", offset=msg.offset))
             sources.append(ev)
         except EventRejected as exc:
             bad.append((ev, exc.reason))
@@ -216,17 +218,20 @@ def _write_back(
     now = time.time()
     for user_id, outcome in result.users.items():
         key = user_id.encode()
-        if outcome.applied:
-            with in_partition_of(last_source[user_id]):
-                wiring.table[key] = encode_state(outcome.state)
+        # written even when nothing was applied: after a restart the stored state can be ahead
+        # of the changelog (a local store written before the kill), and the redelivered
+        # events' offsets are committed after this batch: the changelog must have them first
+        with in_partition_of(last_source[user_id]):
+            wiring.table[key] = encode_state(outcome.state)
         latency_ms = (now - first_arrival[user_id]) * 1000.0
-        event_ids = outcome.applied + outcome.duplicates
+        event_ids = outcome.applied + outcome.duplicates + outcome.redelivered
         payload = encode_recommendations(
             user_id, event_ids, outcome.recommendations, result.model_version, latency_ms, now
         )
         outgoing.append(Outgoing(key, payload, tuple(stamps.get(user_id, ()))))
         stats.events_applied += len(outcome.applied)
         stats.duplicates += len(outcome.duplicates)
+        stats.redelivered += len(outcome.redelivered)
         stats.recommendations_out += 1
         stats.latencies_ms.append(latency_ms)
     return outgoing

@@ -44,6 +44,7 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
         ("events in", metrics.get("events_in")),
         ("events applied", metrics.get("events_applied")),
         ("duplicates dropped", metrics.get("duplicates")),
+        ("redeliveries skipped", metrics.get("redelivered")),
         ("dead letters", metrics.get("dead_letters")),
         ("recommendation messages", metrics.get("recommendations_out")),
         ("batches", metrics.get("batches")),

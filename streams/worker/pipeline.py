@@ -19,7 +19,6 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +42,7 @@ from streams.contract import ItemRecord
 from streams.worker.candidates import candidate_kind, describe, new_candidate_index
 from streams.worker.items import encode_items, live_known, live_long_items
 from streams.worker.long_term import ActiveSequence, AlignedItems, ring_history
+from streams.worker.outcomes import BatchResult, Updated, UserOutcome, triage
 from streams.worker.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
@@ -50,24 +50,7 @@ log = logging.getLogger(__name__)
 PROBES_KEPT = 8
 """Recent real histories kept to probe a new sequence model before it is swapped in."""
 
-__all__ = ["BatchResult", "Pipeline", "UserOutcome", "candidate_kind"]
-
-
-@dataclass(frozen=True, slots=True)
-class UserOutcome:
-    state: InterestState
-    applied: tuple[str, ...]
-    duplicates: tuple[str, ...]
-    recommendations: list[Recommendation]
-
-
-@dataclass(slots=True)
-class BatchResult:
-    users: dict[str, UserOutcome] = field(default_factory=dict)
-    #: (position in the input batch, reason) of events that cannot be used.
-    rejected: list[tuple[int, str]] = field(default_factory=list)
-    #: The model(s) that ranked this batch.
-    model_version: str = ""
+__all__ = ["Pipeline", "candidate_kind"]
 
 
 class Pipeline:
@@ -294,21 +277,16 @@ class Pipeline:
         self, events: Sequence[Event], states: Mapping[str, InterestState | None]
     ) -> BatchResult:
         result = BatchResult()
-        usable: list[tuple[int, Event, np.ndarray]] = []
-        for position, event in enumerate(events):
-            vector = self.index.vector(event.item_id)
-            if vector is None:
-                result.rejected.append((position, f"unknown item_id {event.item_id!r}"))
-            else:
-                usable.append((position, event, vector))
-        updated = self._update(usable, states, result)
+        sorted_ = triage(events, states, self.index.vector, result.rejected)
+        updated = self._update(sorted_.usable, states, result)
+        sorted_.settle(updated)
         users = list(updated)
         ranked_states, ranked, result.model_version = self._rank(
             [updated[u][0] for u in users], self._sequence, self.top_k
         )
         for user_id, state, recs in zip(users, ranked_states, ranked, strict=True):
-            _, applied, duplicates = updated[user_id]
-            result.users[user_id] = UserOutcome(state, applied, duplicates, recs)
+            _, applied, duplicates, redelivered = updated[user_id]
+            result.users[user_id] = UserOutcome(state, applied, duplicates, recs, redelivered)
         fresh = tuple(s for s in ranked_states[:2] if s.recent_items)
         self._probes = (*fresh, *self._probes)[:PROBES_KEPT]
         return result
@@ -318,7 +296,7 @@ class Pipeline:
         usable: Sequence[tuple[int, Event, np.ndarray]],
         states: Mapping[str, InterestState | None],
         result: BatchResult,
-    ) -> dict[str, tuple[InterestState, tuple[str, ...], tuple[str, ...]]]:
+    ) -> dict[str, Updated]:
         """Each user's events folded into their state (one update call per user)."""
         texts = self._encode_comments([e for _, e, _ in usable])
         per_user: dict[str, list[Observation]] = defaultdict(list)
@@ -327,7 +305,7 @@ class Pipeline:
                 Observation(event=event, item_vector=vector, text_vector=texts.get(event.event_id))
             )
         positions = {id(e): p for p, e, _ in usable}
-        updated: dict[str, tuple[InterestState, tuple[str, ...], tuple[str, ...]]] = {}
+        updated: dict[str, Updated] = {}
         for user_id, observations in per_user.items():
             state = states.get(user_id) or InterestState.empty(self.encoder.dim)
             try:
@@ -335,7 +313,7 @@ class Pipeline:
             except InterestStateError as exc:
                 result.rejected.extend((positions[id(o.event)], str(exc)) for o in observations)
                 continue
-            updated[user_id] = (new_state, outcome.applied, outcome.duplicates)
+            updated[user_id] = (new_state, outcome.applied, outcome.duplicates, outcome.redelivered)
         return updated
 
     def _rank(

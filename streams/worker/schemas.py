@@ -59,12 +59,17 @@ def decode_event(
     event_type: str | None,
     key: bytes | None,
     max_user_id_len: int = MAX_USER_ID_LEN,
+    *,
+    source: str = "",
+    offset: int = -1,
 ) -> Event:
-    """Validate one record of the ``event_type`` topic; raise ``EventRejected`` with the reason."""
+    """Validate one record of the ``event_type`` topic; raise ``EventRejected`` with the reason.
+    ``source``/``offset``: where it was read (``"topic/partition"`` and the record's offset)."""
     kind = parse_type(event_type)
     if key is not None and len(key) > max_key_bytes(max_user_id_len):
         raise EventRejected(f"key is {len(key)} bytes, at most {max_key_bytes(max_user_id_len)}")
-    event = parse_event(load_object(raw), kind, key=key, max_user_id_len=max_user_id_len)
+    event = parse_event(load_object(raw), kind, key=key, max_user_id_len=max_user_id_len,
+                        source=source, offset=offset)
     if key is None:
         raise EventRejected(NO_KEY)
     return event

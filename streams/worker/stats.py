@@ -109,6 +109,7 @@ class Stats:
     events_in: int = 0
     events_applied: int = 0
     duplicates: int = 0
+    redelivered: int = 0
     recommendations_out: int = 0
     batches: int = 0
     items_indexed: int = 0
@@ -132,6 +133,7 @@ class Stats:
             "events_in": self.events_in,
             "events_applied": self.events_applied,
             "duplicates": self.duplicates,
+            "redelivered": self.redelivered,
             "dead_letters": sum(self.dead_letters.values()),
             "dead_letters_by_reason": dict(self.dead_letters),
             "recommendations_out": self.recommendations_out,

@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with three corrections, as the ``interest-kafka://`` scheme.
+"""Faust's aiokafka transport with four corrections, as the ``interest-kafka://`` scheme.
 
 1. ``fetch_max_wait_ms``: faust hard-codes 1500 ms; a fetch that waits that long for data
    dominates event->recommendation latency. We use ``Settings.fetch_max_wait_ms`` (10 ms),
@@ -10,6 +10,11 @@
    result equals the broker's end offsets.
 3. The fetch loop puts a message in its stream's buffer without the four tasks and the
    ``asyncio.wait`` faust spends on each (:meth:`_Consumer._deliver`), with the same outcome.
+4. The producer's flush before an offset commit waits for every buffered message
+   (:class:`_Producer`): faust's gives up after 0.1 s without a message sent, and a message
+   taken from its buffer but not yet handed to aiokafka is not waited for at all, so offsets
+   could be committed before the changelog records of their events' state were sent (a kill
+   then lost those events).
 
 The scheme is declared under the ``faust.transports`` entry point in ``pyproject.toml``.
 """
@@ -17,6 +22,7 @@ The scheme is declared under the ``faust.transports`` entry point in ``pyproject
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, ClassVar
@@ -26,7 +32,8 @@ import faust
 from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, AppT
+from faust.transport.producer import ProducerBuffer
+from faust.types import TP, AppT, FutureMessage
 from mode import ServiceT
 
 from streams.settings import Settings
@@ -191,11 +198,44 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
             return
 
 
+class _Buffer(ProducerBuffer):
+    """Faust's producer buffer, counting the message its drain task is handing to aiokafka
+    (taken from the queue, not yet sent), so a flush can wait for that one too."""
+
+    handing: int = 0
+
+    async def _send_pending(self, fut: FutureMessage) -> None:
+        self.handing += 1
+        try:
+            await super()._send_pending(fut)
+        finally:
+            self.handing -= 1
+
+    async def flush(self) -> None:
+        """Wait until every message put before this call is in aiokafka's hands (it raises,
+        as faust's does, when the producer stops with messages left)."""
+        while self.size or self.handing:
+            if self.state != "running":
+                raise RuntimeError("Cannot flush: Producer not Running")
+            self.message_sent.clear()
+            with contextlib.suppress(asyncio.TimeoutError):  # re-check the state now and then
+                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
+
+
+class _Producer(faust_aiokafka.Producer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        buffer = _Buffer(loop=self.loop, beacon=self.beacon)
+        buffer.app = self.app
+        self.buffer = buffer
+
+
 class Transport(faust_aiokafka.Transport):
-    """aiokafka transport with a short fetch wait, exact high-water marks and a fetch loop
-    without a task per message."""
+    """aiokafka transport with a short fetch wait, exact high-water marks, a fetch loop
+    without a task per message and a flush that waits for every buffered message."""
 
     Consumer: ClassVar[Any] = _Consumer
+    Producer: ClassVar[Any] = _Producer
 
 
 def faust_app(settings: Settings, **overrides: Any) -> faust.App:

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from interest_state import Event, InterestState
 from streams.settings import Settings
 from streams.worker import runtime
-from streams.worker.pipeline import BatchResult, Pipeline
+from streams.worker.outcomes import BatchResult
+from streams.worker.pipeline import Pipeline
 
 
 class ExplodingPipeline(Pipeline):

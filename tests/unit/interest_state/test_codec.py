@@ -16,9 +16,11 @@ from interest_state import (
     EventType,
     InterestState,
     Observation,
+    StateError,
     UpdateParams,
     decode_state,
     encode_state,
+    event_id_hash,
     update,
 )
 
@@ -36,7 +38,8 @@ def _full_state(
     rng = np.random.default_rng(7)
     obs = [
         Observation(
-            Event(f"ev-{i}", "u1", f"{prefix}{i:03d}", EventType(i % 3), 1.7e9 + 60 * i, 5_000),
+            Event(f"ev-{i}", "u1", f"{prefix}{i:03d}", EventType(i % 3), 1.7e9 + 60 * i, 5_000,
+                  source=f"events.{i % 3}/{i % 2}", offset=i),
             _unit(rng, dim),
             _unit(rng, dim) if i % 3 == 2 else None,
         )
@@ -65,6 +68,7 @@ def _assert_same(a: InterestState, b: InterestState) -> None:
         "n_events",
         "n_by_type",
         "n_duplicates",
+        "applied_offsets",
     )
     for name in exact:
         assert getattr(b, name) == getattr(a, name), name
@@ -135,10 +139,38 @@ def test_version_1_bytes_still_decode() -> None:
     assert state.recent_items == ("m0", "m1", "m2") and state.recent_types == (0, 1, 2)
     assert state.recent_ts == (1.7e9, 1.7e9 + 60, 1.7e9 + 120) and state.n_events == 3
     again = decode_state(encode_state(state))  # re-encoded as the current version
-    assert encode_state(state)[2] == CODEC_VERSION == 2
+    assert encode_state(state)[2] == CODEC_VERSION == 3
     _assert_same(state, again)
     empty = decode_state(V1_EMPTY)
     assert empty.dim == 4 and empty.long_term is None and empty.n_events == 0
+
+
+# Written by codec version 2 (before applied offsets): dim 4, events e0..e2 on m0..m2 (browse
+# with 5 s dwell, click, comment), no long_term.
+V2_STATE = bytes.fromhex(
+    "4953020004000000a9000000e9acea7b1aa40a409203d172f113024000000000000000000000005efc54d941"
+    "0300000000000000010000000000000001000000000000000100000000000000000000000000000003000300"
+    "000000000000b4301137153b000000010200000040fc54d9410000004ffc54d9410000005efc54d94102006d"
+    "3002006d3102006d32142be83ad5e1b511040f4ff5515e5d1b78ff0e2f0835d1fe3e222525"
+)
+
+
+def test_version_2_bytes_decode_without_applied_offsets() -> None:
+    state = decode_state(V2_STATE)
+    assert state.applied_offsets == () and state.n_by_type == (1, 1, 1) and state.n_events == 3
+    np.testing.assert_allclose(state.short_term, [0.33205, 0.99808, 2.0, 0.0], atol=2e-3)
+    assert state.recent_event_ids == tuple(event_id_hash(f"e{i}") for i in range(3))
+    marked = dataclasses.replace(state, applied_offsets=(("clicks/0", 7), ("views/3", 2**40)))
+    again = decode_state(encode_state(marked))
+    assert encode_state(marked)[2] == 3 and again.applied_offsets == marked.applied_offsets
+    _assert_same(marked, again)
+
+
+def test_applied_offsets_must_be_sorted_unique_and_in_range() -> None:
+    empty = InterestState.empty(4)
+    for bad in ((("b", 1), ("a", 2)), (("a", 1), ("a", 2)), (("a", -1),), (("a", 2**63),)):
+        with pytest.raises(StateError, match="applied_offsets"):
+            dataclasses.replace(empty, applied_offsets=bad)
 
 
 def test_a_long_dim_that_contradicts_the_flags_is_corrupt() -> None:

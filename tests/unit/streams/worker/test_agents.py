@@ -8,7 +8,8 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 import pytest
@@ -39,11 +40,17 @@ class _Setup:
     dlq: MemorySink
     table: MemoryStore
 
+    offsets: dict[int, int] = field(default_factory=dict)
+
     def event(self, event_id: str, user: str, item: str, stamp: float = 1.0,
-              partition: int = 0) -> EventT[bytes]:
-        """A click as the agent receives it: a faust event on the click topic."""
+              partition: int = 0, offset: int | None = None) -> EventT[bytes]:
+        """A click as the agent receives it: a faust event on the click topic, at the next
+        offset of its partition unless ``offset`` is given."""
         body = json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "ts": 1000.0})
-        return self.record(user.encode(), body.encode(), stamp, partition)
+        if offset is None:
+            offset = self.offsets.get(partition, 0)
+        self.offsets[partition] = max(offset + 1, self.offsets.get(partition, 0))
+        return self.record(user.encode(), body.encode(), stamp, partition, offset)
 
     def record(self, key: bytes | None, value: bytes | None, stamp: float = 1.0,
                partition: int = 0, offset: int = 0) -> EventT[bytes]:
@@ -133,6 +140,33 @@ def test_a_users_state_lives_in_the_partition_of_their_events_and_is_read_back_f
     assert last[b"u1"]["event_ids"] == ["c", "a"] and last[b"u2"]["event_ids"] == ["d"]
 
 
+def test_a_redelivered_batch_changes_no_state_sends_no_dead_letter_twice_and_is_rewritten(
+    tiny_encoder: TextEncoder,
+) -> None:
+    """After a kill the consumer reads again from its committed offset: the same records at
+    the same offsets. They are recognised by their offsets (not by a ring of recent ids), the
+    user's state is written again unchanged (the changelog must hold it before the replayed
+    offsets are committed), and a record already dead-lettered is not dead-lettered again."""
+    setup = _setup()
+    pipeline = _pipeline(tiny_encoder)
+    first = [setup.event(f"e{i}", "u1", "nope" if i == 100 else str(i % 4), partition=1)
+             for i in range(101)]  # the last one's item is unknown: dead-lettered
+    setup.run(pipeline, first)
+    stored = setup.table.get(b"u1")
+    assert stored is not None and decode_state(stored).n_events == 100
+    assert len(setup.dlq.sent) == 1 and setup.wiring.stats.redelivered == 0
+    setup.run(pipeline, first[30:])  # replayed from a commit 30 events behind
+    again = setup.table.get(b"u1")
+    assert again is not stored  # written again (re-encoded: the same state)
+    state, before = decode_state(again or b""), decode_state(stored)
+    assert (state.recent_event_ids, state.applied_offsets) == (
+        before.recent_event_ids, before.applied_offsets)  # fmt: skip
+    assert (state.n_events, state.n_duplicates) == (100, 0) and len(setup.dlq.sent) == 1
+    assert setup.wiring.stats.redelivered == 71  # 70 applied before, 1 dead-lettered before
+    answered = json.loads(setup.recommendations.sent[-1].value or b"")["event_ids"]
+    assert len(answered) == 71
+
+
 def test_the_memory_store_refuses_a_write_outside_an_event_as_the_faust_table_does() -> None:
     setup = _setup()
     with pytest.raises(RuntimeError, match="outside of agent/stream"):
@@ -151,10 +185,11 @@ def test_a_record_whose_decoding_fails_unexpectedly_is_dead_lettered_and_the_bat
     """Not a known bad input (those raise ``EventRejected``): a bug of ours on one record."""
     decode = decode_event  # what the agent calls
 
-    def flaky(raw: bytes | None, event_type: str | None, key: bytes | None, n: int) -> object:
+    def flaky(raw: bytes | None, event_type: str | None, key: bytes | None, n: int,
+              **position: Any) -> object:
         if raw is not None and b'"boom"' in raw:
             raise KeyError("boom " + "x" * 500)
-        return decode(raw, event_type, key, n)
+        return decode(raw, event_type, key, n, **position)
 
     monkeypatch.setattr(agents, "decode_event", flaky)
     setup = _setup()
