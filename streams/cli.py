@@ -1,4 +1,4 @@
-"""``interest-stream``: worker, produce, tail, demo, data, export."""
+"""``interest-stream``: worker, produce, tail, forget, demo, data, export."""
 
 from __future__ import annotations
 
@@ -209,6 +209,30 @@ def tail(
                 click.echo(format_recommendation(rec, titles))
 
     asyncio.run(run())
+
+
+@cli.command()
+@click.argument("user_id")
+@click.pass_context
+def forget(ctx: click.Context, user_id: str) -> None:
+    """Delete USER_ID's state and last recommendations on every worker.
+
+    Needs INTEREST_STREAM_ADMIN_TOKEN, the token the workers are configured with: a worker
+    acts only on a command with its own token (others go to the dead-letter topic).
+    """
+    settings = _settings(ctx)
+    if not settings.admin_token:
+        raise click.UsageError(
+            "no admin token: set INTEREST_STREAM_ADMIN_TOKEN to the token the workers have"
+        )
+    settings = _need_bootstrap(settings)
+    from streams.worker.control import publish_forget
+    from streams.worker.runtime import prepare_topics
+
+    prepare_topics(settings)
+    offset = asyncio.run(publish_forget(settings, user_id))
+    click.echo(f"forget of user {user_id!r} published ({settings.topics.control}@{offset}); "
+               "every worker deletes the user's state and last recommendations")  # fmt: skip
 
 
 @cli.command()

@@ -30,6 +30,7 @@ class TopicNames:
     items: str = "items"
     recommendations: str = "recommendations"
     dlq: str = "events.dlq"
+    control: str = "control"
 
     @property
     def events(self) -> tuple[str, str, str]:
@@ -82,6 +83,9 @@ class Settings:
     store_block_cache_mb: int = 256
     store_write_buffer_mb: int = 16
     vector_cache: bool = True
+    #: The shared secret of control messages (``interest-stream forget``): empty, a worker
+    #: refuses every control message and the CLI refuses to send one. Kept out of ``repr``.
+    admin_token: str = field(default="", repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -146,7 +150,7 @@ class Settings:
              f"candidate_index must be one of {', '.join(CANDIDATE_INDEXES)}"),
             (1 <= self.store_block_cache_mb <= 65536, "store_block_cache_mb must be 1..65536"),
             (1 <= self.store_write_buffer_mb <= 4096, "store_write_buffer_mb must be 1..4096"),
-            (len(set(dataclasses.astuple(self.topics))) == 6, "topic names must differ"),
+            (len(set(dataclasses.astuple(self.topics))) == 7, "topic names must differ"),
         ]
         for ok, message in checks:
             if not ok:
@@ -197,7 +201,9 @@ ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "INTEREST_STREAM_TOPIC_ITEMS": ("topic_items", str),
     "INTEREST_STREAM_TOPIC_RECOMMENDATIONS": ("topic_recommendations", str),
     "INTEREST_STREAM_TOPIC_DLQ": ("topic_dlq", str),
+    "INTEREST_STREAM_TOPIC_CONTROL": ("topic_control", str),
     "INTEREST_STREAM_STORE_BLOCK_CACHE_MB": ("store_block_cache_mb", int),
     "INTEREST_STREAM_STORE_WRITE_BUFFER_MB": ("store_write_buffer_mb", int),
     "INTEREST_STREAM_VECTOR_CACHE": ("vector_cache", _bool),
+    "INTEREST_STREAM_ADMIN_TOKEN": ("admin_token", str),
 })

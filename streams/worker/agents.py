@@ -178,10 +178,11 @@ async def _process(
     sources: Sequence[EventT[bytes]],
 ) -> None:
     """Update the states of ``events``' users, store them and send their recommendations."""
+    read_at = time.monotonic()
     states = _load_states(wiring, events, sources)
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(executor, pipeline.process, events, states)
-    outgoing = _write_back(wiring, events, sources, result)
+    outgoing = _write_back(wiring, events, sources, result, read_at)
     await _publish(wiring, outgoing)
     rejected = [(sources[position].message, reason) for position, reason in result.rejected]
     await dead_letters(wiring, rejected)
@@ -201,8 +202,10 @@ def _write_back(
     events: Sequence[Event],
     sources: Sequence[EventT[bytes]],
     result: BatchResult,
+    read_at: float,
 ) -> list[Outgoing]:
-    """One state write per user touched; returns one recommendation message per user."""
+    """One state write per user touched; returns one recommendation message per user. A user
+    forgotten since their state was read (at ``read_at``) gets neither."""
     stats = wiring.stats
     outgoing: list[Outgoing] = []
     last_source: dict[str, EventT[bytes]] = {}
@@ -217,6 +220,9 @@ def _write_back(
             stamps.setdefault(event.user_id, []).append(arrival)
     now = time.time()
     for user_id, outcome in result.users.items():
+        if wiring.forgotten.since(user_id, read_at):
+            log.info("user %r was forgotten while their batch ran: not written back", user_id)
+            continue
         key = user_id.encode()
         # written even when nothing was applied: after a restart the stored state can be ahead
         # of the changelog (a local store written before the kill), and the redelivered

@@ -1,9 +1,9 @@
 """``create_app(settings, pipeline, watcher) -> faust.App``: the one place where the stream is
 wired.
 
-Topics, agents, the catalog feed and web views live in their own modules; this factory
-creates the app with settings that suit a low-latency microbatching worker and registers them,
-plus a timer that polls the sequence model folder every ``model_poll_s`` (the load and checks
+Topics, agents, the catalog feed, the control feed and web views live in their own modules;
+this factory creates the app with settings that suit a low-latency microbatching worker and
+registers them, plus a timer that polls the sequence model folder every ``model_poll_s`` (the load and checks
 run in their own thread, never in the event loop nor in the batch thread).
 """
 
@@ -18,7 +18,7 @@ from faust.types import TableT
 
 from streams.errors import SettingsError
 from streams.settings import Settings
-from streams.worker import agents, catalog, views
+from streams.worker import agents, catalog, control, views
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
 from streams.worker.stats import Stats
@@ -48,6 +48,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
     Source topics and the changelog share one count, so each event partition has the
     changelog partition of the same number (the table is co-partitioned with its source).
+    The control topic has one partition, so every worker sees every command in order.
     """
     t, n = settings.topics, settings.partitions
     return [
@@ -56,6 +57,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.recommendations, n),
         TopicSpec(t.dlq, n),
         TopicSpec(changelog_topic_name(settings), n, compacted=True),
+        TopicSpec(t.control, 1, compacted=True),
     ]
 
 
@@ -99,6 +101,7 @@ def create_app(
         raise SettingsError("create_app needs settings.bootstrap (start a broker first)")
     app = faust_app(settings)
     t = settings.topics
+    table = interest_table(app, settings)
     wiring = Wiring(
         app=app,
         settings=settings,
@@ -106,12 +109,13 @@ def create_app(
         items=app.topic(t.items, key_type=bytes, value_type=bytes),
         recommendations=app.topic(t.recommendations, key_type=bytes, value_type=bytes),
         dlq=app.topic(t.dlq, key_type=bytes, value_type=bytes),
-        table=interest_table(app, settings),
+        table=table,
         stats=Stats(),
     )
     feed = catalog.CatalogFeed(wiring, pipeline)
     agents.register(wiring, pipeline, feed)
     views.register(wiring, pipeline, feed, watcher)
+    control.ControlFeed(wiring, table)
     if watcher is not None:
         _watch_models(app, watcher, settings.model_poll_s)
     return app

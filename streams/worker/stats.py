@@ -113,6 +113,10 @@ class Stats:
     recommendations_out: int = 0
     batches: int = 0
     items_indexed: int = 0
+    #: Forget requests carried out (:mod:`streams.worker.control`), and the user states they
+    #: deleted from this worker's partitions (a forget of a user held elsewhere deletes none).
+    forgets: int = 0
+    states_forgotten: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     #: Where the latency goes: each event's record timestamp -> its batch reaching the agent
@@ -142,6 +146,8 @@ class Stats:
             if self.batch_sizes
             else 0,
             "items_indexed": self.items_indexed,
+            "forgets": self.forgets,
+            "states_forgotten": self.states_forgotten,
             "latency_ms": _percentiles(self.latencies_ms),
             "wait_ms": _percentiles(self.waits_ms),
             "batch_ms": _percentiles(self.batch_ms),

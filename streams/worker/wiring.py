@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import faust
 
@@ -17,9 +18,28 @@ from streams.settings import Settings
 from streams.worker.ports import InterestStore, Sink
 from streams.worker.stats import Stats
 
-__all__ = ["Wiring", "stop_worker"]
+__all__ = ["Forgotten", "Wiring", "stop_worker"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Forgotten:
+    """Users forgotten lately (:mod:`streams.worker.control`), with the monotonic time of the
+    forget: a batch that read a user's state before their forget must not write it back."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    keep_s: float = 600.0  # far longer than any batch runs
+
+    def mark(self, user_id: str) -> None:
+        now = time.monotonic()
+        self.at[user_id] = now
+        if len(self.at) > 1024:
+            self.at = {u: t for u, t in self.at.items() if now - t < self.keep_s}
+
+    def since(self, user_id: str, started: float) -> bool:
+        """Whether ``user_id`` was forgotten at or after ``started`` (monotonic seconds)."""
+        return self.at.get(user_id, -1.0) >= started
 
 
 @dataclass(slots=True)
@@ -34,6 +54,7 @@ class Wiring:
     dlq: Sink
     table: InterestStore
     stats: Stats
+    forgotten: Forgotten = field(default_factory=Forgotten)
 
 
 def stop_worker(app: faust.App, reason: BaseException) -> None:

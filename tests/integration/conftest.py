@@ -68,6 +68,8 @@ class Deployment:
     app_id: str = field(default_factory=lambda: f"it-{uuid.uuid4().hex[:8]}")
     partitions: int = 4
     workers: list[Worker] = field(default_factory=list)
+    #: More environment for every worker (and CLI run) of this deployment, e.g. the admin token.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def topics(self) -> TopicNames:
@@ -79,6 +81,7 @@ class Deployment:
             f"{p}.items",
             f"{p}.recommendations",
             f"{p}.dlq",
+            f"{p}.control",
         )
 
     @property
@@ -102,6 +105,8 @@ class Deployment:
             "INTEREST_STREAM_TOPIC_ITEMS": t.items,
             "INTEREST_STREAM_TOPIC_RECOMMENDATIONS": t.recommendations,
             "INTEREST_STREAM_TOPIC_DLQ": t.dlq,
+            "INTEREST_STREAM_TOPIC_CONTROL": t.control,
+            **self.extra_env,
         }
 
     def start_worker(self, name: str, home: Path | None = None) -> Worker:

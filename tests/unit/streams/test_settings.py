@@ -32,7 +32,8 @@ def test_environment_variables_map_onto_settings() -> None:
 
 def test_every_env_var_names_a_real_field() -> None:
     fields = set(Settings.__dataclass_fields__) | {
-        f"topic_{n}" for n in ("click", "browse", "comment", "items", "recommendations", "dlq")
+        f"topic_{n}"
+        for n in ("click", "browse", "comment", "items", "recommendations", "dlq", "control")
     }
     assert {attr for attr, _ in ENV_VARS.values()} <= fields
 
@@ -48,6 +49,7 @@ def test_the_variable_table_is_read_only() -> None:
         ({"INTEREST_STREAM_PARTITIONS": "0"}, "partitions"),
         ({"INTEREST_STREAM_STORE": "redis"}, "store"),
         ({"INTEREST_STREAM_TOPIC_DLQ": "events.click"}, "differ"),
+        ({"INTEREST_STREAM_TOPIC_CONTROL": "events.dlq"}, "differ"),
         ({"INTEREST_STREAM_WEB_ENABLED": "maybe"}, "true or false"),
         ({"INTEREST_STREAM_CANDIDATE_INDEX": "hnsw"}, "candidate_index must be one of auto, fa"),
     ],
@@ -55,6 +57,15 @@ def test_the_variable_table_is_read_only() -> None:
 def test_bad_values_fail_with_the_variable_named(env: dict[str, str], words: str) -> None:
     with pytest.raises(SettingsError, match=words):
         Settings.from_env(env)
+
+
+def test_the_control_topic_and_admin_token_come_from_the_environment() -> None:
+    s = Settings.from_env(
+        {"INTEREST_STREAM_TOPIC_CONTROL": "ops", "INTEREST_STREAM_ADMIN_TOKEN": "s3cret"}
+    )
+    assert (s.topics.control, s.admin_token) == ("ops", "s3cret")
+    assert (Settings().topics.control, Settings().admin_token) == ("control", "")
+    assert "s3cret" not in repr(s)  # a logged Settings never shows the token
 
 
 def test_replace_ignores_unset_flags() -> None:

@@ -275,3 +275,25 @@ def test_a_flood_of_records_failing_unexpectedly_logs_one_line_a_batch(
     [logged] = [r for r in caplog.records if r.name == "streams.worker.agents"]
     assert logged.levelno == logging.WARNING and logged.exc_info is not None
     assert logged.getMessage().startswith("300 records of the batch could not be decoded")
+
+
+def test_a_user_forgotten_while_their_batch_runs_is_not_written_back(
+    tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forget (streams.worker.control) deletes a state while a batch that read it is in the
+    model thread: the batch must not write it back, nor send that user's recommendations."""
+    setup = _setup()
+    pipeline = _pipeline(tiny_encoder)
+    process = pipeline.process
+
+    def forget_meanwhile(*args: Any) -> Any:
+        setup.wiring.forgotten.mark("u1")
+        return process(*args)
+
+    monkeypatch.setattr(pipeline, "process", forget_meanwhile)
+    setup.run(pipeline, [setup.event("a", "u1", "0"), setup.event("b", "u2", "1")])
+    assert setup.table.keys_by_partition() == {0: {b"u2"}}
+    assert [m.key for m in setup.recommendations.sent] == [b"u2"]
+    monkeypatch.undo()
+    setup.run(pipeline, [setup.event("c", "u1", "2")])  # a later batch: the user is back
+    assert setup.table.keys_by_partition() == {0: {b"u1", b"u2"}}
