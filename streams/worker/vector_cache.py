@@ -20,7 +20,8 @@ The first lookup loads the base and every segment; the first flush after that re
 one base, dropping entries no run used in the last :data:`KEEP_RUNS` (texts gone from the
 catalog). Every file is written to a temporary name and renamed into place, so a reader sees a
 whole file or none; a file that does not load (truncated, corrupt, another namespace, a
-non-finite vector) is logged, removed and rebuilt by the encoder. No cache error stops a worker:
+non-finite vector) is logged, removed and rebuilt by the encoder; the temporary file of a writer
+killed mid-write is removed by the next load. No cache error stops a worker:
 the cache then behaves as empty (or unwritable), and items are encoded as without it.
 """
 
@@ -156,6 +157,7 @@ class VectorCache:
         except OSError as exc:
             log.warning("vector cache %s not readable: %s", self.folder, exc)
             paths = []
+        _remove_orphans(self.folder)
         base = self.folder / _BASE
         ordered = ([base] if base in paths else []) + [p for p in paths if p.name != _BASE]
         for path in ordered:
@@ -253,6 +255,29 @@ class VectorCache:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Remove the temporary files of writers that died mid-write (``kill -9``): named
+    ``.<file>.<pid>.tmp``, their process gone. A live writer's are left alone."""
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            tmp.unlink(missing_ok=True)
+            log.info("vector cache: removed %s, left by a writer that died", tmp.name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but is another user's
+        return True
+    return True
 
 
 def _key_array(keys: Sequence[bytes]) -> np.ndarray:

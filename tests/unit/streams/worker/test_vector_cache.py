@@ -4,6 +4,9 @@ never reads them, and a broken cache file costs a re-encode, never a worker."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +174,23 @@ def test_the_pipeline_indexes_cached_vectors_as_it_would_encoded_ones(
             assert got is not None and want is not None
             np.testing.assert_allclose(got, want, atol=1e-6)
     assert len(encoder.texts) == 3  # the warm start encoded nothing
+
+
+def test_a_writer_killed_mid_write_leaves_no_file_behind_after_the_next_start(
+    tiny_encoder: TextEncoder, tmp_path: Path
+) -> None:
+    """``kill -9`` between a temporary file's write and its rename leaves ``.<name>.<pid>.tmp``
+    behind: the next load removes those of dead processes, never a live writer's."""
+    encoder = Counting(tiny_encoder)
+    items = _items("Toy Story (1995)", "Heat (1995)")
+    _encode(tmp_path, encoder, items)
+    folder = _cache(tmp_path, encoder).folder
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = folder / f".seg-00000002-{dead}-1-1.npz.{dead}.tmp"
+    live = folder / f".seg-00000002-1-1-1.npz.{os.getpid()}.tmp"
+    for path in (orphan, live):
+        path.write_bytes(b"half a file")
+    encoder.texts.clear()
+    _encode(tmp_path, encoder, items)  # a restart: loads, and uses the cache as before
+    assert encoder.texts == [] and not orphan.exists() and live.exists()
