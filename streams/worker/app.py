@@ -3,8 +3,8 @@ wired.
 
 Topics, agents, the catalog feed, the control feed and web views live in their own modules;
 this factory creates the app with settings that suit a low-latency microbatching worker and
-registers them, plus a timer that polls the sequence model folder every ``model_poll_s`` (the load and checks
-run in their own thread, never in the event loop nor in the batch thread).
+registers them, plus a timer that polls the sequence model folder every ``model_poll_s`` (the
+load and checks run in their own thread, never in the event loop nor in the batch thread).
 """
 
 from __future__ import annotations

@@ -12,8 +12,10 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from interest_state import CodecError, EventType, decode_state, nearest_titles
+from streams.errors import SettingsError
 from streams.worker.catalog import CatalogFeed
 from streams.worker.dashboard import render_dashboard
+from streams.worker.health import BrokerMonitor
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
 from streams.worker.stats import since_param
@@ -80,6 +82,15 @@ def register(
     wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed, watcher: ModelWatcher | None = None
 ) -> None:
     app = wiring.app
+    settings = wiring.settings
+    if settings.bootstrap is None:
+        raise SettingsError("the web views need settings.bootstrap (the broker they report on)")
+    changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    watched = [*settings.topics.events, settings.topics.items, *changelogs]
+    monitor = BrokerMonitor(
+        app, settings.bootstrap, watched, settings.partitions, settings.data_dir
+    )
+    broker = monitor.register().health
 
     def runtime() -> dict[str, Any]:
         return {
@@ -94,10 +105,14 @@ def register(
             "sequence_failures": pipeline.sequence_failures,
             "sequence_nonfinite": pipeline.sequence_nonfinite,
             **(watcher.metrics() if watcher is not None else {}),
+            **broker.metrics(),
         }
 
     @app.page("/healthz")
     async def healthz(self: View, request: Request) -> Response:
+        outage = broker.outage()
+        if outage is not None:
+            return self.json({**runtime(), **outage}, status=503)
         ok = feed.ready.is_set() and not app.should_stop
         body = {"status": "ok" if ok else "starting", **runtime()}
         return self.json(body, status=200 if ok else 503)
