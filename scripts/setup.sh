@@ -59,3 +59,18 @@ else
         "$KCAT_BIN" "$PWD/$VENV/lib/kcat" "$KCAT_BIN" >"$VENV/bin/kcat"
     chmod +x "$VENV/bin/kcat"
 fi
+echo "== chromium (headless: tests/integration/test_dashboard.py looks at the dashboard with it)"
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "   installing Debian's chromium (apt-get install chromium)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq chromium >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+            || true
+    fi
+    if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+        echo "!! chromium is not installed and this script cannot install it (needs root and apt-get):" \
+            "install chromium (e.g. sudo apt-get install chromium) or set CHROMIUM=<binary>;" \
+            "tests/integration/test_dashboard.py fails until then" >&2
+    fi
+fi

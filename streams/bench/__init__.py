@@ -4,7 +4,7 @@
   JSON); nothing imports it but the CLI;
 - :mod:`streams.bench.common`: what the sections share (config, rows and table, statistics,
   timing, the ml-100k events); :mod:`streams.bench.processes`: the child processes a section
-  starts and watches (settings, environment, ``/metrics``, memory);
+  starts and watches (settings, environment, ``/metrics.json``, memory);
 - the sections: :mod:`~streams.bench.stream` (with :mod:`~streams.bench.latency` and the
   pass-through apps of :mod:`~streams.bench.baseline`), :mod:`~streams.bench.encoder`,
   :mod:`~streams.bench.rank`, :mod:`~streams.bench.ann` (its data in

@@ -10,7 +10,7 @@ Two modes, each its own tiny Faust app on the same event topics, with no model a
 Both use the worker's own transport (``interest-kafka://``, short fetch wait, exact high-water
 marks) and the same consumer/producer settings (but the producer linger, which each gets at
 its best), so the comparison isolates what the worker does per event. Each serves
-``/healthz`` and ``/metrics`` (``events_applied`` is the count of events handled) on the
+``/healthz`` and ``/metrics.json`` (``events_applied`` is the count of events handled) on the
 Faust web server. Run one as a process:
 ``python -m streams.bench.baseline {table-send,noop}`` with the worker's environment variables
 (``Settings.from_env``); the output topic is ``<recommendations topic>.baseline``.
@@ -41,7 +41,7 @@ TABLE_NAME = "baseline_state"
 
 @dataclass(slots=True)
 class BaselineCounter:
-    """What ``/metrics`` shows: events handled so far, and (``table-send``) each event's time
+    """What ``/metrics.json`` shows: events handled so far, and (``table-send``) each event's time
     from its record timestamp to the broker's ack of its output, as the worker reports it."""
 
     events: int = 0
@@ -126,7 +126,7 @@ def _register_views(app: faust.App, count: BaselineCounter) -> None:
     async def healthz(self: View, request: Request) -> Response:
         return self.json({"status": "ok"})
 
-    @app.page("/metrics")
+    @app.page("/metrics.json")
     async def metrics(self: View, request: Request) -> Response:
         try:
             since = since_param(request.query)

@@ -4,7 +4,7 @@
 reads the output topic from its end, so each event's ``e2e`` latency is the time from its send
 call to the bench's reader receiving the first output naming it: both client hops included.
 The app's own view comes beside it: ``latency_ms`` in the worker's recommendations, and
-``acked_ms`` from its ``/metrics?since=`` (record timestamp -> the broker's ack of the output;
+``acked_ms`` from its ``/metrics.json?since=`` (record timestamp -> the broker's ack of the output;
 an upper bound of the event's time from the broker to the output topic, which Tansu cannot
 stamp). :func:`latency_rows` turns one run, and its baseline's, into rows.
 """

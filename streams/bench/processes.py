@@ -1,11 +1,11 @@
 """The apps a benchmark runs as child processes (the worker, the baseline apps) and how it
 watches them: their settings and environment, their start and stop, their ``/healthz`` and
-``/metrics``, the events they are done with and their memory.
+``/metrics.json``, the events they are done with and their memory.
 
 - :func:`stage_settings`: one app's own app id, topics, home folder and web port;
   :func:`settings_env`: the environment variables that hand those settings to the child;
 - :class:`ServiceProcess`: a child process with its log file and web port;
-- :func:`measure_throughput`: poll ``/metrics`` until N events are done, the busy window's
+- :func:`measure_throughput`: poll ``/metrics.json`` until N events are done, the busy window's
   (events, seconds); :func:`check_broker` fails the run when the broker stops answering;
 - :func:`processed`, :func:`read_memory_kib`: events done, and RSS from ``/proc``.
 """
@@ -47,7 +47,7 @@ __all__ = [
 
 #: The checkout the child processes run in (``python -m streams.cli worker`` and the baselines).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-#: /metrics polling period: each poll costs the worker ~1 ms (a percentile over its reservoir).
+#: /metrics.json polling period: each poll costs the worker ~1 ms (a percentile over its reservoir).
 POLL_S = 0.1
 
 
@@ -194,13 +194,14 @@ def check_broker(bootstrap: str) -> None:
 
 def measure_throughput(proc: ServiceProcess, target: int, timeout_s: float,
                        bootstrap: str) -> tuple[int, float]:
-    """Poll ``/metrics`` until ``target`` events are done; (events, seconds) of the busy window."""
+    """Poll ``/metrics.json`` until ``target`` events are done; (events, seconds) of the busy
+    window."""
     samples: list[tuple[float, int]] = []
     deadline = time.monotonic() + timeout_s
     while True:
         proc.check()
         check_broker(bootstrap)
-        metrics = proc.get_json("/metrics")
+        metrics = proc.get_json("/metrics.json")
         now = time.perf_counter()
         if metrics is not None:
             samples.append((now, processed(metrics)))

@@ -101,7 +101,7 @@ def run_worker(
         ready_s, ready = time.perf_counter() - began, proc.memory()
         asyncio.run(replay_events(settings, events, progress=False))
         deadline = time.monotonic() + 120 + len(events) / 50
-        while processed(proc.get_json("/metrics") or {}) < len(events):
+        while processed(proc.get_json("/metrics.json") or {}) < len(events):
             proc.check()
             if time.monotonic() > deadline:
                 raise BenchError(f"{kind}: events not processed in time:\n{proc.tail()}")

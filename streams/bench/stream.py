@@ -3,7 +3,7 @@
 End-to-end events/s of one real worker (``python -m streams.cli worker``) against two
 pass-through Faust apps of :mod:`streams.bench.baseline` (``table-send``: one table write + one
 send per event; ``noop``: iterate only). Each app gets its own topics, pre-loaded with the same
-ml-100k events before it starts; its rate is read from its ``/metrics`` (events handled between
+ml-100k events before it starts; its rate is read from its ``/metrics.json`` (events handled between
 the first and the last sample). Then event->output latency at fixed input rates
 (:mod:`streams.bench.latency`), and the processes' RSS.
 
@@ -129,7 +129,7 @@ def _acked_since(proc: ServiceProcess, since: float, answered: int,
     deadline = time.monotonic() + wait_s
     acked: dict[str, float] | None = None
     while True:
-        metrics = proc.get_json(f"/metrics?since={since:.3f}")
+        metrics = proc.get_json(f"/metrics.json?since={since:.3f}")
         if metrics is None:
             proc.check()
         else:
@@ -140,7 +140,7 @@ def _acked_since(proc: ServiceProcess, since: float, answered: int,
             break
         time.sleep(0.1)
     if acked is None:
-        raise BenchError(f"{proc.name}: /metrics did not answer after the latency run")
+        raise BenchError(f"{proc.name}: /metrics.json did not answer after the latency run")
     return acked  # short of the answered events: its row's note gives the count
 
 
@@ -159,7 +159,7 @@ def run_stage(run: StreamRun, kind: str) -> StageResult:
             topic = settings.topics.recommendations if kind == "ours" else output_topic(settings)
             latencies = _latency_runs(run, settings, topic, proc)
         memory = proc.memory()
-        metrics = proc.get_json("/metrics") or {}
+        metrics = proc.get_json("/metrics.json") or {}
     finally:
         proc.stop()
     return StageResult(kind, events, seconds, latencies, memory, metrics)
@@ -177,7 +177,7 @@ def stage_note(stage: StageResult) -> str:
         parts.append(f"{m['dead_letters']} dead letters")
     wait, work = m.get("wait_ms") or {}, m.get("batch_ms") or {}
     if wait.get("p50") is not None and work.get("p50") is not None:
-        parts.append(f"/metrics over its last 10k events (pre-loaded ones waited for the "
+        parts.append(f"/metrics.json over its last 10k events (pre-loaded ones waited for the "
                      f"start): wait for a batch p50 {wait['p50']:.0f} ms, a batch's work p50 "
                      f"{work['p50']:.0f} ms")
     if stage.seconds < 20 * POLL_S:

@@ -172,12 +172,12 @@ def _await_model(settings: Settings, trainer: subprocess.Popen[bytes], base: str
             click.echo(f"worker switched to sequence model {version}")
             return
         time.sleep(0.5)
-    click.echo("the worker has not picked the new model up yet; see its /metrics")
+    click.echo("the worker has not picked the new model up yet; see its /metrics.json")
 
 
 def _metrics(base: str) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
-        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(f"{base}/metrics.json", timeout=2) as r:  # noqa: S310
             body = json.load(r)
             return body if isinstance(body, dict) else {}
     return {}
@@ -227,7 +227,7 @@ def run_demo(
             base = f"http://{settings.web_host}:{settings.web_port}"
             click.echo(
                 f"worker ready after {time.perf_counter() - t0:.1f}s; web view: {base}/dashboard  "
-                f"{base}/users/196  {base}/metrics"
+                f"{base}/inspect?user=196  {base}/metrics.json"
             )
             asyncio.run(_replay_and_print(settings, events_path, titles, rate, limit))
             if trainer is not None and not linger:

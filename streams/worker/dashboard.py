@@ -1,18 +1,132 @@
-"""``/dashboard``: one HTML page an operator can leave open (refreshes itself every 2 s)."""
+"""``/dashboard``: one page an operator can leave open.
+
+The server renders the figures of the moment (so the page reads without scripts); a small
+script in the page then polls ``/metrics.json?history=<t>`` every 2 s, redraws the tables and
+draws the last minutes (the worker's :class:`~streams.worker.history.History`) as inline SVG
+charts: events/s, recommendations/s, dead letters/s by reason, latency p50/p99, consumer lag,
+batch size. No build step, nothing fetched from elsewhere. Data reaches the page as text only
+(``textContent``, SVG attributes), never as markup.
+"""
 
 from __future__ import annotations
 
+import json
 from html import escape
 from typing import Any
 
-__all__ = ["render_dashboard"]
+from streams.worker.inspector import STYLE, search_form
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:60rem}
-h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem}
-table{border-collapse:collapse}td,th{padding:.25rem .8rem;border-bottom:1px solid #ddd;
-text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.ok{color:#176f2c}.warn{color:#a15c00}form{margin-top:1rem}
+__all__ = ["CHARTS", "render_dashboard", "state_rows"]
+
+#: (chart id, title, [(sample field, series label)]; ``*`` field: one series per key).
+CHARTS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("events", "events/s", (("events_per_s", "in"), ("applied_per_s", "applied"))),
+    ("recommendations", "recommendations/s", (("recommendations_per_s", "sent"),)),
+    ("dead_letters", "dead letters/s by reason", (("*dead_letters_per_s", ""),)),
+    ("latency", "event → recommendation sent (ms)",
+     (("latency_p50_ms", "p50"), ("latency_p99_ms", "p99"))),
+    ("lag", "consumer lag (records)", (("lag", "all partitions"),)),
+    ("batch_size", "batch size (events)", (("batch_size", "mean"),)),
+)  # fmt: skip
+
+_CSS = """
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(22rem,1fr));gap:1rem}
+figure{margin:0;border:1px solid #ddd;border-radius:4px;padding:.4rem}
+figcaption{font-weight:600;font-size:.9rem}svg{width:100%;height:9rem;display:block}
+svg text{font-size:10px;fill:#666}.legend{font-size:.8rem;color:#444}
+.legend span{margin-right:.8rem}.legend i{display:inline-block;width:.7rem;height:.7rem;
+margin-right:.25rem}.cols{display:flex;gap:3rem;flex-wrap:wrap}
+"""
+
+_SCRIPT = r"""
+const CHARTS = JSON.parse(document.getElementById('charts-spec').textContent);
+const COLORS = ['#1f6fb2', '#d9822b', '#2f9e44', '#c92a2a', '#7048e8', '#0c8599', '#868e96'];
+const KEEP_S = 300, SVG = 'http://www.w3.org/2000/svg';
+let samples = [], last = 0;
+function el(name, attrs) {
+  const e = document.createElementNS(SVG, name);
+  for (const k in attrs) e.setAttribute(k, attrs[k]);
+  return e;
+}
+function seriesOf(spec) {
+  const out = [];
+  for (const [field, label] of spec[2]) {
+    if (field[0] !== '*') { out.push([label, s => s[field]]); continue; }
+    const keys = new Set();
+    for (const s of samples) for (const k in (s[field.slice(1)] || {})) keys.add(k);
+    for (const k of [...keys].sort()) out.push([k, s => (s[field.slice(1)] || {})[k] || 0]);
+  }
+  return out;
+}
+function draw(spec) {
+  const svg = document.getElementById('chart-' + spec[0]), W = 440, H = 130, L = 40, B = 16;
+  svg.replaceChildren();
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  const now = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
+  const series = seriesOf(spec);
+  let max = 0;
+  for (const [, get] of series) for (const s of samples) max = Math.max(max, get(s) || 0);
+  const top = max > 0 ? max * 1.1 : 1;
+  const x = t => L + (W - L - 4) * (1 - (now - t) / KEEP_S), y = v => (H - B) * (1 - v / top) + 2;
+  svg.append(el('line', {x1: L, y1: H - B + 2, x2: W - 4, y2: H - B + 2, stroke: '#bbb'}));
+  const label = (tx, ty, text, anchor) => {
+    const t = el('text', {x: tx, y: ty, 'text-anchor': anchor});
+    t.textContent = text;
+    svg.append(t);
+  };
+  label(L - 4, 12, top >= 10 ? Math.round(top) : top.toPrecision(2), 'end');
+  label(L - 4, H - B + 2, '0', 'end');
+  label(L, H - 2, '−5 min', 'start');
+  label(W - 4, H - 2, 'now', 'end');
+  const legend = document.getElementById('legend-' + spec[0]);
+  legend.replaceChildren();
+  series.forEach(([name, get], i) => {
+    const color = COLORS[i % COLORS.length];
+    const pts = samples.filter(s => get(s) != null && now - s.t <= KEEP_S)
+      .map(s => `${x(s.t).toFixed(1)},${y(get(s)).toFixed(1)}`);
+    const values = samples.map(get).filter(v => v != null);
+    const peak = values.length ? Math.max(...values) : 0;
+    svg.append(el('polyline', {points: pts.join(' '), fill: 'none', stroke: color,
+      'stroke-width': 1.6, 'data-series': name, 'data-points': pts.length, 'data-max': peak}));
+    for (const p of pts) {  // a dot for each sample: one sample is seen too
+      const [cx, cy] = p.split(',');
+      svg.append(el('circle', {cx, cy, r: 1.8, fill: color}));
+    }
+    const item = document.createElement('span'), swatch = document.createElement('i');
+    swatch.style.background = color;
+    item.append(swatch, `${name || spec[1]}: ${values.length ? values[values.length - 1] : '–'}`);
+    legend.append(item);
+  });
+  svg.setAttribute('data-max', max);
+}
+function fill(id, rows) {
+  const body = document.getElementById(id);
+  if (!body) return;
+  body.replaceChildren(...rows.map(([k, v]) => {
+    const tr = document.createElement('tr'), th = document.createElement('th');
+    const td = document.createElement('td');
+    th.textContent = k; td.textContent = v == null ? '' : v; td.className = 'n';
+    tr.append(th, td); return tr;
+  }));
+}
+async function poll() {
+  try {
+    const r = await fetch('/metrics.json?history=' + last, {cache: 'no-store'});
+    const m = await r.json();
+    samples = samples.concat(m.history || []).filter(s => s.t > m.history_now - KEEP_S);
+    if (samples.length) last = samples[samples.length - 1].t;
+    for (const spec of CHARTS) draw(spec);
+    for (const [id, rows] of Object.entries(m.dashboard_rows || {})) fill(id, rows);
+    const ready = document.getElementById('status');
+    ready.textContent = m.catalog_ready ? 'serving' : 'loading catalog';
+    ready.className = m.catalog_ready ? 'ok' : 'warn';
+    document.getElementById('updated').textContent = new Date().toLocaleTimeString();
+  } catch (e) {
+    document.getElementById('updated').textContent = 'no answer: ' + e;
+  }
+  setTimeout(poll, 2000);
+}
+poll();
 """
 
 
@@ -22,24 +136,27 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
     )
 
 
-def render_dashboard(metrics: dict[str, Any]) -> str:
-    """The page for one worker's ``/metrics`` snapshot."""
-    ready = metrics.get("catalog_ready")
-    status = "<span class=ok>serving</span>" if ready else "<span class=warn>loading catalog</span>"
+def state_rows(metrics: dict[str, Any]) -> dict[str, list[tuple[str, Any]]]:
+    """The dashboard's tables (id -> rows) for one ``/metrics.json`` body: rendered here for
+    the first view, sent in ``/metrics.json?history=`` for the page's script to redraw."""
     reasons = metrics.get("dead_letters_by_reason") or {}
-    runtime = [
+    users = metrics.get("table_users")
+    state = [
         ("model version", metrics.get("model_version")),
+        ("sequence model", metrics.get("sequence_model_version") or "none"),
         ("ranking", metrics.get("ranking")),
-        (
-            "sequence model reloads / rejects",
-            f"{metrics.get('model_reloads', 0)} / {metrics.get('model_rejects', 0)}",
-        ),
+        ("sequence model reloads / rejects",
+         f"{metrics.get('model_reloads', 0)} / {metrics.get('model_rejects', 0)}"),
         ("last rejected model", metrics.get("model_last_reject") or "none"),
         ("execution provider", metrics.get("provider")),
         ("items in the index", metrics.get("items")),
+        ("users in the table (this worker)", "counting" if users is None else users),
+        ("partitions owned", metrics.get("partitions_owned")),
+        ("consumer lag (records)", sum((metrics.get("consumer_lag") or {}).values())),
         ("large-catalog candidates", metrics.get("candidates")),
+        ("broker", metrics.get("broker")),
         ("uptime (s)", metrics.get("uptime_s")),
-    ]
+    ]  # fmt: skip
     flow = [
         ("events in", metrics.get("events_in")),
         ("events applied", metrics.get("events_applied")),
@@ -50,7 +167,7 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
         ("batches", metrics.get("batches")),
         ("mean batch size", metrics.get("mean_batch_size")),
     ]
-    # in the order an event goes through them; "n" (a count) is for /metrics readers
+    # in the order an event goes through them; "n" (a count) is for /metrics.json readers
     lat = [(f"{label} {q} (ms)", v) for key, label in (
         ("wait_ms", "waiting for its batch,"),
         ("batch_ms", "one batch's work,"),
@@ -58,15 +175,46 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
         ("acked_ms", "until the broker acked its recommendation,"))
         for q, v in (metrics.get(key) or {}).items() if q != "n"] or [("no events yet", "")]
     dlq = sorted(reasons.items(), key=lambda kv: -kv[1]) or [("none", 0)]
+    return {"state": state, "flow": flow, "latency": lat, "dlq": dlq}
+
+
+def _chart(chart_id: str, title: str) -> str:
+    return (
+        f"<figure><figcaption>{escape(title)}</figcaption>"
+        f'<svg id="chart-{chart_id}" class=chart role=img aria-label="{escape(title)}"></svg>'
+        f'<div class=legend id="legend-{chart_id}"></div></figure>'
+    )
+
+
+def render_dashboard(metrics: dict[str, Any]) -> str:
+    """The page for one worker's ``/metrics.json`` body."""
+    ready = metrics.get("catalog_ready")
+    status = (
+        "<span id=status class=ok>serving</span>" if ready
+        else "<span id=status class=warn>loading catalog</span>"
+    )  # fmt: skip
+    tables = {k: f"<table><tbody id={k}>{_rows(v)}</tbody></table>"
+              for k, v in state_rows(metrics).items()}  # fmt: skip
+    spec = _charts_json()
+    charts = "".join(_chart(cid, title) for cid, title, _ in CHARTS)
     return f"""<!doctype html><html><head><meta charset=utf-8>
-<meta http-equiv=refresh content=2><title>Interest Stream worker</title>
-<style>{_STYLE}</style></head><body>
+<title>Interest Stream worker</title><style>{STYLE}{_CSS}</style></head><body>
 <h1>Interest Stream worker: {status}</h1>
-<table>{_rows(runtime)}</table>
-<h2>Flow</h2><table>{_rows(flow)}</table>
-<h2>Event → recommendation latency (last 10,000)</h2><table>{_rows(lat)}</table>
-<h2>Dead letters by reason</h2><table>{_rows(dlq)}</table>
-<form onsubmit="location.href='/users/'+encodeURIComponent(this.u.value);return false">
-<label>User <input name=u placeholder="user id"></label> <button>show state</button></form>
-<p><a href=/metrics>/metrics</a> · <a href=/healthz>/healthz</a></p>
+<p class=muted>the last 5 minutes, sampled every 2 s · updated <span id=updated>-</span></p>
+<div class=charts>{charts}</div>
+<div class=cols><div><h2>Now</h2>{tables["state"]}</div>
+<div><h2>Flow</h2>{tables["flow"]}</div></div>
+<h2>Event → recommendation latency (last 10,000)</h2>{tables["latency"]}
+<h2>Dead letters by reason</h2>{tables["dlq"]}
+<h2>User inspector</h2>{search_form()}
+<p><a href=/metrics>/metrics</a> (Prometheus) · <a href=/metrics.json>/metrics.json</a> ·
+<a href=/healthz>/healthz</a></p>
+<script type=application/json id=charts-spec>{spec}</script>
+<script>{_SCRIPT}</script>
 </body></html>"""
+
+
+def _charts_json() -> str:
+    """The charts' spec as JSON that cannot end its ``<script>`` element."""
+    spec = [[cid, title, [list(s) for s in series]] for cid, title, series in CHARTS]
+    return json.dumps(spec).replace("<", "\\u003c").replace(">", "\\u003e")

@@ -1,7 +1,15 @@
-"""Per-worker counters and latency reservoirs, shown by ``/metrics`` and ``/healthz``."""
+"""Per-worker counters and latency reservoirs, shown by ``/metrics`` (Prometheus text),
+``/metrics.json`` and ``/healthz``.
+
+Each reservoir is a :class:`Window`: the last values (for percentiles) and a cumulative
+histogram of every value ever added (:class:`Buckets`, for Prometheus, whose histograms must only
+grow), filled by the same ``append``/``extend`` calls the agent makes.
+"""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import re
 import time
@@ -13,7 +21,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Acked", "Stats", "reason_group", "since_param"]
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "MS_BUCKETS",
+    "Acked",
+    "Buckets",
+    "Stats",
+    "Window",
+    "reason_group",
+    "since_param",
+]
+
+#: Upper bounds (ms) of the latency histograms' buckets: 1 ms to 30 s.
+MS_BUCKETS: tuple[float, ...] = (
+    1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000,
+)  # fmt: skip
+#: Upper bounds of the batch-size histogram's buckets (events per batch).
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 _VALUES = re.compile(r": .*|, got .*| \(.*\)$| '[^']*'$")
@@ -30,24 +54,82 @@ def reason_group(reason: str) -> str:
     return re.sub(r"(?<![\w-])\d+(?![\w-])", "N", _VALUES.sub("", reason)).strip()
 
 
-def since_param(query: Mapping[str, str]) -> float:
-    """``/metrics?since=<epoch seconds>``: 0 when absent; ``ValueError`` saying why if bad.
+def since_param(query: Mapping[str, str], name: str = "since") -> float:
+    """``/metrics.json?since=<epoch seconds>`` (or another ``name``): 0 when absent;
+    ``ValueError`` saying why if bad.
 
     >>> since_param({"since": "1764100000.5"})
     1764100000.5
     """
-    raw = query.get("since")
+    raw = query.get(name)
     if raw is None:
         return 0.0
     try:
         since = float(raw)
     except ValueError:
-        raise ValueError(f"since must be epoch seconds, got {raw!r}") from None
+        raise ValueError(f"{name} must be epoch seconds, got {raw!r}") from None
     if not math.isfinite(since) or since < 0:
-        raise ValueError(f"since must be epoch seconds, got {raw!r}")
+        raise ValueError(f"{name} must be epoch seconds, got {raw!r}")
     if since > time.time() + 86_400:
-        raise ValueError(f"since must be epoch seconds (not ms), got {raw!r}: a day ahead or more")
+        raise ValueError(f"{name} must be epoch seconds (not ms), got {raw!r}: a day ahead or more")
     return since
+
+
+@dataclass(slots=True)
+class Buckets:
+    """A cumulative histogram: how many values fell at or under each bound, their count and sum.
+
+    ``counts[i]`` holds the values in ``(bounds[i-1], bounds[i]]``; the last slot those above
+    every bound (Prometheus' ``+Inf``).
+    """
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(init=False)
+    count: int = 0
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        if list(self.bounds) != sorted(set(self.bounds)):
+            raise ValueError(f"bucket bounds must be increasing, got {self.bounds}")
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, values at or under it)`` for each bound, then ``(inf, count)``."""
+        out, running = [], 0
+        for bound, n in zip((*self.bounds, math.inf), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
+class Window(deque[float]):
+    """The last ``maxlen`` values (percentiles over them), and :class:`Buckets` of all of them.
+
+    ``buckets.count`` counts every value ever added, so the values added since an earlier count
+    ``c`` are the last ``min(buckets.count - c, len(window))`` ones (:meth:`since`).
+    """
+
+    def __init__(self, maxlen: int, bounds: tuple[float, ...] = MS_BUCKETS) -> None:
+        super().__init__(maxlen=maxlen)
+        self.buckets = Buckets(bounds)
+
+    def append(self, value: float) -> None:
+        super().append(value)
+        self.buckets.observe(value)
+
+    def extend(self, values: Iterable[float]) -> None:
+        for value in values:
+            self.append(value)
+
+    def since(self, count: int) -> list[float]:
+        """The values added after ``buckets.count`` was ``count`` (those still in the window)."""
+        new = min(self.buckets.count - count, len(self))
+        return list(itertools.islice(self, len(self) - new, None)) if new > 0 else []
 
 
 @dataclass(slots=True)
@@ -68,6 +150,8 @@ class Acked:
     _ms: np.ndarray = field(init=False, repr=False)
     _next: int = field(default=0, init=False)
     _count: int = field(default=0, init=False)
+    #: Every ack's time (ms), for Prometheus.
+    buckets: Buckets = field(default_factory=lambda: Buckets(MS_BUCKETS))
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -82,7 +166,8 @@ class Acked:
         for stamp in stamps:
             i = self._next
             self._stamps[i] = stamp
-            self._ms[i] = (now - stamp) * 1000.0
+            self._ms[i] = ms = (now - stamp) * 1000.0
+            self.buckets.observe(ms)
             self._next = (i + 1) % self.capacity
             self._count = min(self._count + 1, self.capacity)
 
@@ -118,13 +203,13 @@ class Stats:
     forgets: int = 0
     states_forgotten: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
-    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    latencies_ms: Window = field(default_factory=lambda: Window(10_000))
     #: Where the latency goes: each event's record timestamp -> its batch reaching the agent
     #: (broker, fetch, Faust, the microbatch window), and each batch's own work (decode, states,
     #: model, ranking, writes and sends queued).
-    waits_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
-    batch_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1_000))
-    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1_000))
+    waits_ms: Window = field(default_factory=lambda: Window(10_000))
+    batch_ms: Window = field(default_factory=lambda: Window(1_000))
+    batch_sizes: Window = field(default_factory=lambda: Window(1_000, BATCH_SIZE_BUCKETS))
     acked: Acked = field(default_factory=Acked)
 
     def dead_letter(self, reason: str) -> None:

@@ -1,12 +1,15 @@
-"""Web views on the Faust web server: ``/dashboard``, ``/healthz``, ``/metrics``, ``/users/{id}``.
+"""Web views on the Faust web server: ``/dashboard``, ``/healthz``, ``/metrics`` (Prometheus),
+``/metrics.json``, ``/users/{id}`` (JSON) and ``/inspect?user=<id>`` (the same as a page).
 
 State is read from the ``user_interest`` table (never from module-level dicts), so what a view
-shows is what the stream keeps.
+shows is what the stream keeps. Each app has its own Prometheus registry and its own
+:class:`~streams.worker.history.Sampler` (consumer lag, table size, the charts' history).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -14,10 +17,15 @@ from faust.web import Request, Response, View
 from interest_state import CodecError, EventType, decode_state, nearest_titles
 from streams.errors import SettingsError
 from streams.worker.catalog import CatalogFeed
-from streams.worker.dashboard import render_dashboard
+from streams.worker.dashboard import render_dashboard, state_rows
 from streams.worker.health import BrokerMonitor
+from streams.worker.history import Sampler
+from streams.worker.http_errors import BadRequestLog, valid_user_id
+from streams.worker.inspector import render_inspector
+from streams.worker.lag import ConsumerLag
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
+from streams.worker.prometheus import CONTENT_TYPE, WorkerCollector, render, worker_registry
 from streams.worker.stats import since_param
 from streams.worker.wiring import Wiring
 
@@ -71,7 +79,7 @@ def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[st
 
 
 def ranking_summary(pipeline: Pipeline) -> str:
-    """How the worker ranks now, in words (``/metrics`` and the dashboard)."""
+    """How the worker ranks now, in words (``/metrics.json`` and the dashboard)."""
     active = pipeline.sequence
     if active is None:
         return "short-term only (no sequence model)"
@@ -117,24 +125,60 @@ def register(
         body = {"status": "ok" if ok else "starting", **runtime()}
         return self.json(body, status=200 if ok else 503)
 
+    sampler = Sampler(
+        wiring.stats,
+        ConsumerLag(app, settings.bootstrap, settings.topics.events),
+        wiring.table,
+    )
+    app.task(sampler.run)
+    registry = worker_registry(WorkerCollector(wiring.stats, sampler, runtime))
+    BadRequestLog.install()
+
     @app.page("/metrics")
     async def metrics(self: View, request: Request) -> Response:
+        return self.bytes(render(registry), content_type=CONTENT_TYPE)
+
+    @app.page("/metrics.json")
+    async def metrics_json(self: View, request: Request) -> Response:
         try:
             since = since_param(request.query)
+            history = since_param(request.query, "history")
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
-        return self.json({**runtime(), **wiring.stats.snapshot(since)})
+        body = {**runtime(), **wiring.stats.snapshot(since), **sampler.gauges()}
+        if "history" in request.query:
+            body["dashboard_rows"] = state_rows(body)
+            body["history"] = sampler.history.since(history)
+            body["history_now"] = time.time()
+        return self.json(body)
 
     @app.page("/dashboard")
     async def dashboard(self: View, request: Request) -> Response:
-        page = render_dashboard({**runtime(), **wiring.stats.snapshot()})
+        page = render_dashboard({**runtime(), **wiring.stats.snapshot(), **sampler.gauges()})
         return self.html(page)
+
+    async def summary(user_id: str) -> dict[str, Any]:
+        raw = wiring.table.get(valid_user_id(user_id))
+        # ranking runs the ONNX sequence model: off the event loop, like the agent's batches
+        return await asyncio.get_running_loop().run_in_executor(
+            None, user_summary, user_id, raw, pipeline
+        )
 
     @app.page("/users/{user_id}")
     async def user(self: View, request: Request, user_id: str) -> Response:
-        raw = wiring.table.get(user_id.encode())
-        # ranking runs the ONNX sequence model: off the event loop, like the agent's batches
-        body = await asyncio.get_running_loop().run_in_executor(
-            None, user_summary, user_id, raw, pipeline
-        )
+        try:
+            body = await summary(user_id)
+        except ValueError as exc:
+            return self.json({"error": str(exc)}, status=400)
         return self.json(body, status=200 if body["found"] else 404)
+
+    @app.page("/inspect")
+    async def inspect(self: View, request: Request) -> Response:
+        user_id = request.query.get("user", "").strip()
+        if not user_id:
+            return self.html(render_inspector("", None))
+        try:
+            body = await summary(user_id)
+        except ValueError as exc:
+            return self.html(render_inspector("", None, problem=str(exc)), status=400)
+        return self.html(render_inspector(user_id, body), status=200 if body["found"] else 404)

@@ -354,18 +354,16 @@ class Watch:
 
 
 def metrics(worker: Worker, want: dict[str, int], timeout_s: float = 15) -> dict[str, Any]:
-    """/metrics (or /metrics.json) once its counters reach ``want``, else the last one read."""
+    """/metrics.json once its counters reach ``want``, else the last one read."""
     body: dict[str, Any] = {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and worker.proc.poll() is None:
-        for path in ("/metrics", "/metrics.json"):
-            try:
-                status, got = worker.get(path)
-            except (OSError, ValueError):
-                continue
-            if status == 200 and isinstance(got, dict) and "events_in" in got:
-                body = got
-                break
+        try:
+            status, got = worker.get("/metrics.json")
+        except (OSError, ValueError):
+            status, got = 0, None
+        if status == 200 and isinstance(got, dict) and "events_in" in got:
+            body = got
         if body and all(body.get(k) == v for k, v in want.items()):
             return body
         time.sleep(0.5)

@@ -164,7 +164,7 @@ def _outage(
 ) -> tuple[float, int]:
     """Take the broker away (``take_away`` returns once it is gone) for ``away_s``: seconds
     until ``/healthz`` says so, and the log lines the worker wrote in the outage. Checks the
-    outage fields of ``/healthz`` and ``/metrics``."""
+    outage fields of ``/healthz`` and ``/metrics.json``."""
     lines = len(worker.log.read_text(errors="replace").splitlines())
     taking = time.time()
     take_away()
@@ -175,7 +175,7 @@ def _outage(
     assert taking <= body["since"] <= time.time(), (taking, body)
     assert f":{port}: " in body["last_error"], body
     assert "model_version" in body  # the runtime fields stay
-    metrics = worker.get("/metrics")[1]
+    metrics = worker.get("/metrics.json")[1]
     assert (metrics["broker"], metrics["broker_outages"]) == ("unreachable", 1), metrics
     time.sleep(max(0.0, away_s - (time.time() - gone)))
     assert worker.proc.poll() is None, worker.tail()
@@ -232,7 +232,7 @@ def test_a_broker_outage_is_on_healthz_and_the_worker_carries_on_when_it_is_back
             f"events {first_recs:.1f} s after sending them"
         )
         assert lines <= 12, worker.tail(lines + 5)
-        metrics = worker.get("/metrics")[1]
+        metrics = worker.get("/metrics.json")[1]
         assert (metrics["broker"], metrics["broker_outages"]) == ("reachable", 1), metrics
     finally:
         dep.stop_all()

@@ -149,14 +149,14 @@ def test_every_event_becomes_a_recommendation_or_a_dead_letter(
             assert int(record.headers["dlq.offset"]) == where[name].offset
             assert int(record.headers["dlq.partition"]) == where[name].partition
 
-    status, metrics = worker.get("/metrics")
+    status, metrics = worker.get("/metrics.json")
     assert status == 200 and metrics["dead_letters"] == len(bad) + 1
     assert metrics["events_applied"] == len(want_good)
     assert metrics["wait_ms"]["p50"] >= 0 and metrics["batch_ms"]["p50"] > 0
     # every good event is answered by a recommendation the broker acked
     assert metrics["acked_ms"]["n"] == len(want_good) and metrics["acked_ms"]["p50"] > 0
-    assert worker.get(f"/metrics?since={time.time() + 60}")[1]["acked_ms"] == {}
-    status, error = worker.get("/metrics?since=yesterday")
+    assert worker.get(f"/metrics.json?since={time.time() + 60}")[1]["acked_ms"] == {}
+    status, error = worker.get("/metrics.json?since=yesterday")
     assert status == 400 and "since must be epoch seconds" in error["error"]
 
 

@@ -86,7 +86,7 @@ def test_a_forgotten_user_is_gone_and_stays_gone_after_a_restart_from_the_change
     _wait_status(first, GONE, 404)
     print(f"\nforget -> 404: {time.monotonic() - asked:.2f} s (CLI start-up included)")
     _wait_status(first, KEPT, 200, timeout_s=0, events=6)
-    metrics = first.get("/metrics")[1]
+    metrics = first.get("/metrics.json")[1]
     assert (metrics["forgets"], metrics["states_forgotten"]) == (1, 1)
 
     def tombstoned(records: list[Record]) -> bool:
@@ -106,4 +106,4 @@ def test_a_forgotten_user_is_gone_and_stays_gone_after_a_restart_from_the_change
     _wait_status(second, GONE, 404, timeout_s=0)
     time.sleep(1.0)  # the new worker's sweep of the control topic has run: still one dead letter
     assert len(consume(dep.bootstrap, dep.topics.dlq, lambda rs: False, timeout_s=2)) == 1
-    assert second.get("/metrics")[1]["forgets"] == 0  # read at start-up: swept, not counted
+    assert second.get("/metrics.json")[1]["forgets"] == 0  # read at start-up: swept, not counted

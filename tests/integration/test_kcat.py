@@ -155,6 +155,6 @@ def test_click_events_produced_with_kcat_come_back_as_recommendations(
         assert body["items"] and {i["item_id"] for i in body["items"]} <= catalog_ids, body
         assert set(body["event_ids"]) <= want[body["user_id"]], body
 
-    status, metrics = worker.get("/metrics")
+    status, metrics = worker.get("/metrics.json")
     assert status == 200 and metrics["dead_letters"] == 0, metrics
     assert metrics["events_applied"] == len(USERS) * EVENTS_PER_USER, metrics

@@ -86,11 +86,11 @@ def _wait_metrics(worker: Worker, key: str, value: Any, timeout_s: float = 30) -
     deadline = time.monotonic() + timeout_s
     metrics: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        metrics = worker.get("/metrics")[1]
+        metrics = worker.get("/metrics.json")[1]
         if metrics.get(key) == value:
             return metrics
         time.sleep(0.3)
-    raise AssertionError(f"/metrics {key} never became {value!r}: {metrics}\n{worker.tail()}")
+    raise AssertionError(f"/metrics.json {key} never became {value!r}: {metrics}\n{worker.tail()}")
 
 
 def test_a_new_model_is_served_by_the_next_batch_and_a_broken_one_is_refused(
@@ -110,7 +110,7 @@ def test_a_new_model_is_served_by_the_next_batch_and_a_broken_one_is_refused(
         for i in catalog
     ])  # fmt: skip
     worker = dep.start_worker("reload")
-    metrics = worker.get("/metrics")[1]
+    metrics = worker.get("/metrics.json")[1]
     assert metrics["sequence_model_version"] is None
     assert metrics["ranking"].startswith("short-term only")
     assert metrics["candidates"] == "faiss IVF-PQ (approximate, CPU) from 20,000 items"

@@ -16,7 +16,7 @@ def test_the_latency_window_starts_at_the_whole_ms_a_record_timestamp_can_have()
 
 
 class _Metrics:
-    """A process whose ``/metrics`` answers are given in advance (None: no answer)."""
+    """A process whose ``/metrics.json`` answers are given in advance (None: no answer)."""
 
     name = "worker"
 
@@ -37,8 +37,8 @@ def test_acked_since_waits_until_the_acks_cover_every_answered_event() -> None:
 
     proc = _Metrics([None, {"acked_ms": {"n": 5}}, {"acked_ms": {"n": 8, "p50": 1.0}}])
     assert _acked_since(proc, 12.5, answered=8) == {"n": 8, "p50": 1.0}  # type: ignore[arg-type]
-    assert proc.paths == ["/metrics?since=12.500"] * 3
+    assert proc.paths == ["/metrics.json?since=12.500"] * 3
     short = _Metrics([{"acked_ms": {"n": 5}}])
     assert _acked_since(short, 1.0, answered=8, wait_s=0.2) == {"n": 5}  # type: ignore[arg-type]
-    with pytest.raises(BenchError, match="/metrics did not answer"):
+    with pytest.raises(BenchError, match="/metrics.json did not answer"):
         _acked_since(_Metrics([None]), 1.0, answered=8, wait_s=0.2)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Counters, latency windows and the dashboard: what /metrics and /dashboard show."""
+"""Counters, latency windows and the dashboard: what /metrics.json and /dashboard show."""
 
 from __future__ import annotations
 
@@ -38,14 +38,14 @@ def test_the_dashboard_shows_the_numbers_and_escapes_what_it_shows() -> None:
             "provider": "CPUExecutionProvider",
             "events_in": 12345,
             "latency_ms": {"p50": 7.5},
-            "dead_letters_by_reason": {"unknown item_id": 3, "<script>": 1},
+            "dead_letters_by_reason": {"unknown item_id": 3, "<img src=x onerror=alert(1)>": 1},
         }
     )
     assert "serving" in page and "12345" in page and "7.5" in page
     assert "until its recommendation was sent (oldest event of each message), p50 (ms)" in page
     assert "no events yet" in render_dashboard({"catalog_ready": False})
-    assert "m&lt;1&gt;" in page and "<script>" not in page
-    assert page.index("unknown item_id") < page.index("&lt;script&gt;")  # most frequent first
+    assert "m&lt;1&gt;" in page and "<img" not in page
+    assert page.index("unknown item_id") < page.index("&lt;img src=x")  # most frequent first
 
 
 def test_metrics_split_the_latency_into_the_wait_for_a_batch_and_the_batch_itself() -> None:
@@ -105,3 +105,55 @@ def test_metrics_since_must_be_epoch_seconds(raw: str) -> None:
     assert since_param({}) == 0.0 and since_param({"since": "12.5"}) == 12.5
     with pytest.raises(ValueError, match="since must be epoch seconds"):
         since_param({"since": raw})
+
+
+def test_windows_keep_the_last_values_and_a_histogram_of_every_value() -> None:
+    from streams.worker.stats import Acked, Buckets, Window
+
+    window = Window(3, bounds=(1.0, 10.0))
+    window.extend([0.5, 1.0, 5.0])
+    window.append(50.0)
+    assert list(window) == [1.0, 5.0, 50.0]  # the percentiles see the last three
+    assert window.buckets.cumulative() == [(1.0, 2), (10.0, 3), (float("inf"), 4)]
+    assert window.buckets.count == 4 and window.buckets.total == 56.5
+    assert window.since(2) == [5.0, 50.0] and window.since(4) == [] and window.since(0) == list(
+        window)  # older values than the window holds are gone  # fmt: skip
+    acked = Acked(capacity=2)
+    acked.record([1.0, 2.0, 2.9], now=3.0)
+    assert acked.buckets.count == 3 and acked.summary()["n"] == 2  # the ring forgets, not these
+    with pytest.raises(ValueError, match="increasing"):
+        Buckets((5.0, 1.0))
+
+
+def test_history_samples_rates_and_the_latency_of_each_interval() -> None:
+    from streams.worker.history import History
+    from streams.worker.stats import Stats
+
+    stats, history = Stats(), History(keep=2)
+    assert history.add(stats, lag=None, now=100.0) is None  # the first only marks
+    stats.events_in, stats.events_applied, stats.recommendations_out = 40, 30, 10
+    stats.dead_letter("not JSON: x")
+    stats.latencies_ms.extend([10.0, 20.0, 30.0])
+    stats.batch_sizes.extend([20, 20])
+    sample = history.add(stats, lag=7, now=102.0)
+    assert sample is not None
+    assert (sample["events_per_s"], sample["applied_per_s"], sample["recommendations_per_s"]) == (
+        20.0, 15.0, 5.0)  # fmt: skip
+    assert sample["dead_letters_per_s"] == {"not JSON": 0.5} and sample["lag"] == 7
+    assert sample["latency_p50_ms"] == 20.0 and sample["batch_size"] == 20.0
+    quiet = history.add(stats, lag=0, now=104.0)
+    assert quiet is not None and quiet["events_per_s"] == 0 and quiet["latency_p50_ms"] is None
+    assert quiet["dead_letters_per_s"] == {}
+    history.add(stats, lag=0, now=106.0)
+    assert [s["t"] for s in history.samples] == [104.0, 106.0]  # keeps the last ``keep``
+    assert [s["t"] for s in history.since(104.0)] == [106.0]
+
+
+def test_consumer_lag_is_the_end_minus_the_committed_offset() -> None:
+    from aiokafka import TopicPartition
+
+    from streams.worker.lag import partition_lag
+
+    a, b, c = (TopicPartition("events.click", p) for p in range(3))
+    lag = partition_lag({a: 120, b: 50, c: 9}, {a: 100, b: 55, c: None}, {c: 4})
+    assert lag == {a: 20, b: 0, c: 5}  # b: an end read before the last commit

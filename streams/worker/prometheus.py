@@ -1,0 +1,203 @@
+"""``/metrics`` in the Prometheus text format: one registry per app, read at each scrape.
+
+Each worker app gets a :class:`~prometheus_client.CollectorRegistry` of its own (never the
+global one: the tests and the bench run two apps in one process) holding a
+:class:`WorkerCollector`, which reads the figures the worker keeps anyway (its
+:class:`~streams.worker.stats.Stats`, the runtime fields of ``/metrics.json``, the
+:class:`~streams.worker.history.Sampler`'s lag and table count) when Prometheus asks, plus
+``process_*`` figures of the process. Metric names are listed in ``docs/monitoring.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from streams.worker.history import Sampler
+from streams.worker.stats import Buckets, Stats
+
+__all__ = ["CONTENT_TYPE", "PREFIX", "WorkerCollector", "render", "worker_registry"]
+
+PREFIX = "interest_stream"
+#: The text format's content type (0.0.4: what every Prometheus version scrapes).
+CONTENT_TYPE = "text/plain; version=0.0.4"
+
+#: ``/metrics.json`` runtime field -> (counter name, help), when the worker has it.
+_RUNTIME_COUNTERS = {
+    "model_loads": ("model_loads", "Sequence models put into service (the first included)."),
+    "model_reloads": ("model_reloads", "Sequence models that replaced a serving one."),
+    "model_rejects": ("model_rejects", "Sequence models rejected (the old one kept serving)."),
+    "candidate_failures": (
+        "candidate_failures",
+        "Batches ranked exactly because the candidate index failed, and catalog updates it "
+        "could not take.",
+    ),
+    "sequence_failures": (
+        "sequence_failures",
+        "Batches ranked short-term only because the sequence model failed on them.",
+    ),
+    "sequence_nonfinite": (
+        "sequence_nonfinite",
+        "User vectors the sequence model returned non-finite (ranked short-term only).",
+    ),
+    "broker_outages": ("broker_outages", "Times the broker stopped answering the probes."),
+}
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def _histogram(name: str, doc: str, buckets: Buckets, scale: float = 1.0) -> HistogramMetricFamily:
+    """``buckets`` as a Prometheus histogram, bounds and sum multiplied by ``scale``."""
+    return HistogramMetricFamily(
+        f"{PREFIX}_{name}",
+        doc,
+        buckets=[
+            ("+Inf" if bound == float("inf") else f"{bound * scale:g}", n)
+            for bound, n in buckets.cumulative()
+        ],
+        sum_value=buckets.total * scale,
+    )
+
+
+class WorkerCollector(Collector):
+    """The worker's figures, read at each scrape: counters from ``stats``, gauges and model
+    counters from ``runtime()`` (the runtime fields of ``/metrics.json``), consumer lag and
+    table size from ``sampler``."""
+
+    def __init__(
+        self, stats: Stats, sampler: Sampler, runtime: Callable[[], Mapping[str, Any]]
+    ) -> None:
+        self.stats = stats
+        self.sampler = sampler
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._flow()
+        yield from self._latency()
+        yield from self._state()
+        yield from self._runtime(self.runtime())
+
+    def _flow(self) -> Iterator[Metric]:
+        s = self.stats
+        yield _counter("events_in", "Events read from the event topics.", s.events_in)
+        yield _counter(
+            "events_applied", "Events that changed a user's interest state.", s.events_applied
+        )
+        yield _counter("duplicates", "Events dropped as duplicates (same event_id).", s.duplicates)
+        yield _counter(
+            "redelivered", "Events skipped as already applied (read again).", s.redelivered
+        )
+        dead = CounterMetricFamily(
+            f"{PREFIX}_dead_letters",
+            "Inputs sent to the dead-letter topic, by reason (without the offending value).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(s.dead_letters.items()):
+            dead.add_metric([reason], n)
+        yield dead
+        yield _counter(
+            "recommendations", "Recommendation messages sent.", s.recommendations_out
+        )
+        yield _counter("batches", "Microbatches handled.", s.batches)
+        yield _counter("forgets", "Forget requests carried out.", s.forgets)
+        yield _counter(
+            "states_forgotten", "User states deleted by forget requests.", s.states_forgotten
+        )
+        yield _histogram("batch_size", "Events per microbatch.", s.batch_sizes.buckets)
+
+    def _latency(self) -> Iterator[Metric]:
+        s = self.stats
+        yield _histogram(
+            "event_wait_seconds",
+            "Each event's record timestamp -> its batch reaching the agent.",
+            s.waits_ms.buckets, 1e-3,
+        )  # fmt: skip
+        yield _histogram(
+            "batch_duration_seconds",
+            "One microbatch's work (decode, states, model, ranking, sends queued).",
+            s.batch_ms.buckets, 1e-3,
+        )  # fmt: skip
+        yield _histogram(
+            "recommendation_latency_seconds",
+            "Record timestamp of the oldest event of each recommendation message -> its send.",
+            s.latencies_ms.buckets, 1e-3,
+        )  # fmt: skip
+        yield _histogram(
+            "broker_ack_latency_seconds",
+            "Each event's record timestamp -> the broker's ack of the recommendation naming it.",
+            s.acked.buckets, 1e-3,
+        )  # fmt: skip
+
+    def _state(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            f"{PREFIX}_consumer_lag",
+            "Records on the broker not committed yet, per partition this worker owns.",
+            labels=["topic", "partition"],
+        )
+        for tp, n in sorted(self.sampler.lag_by_partition.items()):
+            lag.add_metric([tp.topic, str(tp.partition)], n)
+        yield lag
+        owned = {tp.partition for tp in self.sampler.owned}
+        yield _gauge("partitions_owned", "Partitions of the event topics this worker owns.",
+                     len(owned))  # fmt: skip
+        if self.sampler.table_users is not None:
+            yield _gauge(
+                "table_users",
+                "User states in this worker's partitions of the table (counted every 15 s).",
+                self.sampler.table_users,
+            )
+        yield _gauge("start_time_seconds", "When the worker started (epoch s).", self.stats.started)
+
+    def _runtime(self, runtime: Mapping[str, Any]) -> Iterator[Metric]:
+        for key, (name, doc) in _RUNTIME_COUNTERS.items():
+            if runtime.get(key) is not None:
+                yield _counter(name, doc, runtime[key])
+        yield _gauge("items", "Items in the index (rankable now).", runtime.get("items") or 0)
+        ready = float(bool(runtime.get("catalog_ready")))
+        yield _gauge("catalog_ready", "1 once the catalog is loaded.", ready)
+        yield _gauge(
+            "broker_up", "1 while the broker answers the probes.",
+            float(runtime.get("broker", "reachable") == "reachable"),
+        )  # fmt: skip
+        info = InfoMetricFamily(
+            f"{PREFIX}_model", "The models serving now and where they run."
+        )
+        info.add_metric(
+            [],
+            {
+                "model_version": str(runtime.get("model_version") or ""),
+                "sequence_version": str(runtime.get("sequence_model_version") or "none"),
+                "provider": str(runtime.get("provider") or ""),
+                "ranking": str(runtime.get("ranking") or ""),
+            },
+        )
+        yield info
+
+
+def worker_registry(collector: WorkerCollector) -> CollectorRegistry:
+    """A registry of the app's own with ``collector`` and the ``process_*`` figures."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition of ``registry``."""
+    return generate_latest(registry)
