@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with four corrections, as the ``interest-kafka://`` scheme.
+"""Faust's aiokafka transport with five corrections, as the ``interest-kafka://`` scheme.
 
 1. ``fetch_max_wait_ms``: faust hard-codes 1500 ms; a fetch that waits that long for data
    dominates event->recommendation latency. We use ``Settings.fetch_max_wait_ms`` (10 ms),
@@ -9,12 +9,15 @@
    multi-record batch and faust's recovery would stop one batch short). On Apache Kafka the
    result equals the broker's end offsets.
 3. The fetch loop puts a message in its stream's buffer without the four tasks and the
-   ``asyncio.wait`` faust spends on each (:meth:`_Consumer._deliver`), with the same outcome.
-4. The producer's flush before an offset commit waits for every buffered message
+   ``asyncio.wait`` faust spends on each (:meth:`_Consumer._deliver`), with the same outcome;
+   and records fetched before a seek are not delivered after it (:meth:`_Consumer._drain_messages`:
+   faust's loop lost and stalled partitions after a rebalance).
+4. The producer's flush before an offset commit waits for every message buffered before it
    (:class:`_Producer`): faust's gives up after 0.1 s without a message sent, and a message
    taken from its buffer but not yet handed to aiokafka is not waited for at all, so offsets
    could be committed before the changelog records of their events' state were sent (a kill
-   then lost those events).
+   then lost those events). It does not wait for the buffer to be empty: under load it never
+   is, and no offset would ever be committed again.
 
 The scheme is declared under the ``faust.transports`` entry point in ``pyproject.toml``.
 """
@@ -102,12 +105,70 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: partition -> the offset a seek put it at (``None``: the log's start, no commit yet),
+        #: until the first record read after that seek
+        self._sought: dict[TP, int | None] = {}
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        offsets = await super().seek_to_committed()
+        self._sought.update({tp: o if o is not None and o >= 0 else None
+                             for tp, o in offsets.items()})  # fmt: skip
+        return offsets
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        await super().seek_wait(partitions)
+        self._sought.update(partitions)
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        await super()._seek(partition, offset)
+        self._sought[partition] = offset
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        """Fetch for a snapshot of the active partitions. Faust hands its live set to the
+        consumer thread, which reads it later; the partitions a rebalance's recovery resumes
+        meanwhile were then fetched too (see :meth:`_wait_next_records`)."""
+        asked = None if active_partitions is None else set(active_partitions)
+        return await super()._getmany(active_partitions=asked, timeout=timeout)
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        """Faust's, but every record fetched is handed on: faust drops the records of a
+        partition that is no longer in its live set of active partitions when they arrive,
+        after the consumer has moved past them (read again by nobody: on an empty state
+        folder, the records fetched as the table recovery ended were lost so, and their
+        partitions' commits stopped for ever). A partition paused for a rebalance is covered by
+        faust's flow control and the seek after the rebalance, one paused for a full stream
+        buffer is handed on by faust too."""
+        records, _active = await super()._wait_next_records(timeout)
+        return records, None
+
+    async def _stale(self, tp: TP, offset: int) -> bool:
+        """Whether the record at ``offset`` was fetched before a seek moved ``tp`` back: the
+        consumer's position is then at or below it (it reads the record again, in order);
+        after a real gap (compaction, retention, transaction markers) it is past it."""
+        try:
+            position = await self.position(tp)
+        except Exception:  # e.g. no longer assigned: not ours to deliver
+            return True
+        return position is None or position <= offset
+
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         """Faust's fetch loop (faust 0.15 ``Consumer._drain_messages``), with each delivery
-        run by :meth:`_deliver` instead of a ``wait_first``.
+        run by :meth:`_deliver` instead of a ``wait_first``, and no record fetched before a
+        seek delivered after it.
+
+        After a rebalance faust resumes the partitions and *then* seeks them to their committed
+        offsets; a fetch in between returns records from the old position, past the commit.
+        Faust delivers them, takes the offsets skipped as a gap (acked: the commit jumps over
+        events never processed, lost for good) and then drops the re-read ones below them (a
+        record never acked: the partition's commit stops there for ever, the "unfetched"
+        partitions of a kill test). Here the first record after a seek must be the one sought,
+        and any record after a gap is checked against the consumer's position
+        (:meth:`_stale`): one fetched before the seek is dropped and read again in order.
 
         Faust awaits ``wait_first(callback(message), suspend_flow.wait())`` per message: four
         tasks, an ``asyncio.wait`` and their cancellation, on the event loop that also runs the
@@ -119,6 +180,7 @@ class _Consumer(faust_aiokafka.Consumer):
         consumer_stopped = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set  # type: ignore[attr-defined]
         read_offset = self._read_offset
+        sought = self._sought
         acks_enabled_for = self.app.topics.acks_enabled_for
         since_yield = 0
         try:
@@ -135,7 +197,24 @@ class _Consumer(faust_aiokafka.Consumer):
                         offset, last = message.offset, read_offset[tp]
                         if last is not None and offset < last:
                             continue  # read before a seek back: faust drops these too
-                        if last and offset - last > 1 and acks_enabled_for(message.topic):
+                        if tp in sought:  # the first record since a seek
+                            expected = sought[tp]
+                            if offset != expected and await self._stale(tp, offset):
+                                log.info("%s: record %d fetched before the seek to %s dropped "
+                                         "(read again in order)", tp, offset, expected)
+                                continue  # fetched before the seek: read again, in order
+                            del sought[tp]
+                            if expected is not None and offset > expected and (
+                                acks_enabled_for(message.topic)
+                            ):
+                                await self._add_gap(tp, expected, offset)
+                        elif last and offset - last > 1 and acks_enabled_for(message.topic):
+                            if await self._stale(tp, offset):
+                                log.info("%s: record %d after %d fetched before a seek dropped",
+                                         tp, offset, last)
+                                continue
+                            log.warning("%s: offsets %d..%d skipped by the log", tp, last + 1,
+                                        offset - 1)
                             await self._add_gap(tp, last + 1, offset)
                         if self._commit_every is not None and self._n_acked >= self._commit_every:
                             self._n_acked = 0
@@ -199,22 +278,28 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
 
 
 class _Buffer(ProducerBuffer):
-    """Faust's producer buffer, counting the message its drain task is handing to aiokafka
-    (taken from the queue, not yet sent), so a flush can wait for that one too."""
+    """Faust's producer buffer, counting the messages put in and the ones its drain task has
+    handed to aiokafka, so a flush can wait for exactly those put before it."""
 
-    handing: int = 0
+    put_total: int = 0
+    handed_total: int = 0
+
+    def put(self, fut: FutureMessage) -> None:
+        super().put(fut)
+        self.put_total += 1
 
     async def _send_pending(self, fut: FutureMessage) -> None:
-        self.handing += 1
         try:
             await super()._send_pending(fut)
         finally:
-            self.handing -= 1
+            self.handed_total += 1
 
     async def flush(self) -> None:
-        """Wait until every message put before this call is in aiokafka's hands (it raises,
-        as faust's does, when the producer stops with messages left)."""
-        while self.size or self.handing:
+        """Wait until every message put before this call is in aiokafka's hands (messages put
+        meanwhile are not waited for: under load the buffer is never empty). Raises, as
+        faust's does, when the producer stops with messages left."""
+        target = self.put_total
+        while self.handed_total < target:
             if self.state != "running":
                 raise RuntimeError("Cannot flush: Producer not Running")
             self.message_sent.clear()

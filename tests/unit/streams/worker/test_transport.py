@@ -56,6 +56,9 @@ class StandIn:
     gaps: list[tuple[TP, int, int]] = field(default_factory=list)
     _read_offset: defaultdict[TP, int | None] = field(
         default_factory=lambda: defaultdict(lambda: None))
+    _sought: dict[TP, int | None] = field(default_factory=dict)
+    positions: dict[TP, int] = field(default_factory=dict)  # the consumer's fetch positions
+    asked: list[TP] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
     _crashed: asyncio.Event = field(default_factory=asyncio.Event)
     suspend_flow: asyncio.Event = field(default_factory=asyncio.Event)
@@ -65,6 +68,11 @@ class StandIn:
     consumer_stopped_errors: tuple[type[BaseException], ...] = ()
 
     _deliver = _Consumer._deliver  # the code under test, as a method of the stand-in
+    _stale = _Consumer._stale
+
+    async def position(self, tp: TP) -> int | None:
+        self.asked.append(tp)
+        return self.positions.get(tp)
 
     def __post_init__(self) -> None:
         self.fetcher = SimpleNamespace(_stopped=asyncio.Event())
@@ -130,10 +138,45 @@ def test_every_message_is_delivered_in_order_and_its_offset_recorded() -> None:
 def test_messages_before_the_read_offset_are_skipped_and_gaps_are_reported() -> None:
     standin = StandIn([Msg(T0, 3), Msg(T0, 4), Msg(T0, 9)])
     standin._read_offset[T0] = 4  # e.g. read before a seek back
+    standin.positions[T0] = 10  # the consumer read past 9: a real gap, not a stale fetch
     _drain(standin)
     assert standin.delivered == [(T0, 4), (T0, 9)]
     assert standin.gaps == [(T0, 5, 9)]
     assert standin._read_offset[T0] == 9
+
+
+def test_records_fetched_before_a_seek_back_are_dropped_and_read_again_in_order() -> None:
+    """After a rebalance faust resumes the partitions, then seeks them to the committed offset
+    (here 100); a fetch in between returns records from the old position (250...). Faust took
+    101..249 as a gap (acked: lost) and then dropped the re-read ones (never acked: a stalled
+    commit). They are dropped, and the re-read records come in order."""
+    standin = StandIn([Msg(T0, 250), Msg(T0, 251), Msg(T0, 100), Msg(T0, 101), Msg(T0, 102)])
+    standin._read_offset[T0] = 100  # what faust's perform_seek sets
+    standin._sought[T0] = 100
+    standin.positions[T0] = 100  # the seek put the consumer back there (before it re-reads)
+    _drain(standin)
+    assert standin.delivered == [(T0, 100), (T0, 101), (T0, 102)] and standin.gaps == []
+    assert standin._sought == {} and standin._read_offset[T0] == 102
+
+
+def test_after_a_seek_without_a_commit_a_stale_record_waits_for_the_log_start() -> None:
+    standin = StandIn([Msg(T0, 51), Msg(T0, 0), Msg(T0, 1)])
+    standin._sought[T0] = None  # no committed offset: the consumer starts at the log's start
+    standin.positions[T0] = 2  # it has returned 0 and 1 since the seek, never 51
+    _drain(standin)
+    assert standin.delivered == [(T0, 0), (T0, 1)] and standin.gaps == []
+
+
+def test_a_real_gap_is_taken_and_the_sought_record_needs_no_question() -> None:
+    """Offsets can skip for real (compaction, retention, transaction markers): the consumer's
+    position is then past the record, which is delivered with the gap acked, as faust does."""
+    standin = StandIn([Msg(T0, 7), Msg(T0, 8), Msg(T0, 15), Msg(T1, 40)])
+    standin._sought.update({T0: 7, T1: 30})
+    standin.positions.update({T0: 16, T1: 41})
+    _drain(standin)
+    assert standin.delivered == [(T0, 7), (T0, 8), (T0, 15), (T1, 40)]
+    assert standin.gaps == [(T0, 9, 15), (T1, 30, 40)]
+    assert standin.asked == [T0, T1]  # only after gaps, never for the sought record itself
 
 
 def test_a_delivery_that_spans_a_rebalance_leaves_the_new_position_alone() -> None:
@@ -247,3 +290,33 @@ def test_the_worker_producer_uses_the_waiting_buffer() -> None:
     app = faust_app(Settings(bootstrap="127.0.0.1:9092"))
     assert Transport.Producer is _Producer
     assert isinstance(app.producer.buffer, _Buffer) and app.producer.buffer.app is app
+
+
+def test_a_flush_under_load_returns_once_what_came_before_it_is_sent() -> None:
+    """Table writes keep arriving while a commit flushes: the flush waits for the messages put
+    before it, not for an empty buffer (which under load never comes: no commit would follow)."""
+
+    async def go() -> tuple[int, int]:
+        buffer = _Buffer()
+        buffer.app = faust.App("flush-load-test")
+        await buffer.start()
+        channel = SlowChannel(0.002)
+        message = SimpleNamespace(message=SimpleNamespace(channel=channel))
+        for _ in range(20):
+            buffer.put(message)  # type: ignore[arg-type]
+
+        async def keep_writing() -> None:
+            while True:
+                buffer.put(message)  # type: ignore[arg-type]
+                await asyncio.sleep(0.001)
+
+        writer = asyncio.ensure_future(keep_writing())
+        await asyncio.wait_for(buffer.flush(), timeout=10)
+        done = len(channel.sent)
+        writer.cancel()
+        with contextlib.suppress(RuntimeError, asyncio.CancelledError):
+            await buffer.stop()
+        return done, buffer.put_total
+
+    done, put = asyncio.run(go())
+    assert 20 <= done < put
