@@ -205,8 +205,10 @@ def _write_back(
     read_at: float,
 ) -> list[Outgoing]:
     """One state write per user touched; returns one recommendation message per user. A user
-    forgotten since their state was read (at ``read_at``) gets neither."""
+    forgotten since their state was read (at ``read_at``) gets neither. The applied events are
+    first scored against their users' lists from before the batch (online HR@10, MRR@10)."""
     stats = wiring.stats
+    stats.online.record_batch(events, result, lambda user: wiring.forgotten.since(user, read_at))
     outgoing: list[Outgoing] = []
     last_source: dict[str, EventT[bytes]] = {}
     first_arrival: dict[str, float] = {}

@@ -234,6 +234,7 @@ class ControlFeed:
         key = user_id.encode()
         source = self.wiring.settings.topics.click
         self.wiring.forgotten.mark(user_id)  # a batch under way must not write it back
+        self.wiring.stats.online.forget(user_id)  # nor is their last list remembered
         touched = delete_state(self.table, key, partitions, source, not_after)
         if touched:
             self.wiring.stats.states_forgotten += 1

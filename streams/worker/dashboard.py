@@ -4,8 +4,8 @@ The server renders the figures of the moment (so the page reads without scripts)
 script in the page then polls ``/metrics.json?history=<t>`` every 2 s, redraws the tables and
 draws the last minutes (the worker's :class:`~streams.worker.history.History`) as inline SVG
 charts: events/s, recommendations/s, dead letters/s by reason, latency p50/p99, consumer lag,
-batch size. No build step, nothing fetched from elsewhere. Data reaches the page as text only
-(``textContent``, SVG attributes), never as markup.
+batch size, online HR@10 by model version. No build step, nothing fetched from elsewhere. Data
+reaches the page as text only (``textContent``, SVG attributes), never as markup.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from streams.worker.inspector import STYLE, search_form
 
-__all__ = ["CHARTS", "render_dashboard", "state_rows"]
+__all__ = ["CHARTS", "online_rows", "render_dashboard", "state_rows"]
 
 #: (chart id, title, [(sample field, series label)]; ``*`` field: one series per key).
 CHARTS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
@@ -27,6 +27,7 @@ CHARTS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
      (("latency_p50_ms", "p50"), ("latency_p99_ms", "p99"))),
     ("lag", "consumer lag (records)", (("lag", "all partitions"),)),
     ("batch_size", "batch size (events)", (("batch_size", "mean"),)),
+    ("online_hr", "online HR@10 by model version (last 1 / 10 min)", (("*online_hr10", ""),)),
 )  # fmt: skip
 
 _CSS = """
@@ -54,7 +55,11 @@ function seriesOf(spec) {
     if (field[0] !== '*') { out.push([label, s => s[field]]); continue; }
     const keys = new Set();
     for (const s of samples) for (const k in (s[field.slice(1)] || {})) keys.add(k);
-    for (const k of [...keys].sort()) out.push([k, s => (s[field.slice(1)] || {})[k] || 0]);
+    // a key missing from a sample is 0 there; a key given as null is no point (no figure)
+    for (const k of [...keys].sort()) out.push([k, s => {
+      const v = (s[field.slice(1)] || {})[k];
+      return v === undefined ? 0 : v;
+    }]);
   }
   return out;
 }
@@ -175,7 +180,22 @@ def state_rows(metrics: dict[str, Any]) -> dict[str, list[tuple[str, Any]]]:
         ("acked_ms", "until the broker acked its recommendation,"))
         for q, v in (metrics.get(key) or {}).items() if q != "n"] or [("no events yet", "")]
     dlq = sorted(reasons.items(), key=lambda kv: -kv[1]) or [("none", 0)]
-    return {"state": state, "flow": flow, "latency": lat, "dlq": dlq}
+    return {"state": state, "flow": flow, "latency": lat, "dlq": dlq,
+            "online": online_rows(metrics.get("online") or {})}  # fmt: skip
+
+
+def online_rows(online: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Rows of the online-quality table: HR / MRR of each model version since the start and
+    over the sliding windows, and the events that could not be scored."""
+    rows: list[tuple[str, Any]] = []
+    for version, figures in (online.get("models") or {}).items():
+        for key, label in (("last_1m", "last 1 min"), ("last_10m", "last 10 min"), ("", "all")):
+            f = figures.get(key) if key else figures
+            if f and f.get("scored"):
+                rows.append((f"{version}, {label}",
+                             f"HR {f['hr']} · MRR {f['mrr']} · {f['scored']} events"))  # fmt: skip
+    rows.append(("events unscored (user's last list unknown)", online.get("unscored", 0)))
+    return rows
 
 
 def _chart(chart_id: str, title: str) -> str:
@@ -206,6 +226,8 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
 <div><h2>Flow</h2>{tables["flow"]}</div></div>
 <h2>Event → recommendation latency (last 10,000)</h2>{tables["latency"]}
 <h2>Dead letters by reason</h2>{tables["dlq"]}
+<h2>Online quality: each event's item in its user's last list (HR@10 · MRR@10)</h2>
+{tables["online"]}
 <h2>User inspector</h2>{search_form()}
 <p><a href=/metrics>/metrics</a> (Prometheus) · <a href=/metrics.json>/metrics.json</a> ·
 <a href=/healthz>/healthz</a></p>

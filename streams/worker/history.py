@@ -2,9 +2,9 @@
 
 :class:`History` keeps a ring of samples taken every couple of seconds from the
 :class:`~streams.worker.stats.Stats` counters: rates (events, recommendations, dead letters by
-reason), the latency percentiles and mean batch size of what happened between two samples, and
-the consumer lag. So a dashboard opened now shows the last minutes at once, and two browsers
-see the same figures.
+reason), the latency percentiles and mean batch size of what happened between two samples, the
+consumer lag, and the online HR@10 of each model version over the last 1 and 10 minutes. So a
+dashboard opened now shows the last minutes at once, and two browsers see the same figures.
 
 :class:`Sampler` is the app task that takes the samples: it refreshes the consumer lag
 (:class:`~streams.worker.lag.ConsumerLag`) and, less often and in a thread, counts the users in
@@ -97,6 +97,8 @@ class History:
             "latency_p99_ms": None if p99 is None else round(float(p99), 2),
             "batch_size": round(float(np.mean(sizes)), 1) if sizes else None,
             "lag": lag,
+            # HR@10 of each model version over the last 1 and 10 minutes (not per interval)
+            "online_hr10": stats.online.chart_point(now),
         }
         self.samples.append(sample)
         return sample

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from streams.worker.history import Sampler
+from streams.worker.online_quality import window_name
 from streams.worker.stats import Buckets, Stats
 
 __all__ = ["CONTENT_TYPE", "PREFIX", "WorkerCollector", "render", "worker_registry"]
@@ -90,6 +91,7 @@ class WorkerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._flow()
         yield from self._latency()
+        yield from self._online()
         yield from self._state()
         yield from self._runtime(self.runtime())
 
@@ -143,6 +145,54 @@ class WorkerCollector(Collector):
             "Each event's record timestamp -> the broker's ack of the recommendation naming it.",
             s.acked.buckets, 1e-3,
         )  # fmt: skip
+
+    def _online(self) -> Iterator[Metric]:
+        """Online quality (:mod:`streams.worker.online_quality`): counters per model version
+        for ``rate()`` over any window, and gauges of the worker's own sliding windows."""
+        online = self.stats.online
+        k = str(online.k)
+        families = {
+            "scored": CounterMetricFamily(
+                f"{PREFIX}_online_scored_events",
+                "Applied events scored against their user's last recommendation list, by the "
+                "model version that ranked the list.", labels=["model_version", "k"]),
+            "hits": CounterMetricFamily(
+                f"{PREFIX}_online_hits",
+                "Scored events whose item was in the first k of the list.",
+                labels=["model_version", "k"]),
+            "rr": CounterMetricFamily(
+                f"{PREFIX}_online_reciprocal_rank",
+                "Sum of 1/rank over the hits (divided by the scored events: MRR@k).",
+                labels=["model_version", "k"]),
+        }  # fmt: skip
+        for version, tally in sorted(online.totals.items()):
+            families["scored"].add_metric([version, k], tally.scored)
+            families["hits"].add_metric([version, k], tally.hits)
+            families["rr"].add_metric([version, k], tally.reciprocal_ranks)
+        yield from families.values()
+        yield _counter(
+            "online_unscored_events",
+            "Applied events of users whose last list this worker does not know (since its start).",
+            online.unscored,
+        )
+        hr = GaugeMetricFamily(
+            f"{PREFIX}_online_hit_rate",
+            "HR@k over the worker's sliding window (absent when the window scored no event).",
+            labels=["model_version", "k", "window"],
+        )
+        mrr = GaugeMetricFamily(
+            f"{PREFIX}_online_mrr", "MRR@k over the worker's sliding window.",
+            labels=["model_version", "k", "window"],
+        )  # fmt: skip
+        for seconds in online.windows_s:
+            for version, tally in sorted(online.window(seconds).items()):
+                labels = [version, k, window_name(seconds)]
+                hr.add_metric(labels, tally.hit_rate or 0.0)
+                mrr.add_metric(labels, tally.mrr or 0.0)
+        yield hr
+        yield mrr
+        yield _gauge("online_users_remembered",
+                     "Users whose last recommendation list this worker keeps.", len(online))
 
     def _state(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from streams.worker.online_quality import OnlineQuality
+
 __all__ = [
     "BATCH_SIZE_BUCKETS",
     "MS_BUCKETS",
@@ -211,6 +213,8 @@ class Stats:
     batch_ms: Window = field(default_factory=lambda: Window(1_000))
     batch_sizes: Window = field(default_factory=lambda: Window(1_000, BATCH_SIZE_BUCKETS))
     acked: Acked = field(default_factory=Acked)
+    #: Each applied event scored against its user's last recommendation list (HR@10, MRR@10).
+    online: OnlineQuality = field(default_factory=OnlineQuality)
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters[reason_group(reason)] += 1
@@ -237,6 +241,7 @@ class Stats:
             "wait_ms": _percentiles(self.waits_ms),
             "batch_ms": _percentiles(self.batch_ms),
             "acked_ms": self.acked.summary(since),
+            "online": self.online.snapshot(),
         }
 
 

@@ -16,7 +16,8 @@ def test_the_dashboard_has_a_chart_for_each_figure_and_the_state_now() -> None:
                              "partitions_owned": 4, "consumer_lag": {"e/0": 3, "e/1": 4},
                              "sequence_model_version": HOSTILE})  # fmt: skip
     ids = re.findall(r'<svg id="chart-([a-z_]+)"', page)
-    assert ids == ["events", "recommendations", "dead_letters", "latency", "lag", "batch_size"]
+    assert ids == ["events", "recommendations", "dead_letters", "latency", "lag", "batch_size",
+                   "online_hr"]
     spec = re.search(r"<script type=application/json id=charts-spec>(.*?)</script>", page, re.S)
     assert spec is not None and [c[0] for c in json.loads(spec.group(1))] == ids
     assert [c[0] for c in CHARTS] == ids
