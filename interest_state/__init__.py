@@ -10,6 +10,7 @@ from __future__ import annotations
 from .arrays import inner_products
 from .blend import BlendCatalog, LongTermItems, rank_blended
 from .codec import CODEC_VERSION, decode_state, encode_state
+from .diversity import MMR_LAMBDA, mmr, mmr_rerank
 from .errors import (
     CodecError,
     DimensionError,
@@ -35,6 +36,7 @@ __all__ = [
     "InterestState",
     "InterestStateError",
     "LongTermItems",
+    "MMR_LAMBDA",
     "Observation",
     "ObservationError",
     "ParamsError",
@@ -46,6 +48,8 @@ __all__ = [
     "encode_state",
     "event_id_hash",
     "inner_products",
+    "mmr",
+    "mmr_rerank",
     "nearest_titles",
     "rank",
     "rank_blended",

@@ -26,7 +26,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ from interest_state.params import MAX_RING_LEN
 from streams.contract import EventRecord
 from streams.data.formats import read_events, read_items
 from streams.errors import EvaluationError
+from streams.offline.beyond import ItemVectors, ListMetrics
+from streams.offline.diverse import MMR_GRID, MMRModel, choose_mmr_lambda, served_model
 from streams.offline.peers import PeerModel
 from streams.offline.rankers import (
     PopularityModel,
@@ -68,6 +70,7 @@ __all__ = [
     "Dataset",
     "EvaluationReport",
     "MetricValue",
+    "MMRModel",
     "ModelScores",
     "PeerModel",
     "PopularityModel",
@@ -77,6 +80,7 @@ __all__ = [
     "TransformerModel",
     "UserContext",
     "UserSplit",
+    "choose_mmr_lambda",
     "default_models",
     "evaluate_command",
     "load_dataset",
@@ -117,6 +121,11 @@ class Dataset:
     users: tuple[UserSplit, ...]
     train: TrainData
     stats: dict[str, Any]
+    first_seen: dict[str, float] = field(default_factory=dict)
+    """Each item's earliest event time in the whole file (every user, every split)."""
+
+    def contexts(self, stage: str) -> list[UserContext]:
+        return [user.context(stage) for user in self.users]
 
 
 def load_dataset(items_path: Path, events_path: Path, max_users: int | None = None) -> Dataset:
@@ -136,6 +145,10 @@ def load_dataset(items_path: Path, events_path: Path, max_users: int | None = No
         n_events += 1
         if event.item_id in known:
             by_user[event.user_id].append(event)
+    first_seen: dict[str, float] = {}
+    for events in by_user.values():
+        for event in events:
+            first_seen[event.item_id] = min(event.ts, first_seen.get(event.item_id, event.ts))
     splits, train = _split(by_user.values())
     if not splits:
         raise EvaluationError(f"{events_path}: no user has the 3 events leave-one-out needs")
@@ -151,7 +164,7 @@ def load_dataset(items_path: Path, events_path: Path, max_users: int | None = No
         "users_evaluated": len(chosen),
         "train_events": len(train),
     }
-    return Dataset(tuple(chosen), TrainData(items, tuple(train)), stats)
+    return Dataset(tuple(chosen), TrainData(items, tuple(train)), stats, first_seen)
 
 
 def _split(per_user: Iterable[list[EventRecord]]) -> tuple[list[UserSplit], list[EventRecord]]:
@@ -169,9 +182,6 @@ def _split(per_user: Iterable[list[EventRecord]]) -> tuple[list[UserSplit], list
     return splits, train
 
 
-# --------------------------------------------------------------------------- models
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -184,41 +194,56 @@ def run_evaluation(
     k_values: Sequence[int] = (10, 20),
     max_users: int | None = None,
     models: Sequence[Recommender] | None = None,
+    item_vectors: ItemVectors | None = None,
 ) -> EvaluationReport:
     """Evaluate ``models`` (default: :func:`default_models` on ``model_dir``); write the files.
 
     Writes ``evaluation.json``, ``evaluation.md`` and, when matplotlib is installed,
-    ``evaluation.png`` into ``out_dir``.
-    """
+    ``evaluation.png`` into ``out_dir``. Beyond-accuracy metrics: :mod:`streams.offline.beyond`
+    (ILD on ``item_vectors``, default the first :class:`ShortTermModel`'s text index); with
+    :class:`MMRModel` rows, lambda is chosen on validation (:func:`choose_mmr_lambda`)."""
     if not k_values or min(k_values) < 1:
         raise EvaluationError(f"k_values must be >= 1, got {tuple(k_values)}")
     start = time.perf_counter()
     data = load_dataset(Path(items_path), Path(events_path), max_users)
     seconds: dict[str, Any] = {"load": time.perf_counter() - start, "models": {}}
     chosen = list(models) if models is not None else default_models(Path(model_dir))
-    scores: list[ModelScores] = []
+    ranked: list[tuple[ModelScores, list[list[str]]]] = []
     for model in chosen:
-        model_scores, seconds["models"][model.name] = _evaluate_model(model, data, k_values)
-        scores.extend(model_scores)
+        model_ranked, seconds["models"][model.name] = _evaluate_model(model, data, k_values)
+        ranked.extend(model_ranked)
+    if item_vectors is None:
+        item_vectors = next((m.index for m in chosen if isinstance(m, ShortTermModel)), None)
+    lists = ListMetrics.build(data.train, data.first_seen, item_vectors)
+    k = min(k_values)
+    scores = [
+        replace(row, metrics={**row.metrics, **lists.score(r, data.contexts(row.stage), k)})
+        for row, r in ranked
+    ]
+    mmr_models = [m for m in chosen if isinstance(m, MMRModel)]
+    choice = choose_mmr_lambda(scores, [m for m in mmr_models if m.base is mmr_models[0].base], k)
     seconds["total"] = time.perf_counter() - start
-    return write_outputs(data.stats, tuple(sorted(set(k_values))), scores, seconds, Path(out_dir))
+    return write_outputs(data.stats, tuple(sorted(set(k_values))), scores, seconds, Path(out_dir),
+                         {"mmr": choice} if choice else None)  # fmt: skip
 
 
 def _evaluate_model(
     model: Recommender, data: Dataset, k_values: Sequence[int]
-) -> tuple[list[ModelScores], dict[str, float]]:
+) -> tuple[list[tuple[ModelScores, list[list[str]]]], dict[str, float]]:
+    """Accuracy scores of each (stage, masked) row, with the lists they were computed on."""
     start = time.perf_counter()
     model.fit(data.train)
     timings = {"fit": time.perf_counter() - start}
-    scores: list[ModelScores] = []
+    scores: list[tuple[ModelScores, list[list[str]]]] = []
     for stage in STAGES:
         start = time.perf_counter()
-        contexts = [user.context(stage) for user in data.users]
+        contexts = data.contexts(stage)
         targets = [user.target(stage) for user in data.users]
         for masked in (True, False):
             ranked = _rank_all(model, contexts, max(k_values), masked)
             metrics = score_ranks(target_ranks(ranked, targets), k_values)
-            scores.append(ModelScores(model.name, stage, masked, len(contexts), metrics))
+            row = ModelScores(model.name, stage, masked, len(contexts), metrics)
+            scores.append((row, ranked))
         timings[stage] = time.perf_counter() - start
     log.info("%s: %s", model.name, {k: round(v, 2) for k, v in timings.items()})
     return scores, timings
@@ -294,6 +319,15 @@ def _rank_all(
     multiple=True,
     help="A peer system's stored rankings on this split (JSON); repeatable.",
 )
+@click.option(
+    "--mmr",
+    "mmr_lambdas",
+    type=click.FloatRange(0.0, 1.0),
+    multiple=True,
+    help="Add the served ranker re-ranked by MMR with this lambda (1: no re-ranking); "
+    f"repeatable (default: {', '.join(map(str, MMR_GRID))}; lambda is chosen on validation).",
+)
+@click.option("--no-mmr", is_flag=True, help="No MMR rows.")
 @click.pass_context
 def evaluate_command(
     ctx: click.Context,
@@ -304,6 +338,8 @@ def evaluate_command(
     sequence_dir: Path | None,
     blend_weights: tuple[float, ...],
     peer_files: tuple[Path, ...],
+    mmr_lambdas: tuple[float, ...],
+    no_mmr: bool,
 ) -> None:
     """Offline quality: leave-one-out by time; popularity, short-term vector, Transformer,
     its blends with the short-term vector, peers."""
@@ -317,8 +353,9 @@ def evaluate_command(
     params = UpdateParams(half_life_s=settings.half_life_s, history_len=MAX_RING_LEN)
     if sequence_dir is None and is_sequence_model(settings.resolved_sequence_model_dir):
         sequence_dir = settings.resolved_sequence_model_dir
-    if sequence_dir is not None and not blend_weights:
-        blend_weights = (settings.blend_weight,)
+    mmr_lambdas = () if no_mmr else (mmr_lambdas or MMR_GRID)
+    if sequence_dir is not None and (mmr_lambdas or not blend_weights):
+        blend_weights = tuple(dict.fromkeys((*blend_weights, settings.blend_weight)))
     models = default_models(
         model_dir,
         params=params,
@@ -328,6 +365,9 @@ def evaluate_command(
         history_len=settings.history_len,
         quantized=settings.encoder_int8,
     )
+    if mmr_lambdas:
+        served = served_model(models, settings.blend_weight if sequence_dir else None)
+        models.extend(MMRModel(served, lam) for lam in mmr_lambdas)
     models.extend(PeerModel.load(path) for path in peer_files)
     report = run_evaluation(
         items_path,

@@ -45,6 +45,7 @@ __all__ = [
     "beyond_ring_filtered",
     "context_key",
     "events_fingerprint",
+    "ids_of",
     "to_sequence",
 ]
 
@@ -149,7 +150,18 @@ class ShortTermModel:
         self._states.clear()
         self._fitted_on = data
 
+    @property
+    def catalog(self) -> ItemIndex:
+        """The text item index ranking reads (filled by :meth:`fit`)."""
+        return self.index
+
     def rank(self, users: Sequence[UserContext], k: int, *, exclude_seen: bool) -> list[list[str]]:
+        return ids_of(self.recommend(users, k, exclude_seen=exclude_seen))
+
+    def recommend(
+        self, users: Sequence[UserContext], k: int, *, exclude_seen: bool
+    ) -> list[list[Recommendation]]:
+        """:meth:`rank` with the scores and reasons :func:`rank` gives."""
         states = self.states(users)
         return beyond_ring_filtered(
             users,
@@ -212,16 +224,21 @@ def beyond_ring_filtered(
     k: int,
     exclude_seen: bool,
     ranker: Callable[[int], list[list[Recommendation]]],
-) -> list[list[str]]:
-    """Top-``k`` ids per user from ``ranker(k')``, with the context items the state ring no
+) -> list[list[Recommendation]]:
+    """Top-``k`` per user from ``ranker(k')``, with the context items the state ring no
     longer holds filtered out too (``k'`` is ``k`` plus the most such items of any user)."""
     seen = [user.seen() if exclude_seen else frozenset() for user in users]
     beyond = max((len(s - st.seen_items()) for s, st in zip(seen, states, strict=True)), default=0)
     ranked = ranker(k + beyond)
     return [
-        [r.item_id for r in recs if r.item_id not in user_seen][:k]
+        [r for r in recs if r.item_id not in user_seen][:k]
         for recs, user_seen in zip(ranked, seen, strict=True)
     ]
+
+
+def ids_of(ranked: Sequence[Sequence[Recommendation]]) -> list[list[str]]:
+    """The item ids of each list, order kept."""
+    return [[r.item_id for r in recs] for recs in ranked]
 
 
 def _to_event(record: EventRecord) -> Event:

@@ -9,7 +9,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "EvaluationReport",
     "MetricValue",
     "ModelScores",
+    "mean_se",
     "metric_names",
     "score_ranks",
     "target_ranks",
@@ -35,10 +36,11 @@ CHART_MISSING = "matplotlib is not installed: PNG chart skipped (pip install mat
 
 @dataclass(frozen=True, slots=True)
 class MetricValue:
-    """Mean over users and its standard error, ``std(ddof=1) / sqrt(n)``."""
+    """Mean over users and its standard error, ``std(ddof=1) / sqrt(n)``; ``se`` is ``None``
+    for a value of the whole row, not a mean over users (catalog coverage)."""
 
     mean: float
-    se: float
+    se: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +75,11 @@ def score_ranks(ranks: Sequence[int | None], k_values: Sequence[int]) -> dict[st
         per_user[f"HR@{k}"] = hit.astype(np.float64)
         per_user[f"NDCG@{k}"] = np.where(hit, 1.0 / np.log2(r + 1.0), 0.0)
     per_user[f"MRR@{ks[0]}"] = np.where(r <= ks[0], 1.0 / r, 0.0)
-    return {name: _mean_se(per_user[name]) for name in metric_names(ks)}
+    return {name: mean_se(per_user[name]) for name in metric_names(ks)}
 
 
-def _mean_se(values: np.ndarray) -> MetricValue:
+def mean_se(values: np.ndarray) -> MetricValue:
+    """Mean of per-user values with its standard error (0 for fewer than two users)."""
     n = len(values)
     se = float(np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
     return MetricValue(mean=float(np.mean(values)) if n else 0.0, se=se)
@@ -92,6 +95,8 @@ class EvaluationReport:
     markdown_path: Path
     chart_path: Path | None
     chart_note: str
+    selections: dict[str, Any] = field(default_factory=dict)
+    """Choices made on the validation split (e.g. ``mmr``: the MMR lambda), with a ``summary``."""
 
     def score(self, model: str, stage: str, *, masked: bool) -> ModelScores:
         for s in self.scores:
@@ -109,6 +114,7 @@ def write_outputs(
     scores: list[ModelScores],
     seconds: dict[str, Any],
     out_dir: Path,
+    selections: dict[str, Any] | None = None,
 ) -> EvaluationReport:
     out_dir.mkdir(parents=True, exist_ok=True)
     chart_path = out_dir / "evaluation.png"
@@ -122,6 +128,7 @@ def write_outputs(
         markdown_path=out_dir / "evaluation.md",
         chart_path=None if chart_note else chart_path,
         chart_note=chart_note,
+        selections=dict(selections or {}),
     )
     report.json_path.write_text(json.dumps(_as_json(report), indent=2) + "\n", encoding="utf-8")
     report.markdown_path.write_text(report.markdown(), encoding="utf-8")
@@ -149,12 +156,14 @@ def _as_json(report: EvaluationReport) -> dict[str, Any]:
             }
             for s in report.scores
         ],
+        "selections": report.selections,
         "chart": str(report.chart_path) if report.chart_path else report.chart_note,
     }
 
 
 def _markdown(report: EvaluationReport) -> str:
     names = metric_names(report.k_values)
+    names += list(dict.fromkeys(n for s in report.scores for n in s.metrics if n not in names))
     stats = report.dataset
     lines = [
         f"Leave-one-out by time, full ranking over {stats['items']} items; "
@@ -167,10 +176,17 @@ def _markdown(report: EvaluationReport) -> str:
     for stage in STAGES:
         for masked in (True, False):
             for s in (s for s in report.scores if (s.stage, s.masked) == (stage, masked)):
-                cells = [f"{s.metrics[n].mean:.4f} ± {s.metrics[n].se:.4f}" for n in names]
+                cells = [_cell(s.metrics.get(n)) for n in names]
                 mask = "masked" if masked else "unmasked"
                 lines.append(f"| {stage} | {mask} | {s.model} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    lines.extend(["", *(f"{v['summary']}" for v in report.selections.values())])
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _cell(value: MetricValue | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value.mean:.4f}" if value.se is None else f"{value.mean:.4f} ± {value.se:.4f}"
 
 
 def _write_chart(scores: Sequence[ModelScores], k: int, path: Path) -> str:
@@ -189,7 +205,7 @@ def _write_chart(scores: Sequence[ModelScores], k: int, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows)), 4.0))
     for offset, name in ((-0.2, f"HR@{k}"), (0.2, f"NDCG@{k}")):
         means = [s.metrics[name].mean for s in rows]
-        errors = [s.metrics[name].se for s in rows]
+        errors = [s.metrics[name].se or 0.0 for s in rows]
         ax.bar(x + offset, means, width=0.4, yerr=errors, capsize=3, label=name)
     ax.set_xticks(x, labels)
     ax.set_title("test split, leave-one-out by time (error bars: standard error)")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from encoders import EncoderError, ItemIndex, TextEncoder
 from encoders.runtime.sequence import SequenceModel
-from interest_state import InterestState, UpdateParams, rank_blended
+from interest_state import InterestState, Recommendation, UpdateParams, rank_blended
 from streams.contract import ItemRecord
 from streams.errors import EvaluationError
 from streams.offline.rankers import (
@@ -27,6 +27,7 @@ from streams.offline.rankers import (
     UserContext,
     context_key,
     events_fingerprint,
+    ids_of,
 )
 from streams.worker.long_term import ActiveSequence, AlignedItems
 
@@ -105,7 +106,18 @@ class TransformerModel:
             vectors = self.model.items[[row_of[i.item_id] - 1 for i in known]]
             index.upsert([i.item_id for i in known], [i.title for i in known], vectors)
 
+    @property
+    def catalog(self) -> ItemIndex:
+        """The text item index ranking reads (the short-term model's)."""
+        return self.short.index
+
     def rank(self, users: Sequence[UserContext], k: int, *, exclude_seen: bool) -> list[list[str]]:
+        return ids_of(self.recommend(users, k, exclude_seen=exclude_seen))
+
+    def recommend(
+        self, users: Sequence[UserContext], k: int, *, exclude_seen: bool
+    ) -> list[list[Recommendation]]:
+        """:meth:`rank` with the blended scores and reasons of :func:`rank_blended`."""
         if self._active is None:
             raise EvaluationError(f"{self.name}: rank before fit")
         states = self._long_states(self._active, users)
@@ -114,7 +126,7 @@ class TransformerModel:
             if exclude_seen
             else None
         )  # context items beyond the ring: the stream would not filter them, the protocol does
-        ranked = rank_blended(
+        return rank_blended(
             states,
             self.short.index,
             self._active.long_items(),
@@ -123,7 +135,6 @@ class TransformerModel:
             exclude_seen=exclude_seen,
             hide=hide,
         )
-        return [[r.item_id for r in recs] for recs in ranked]
 
     def _long_states(
         self, active: ActiveSequence, users: Sequence[UserContext]

@@ -227,7 +227,11 @@ def test_outputs_and_missing_matplotlib(tmp_path: Path, monkeypatch: pytest.Monk
     assert saved["dataset"]["users_skipped_short"] == 3
     assert {"load", "models", "total"} <= set(saved["seconds"])
     assert len(saved["results"]) == 4  # 2 stages x masked/unmasked
-    assert set(saved["results"][0]["metrics"]) == {"HR@5", "NDCG@5", "MRR@5"}
+    # no item vectors (no short-term model): every metric but intra-list diversity
+    assert set(saved["results"][0]["metrics"]) == {
+        "HR@5", "NDCG@5", "MRR@5", "coverage@5", "novelty@5", "new-items@5",
+    }  # fmt: skip
+    assert saved["results"][0]["metrics"]["coverage@5"]["se"] is None
     assert "| test | masked | popularity |" in report.markdown_path.read_text(encoding="utf-8")
 
 
@@ -240,13 +244,21 @@ def test_command_runs_both_models_on_the_tiny_encoder(
     items, events = _write(tmp_path, POPULARITY_USERS)
     out = tmp_path / "eval"
     args = ["--items", str(items), "--events", str(events), "--out", str(out)]
-    result = CliRunner().invoke(evaluate_command, [*args, "--max-users", "3"])
+    result = CliRunner().invoke(evaluate_command, [*args, "--max-users", "3", "--no-mmr"])
     assert result.exit_code == 0, result.output
     assert "| test | masked | short-term-decay |" in result.output
     assert "| validation | unmasked | popularity |" in result.output
     saved = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
     assert saved["dataset"]["users_evaluated"] == 3
     assert set(saved["seconds"]["models"]) == {"popularity", "short-term-decay"}
+    assert "ILD@10" in saved["results"][2]["metrics"]  # the text index's vectors
+    result = CliRunner().invoke(evaluate_command, [*args, "--mmr", "0.5", "--mmr", "1"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    assert set(saved["seconds"]["models"]) == {"popularity", "short-term-decay",
+        "short-term-decay+mmr-0.5", "short-term-decay+mmr-1"}  # fmt: skip
+    assert saved["selections"]["mmr"]["lambda"] in (0.5, 1.0)
+    assert "MMR lambda chosen on validation" in result.output
 
 
 def test_command_wants_both_files_or_neither(tmp_path: Path) -> None:

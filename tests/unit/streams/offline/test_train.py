@@ -87,7 +87,7 @@ def test_evaluate_runs_the_transformer_through_onnx(trained_dir: Path, tiny_env:
     items, events = tiny_env / "data" / "items.jsonl", tiny_env / "data" / "events.jsonl"
     out = tiny_env / "eval"
     args = ["--items", str(items), "--events", str(events), "--out", str(out)]
-    args += ["--sequence-model", str(trained_dir), "--blend", "0.5"]
+    args += ["--sequence-model", str(trained_dir), "--blend", "0.5", "--no-mmr"]
     result = CliRunner().invoke(evaluate_command, args)
     assert result.exit_code == 0, result.output
     assert "| test | masked | transformer |" in result.output

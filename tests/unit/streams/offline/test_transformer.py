@@ -15,6 +15,7 @@ from interest_state import Event, EventType, UpdateParams
 from streams.contract import EventRecord, ItemRecord
 from streams.data.formats import write_events, write_items
 from streams.errors import EvaluationError
+from streams.offline.diverse import MMR_GRID
 from streams.offline.evaluate import (
     BlendModel,
     Dataset,
@@ -181,10 +182,19 @@ def test_the_command_defaults_to_the_home_model_and_the_served_blend(
     result = CliRunner().invoke(evaluate_command, [*args, "--peer", str(peer)])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text(encoding="utf-8"))
+    mmr_rows = {f"blend-0.75+mmr-{lam:g}" for lam in MMR_GRID}  # the served blend + MMR
     assert set(saved["seconds"]["models"]) == {
         "popularity", "short-term-decay", "transformer", "blend-0.75", "sasrec-recbole",
+        *mmr_rows,
     }  # fmt: skip
     assert "| test | masked | sasrec-recbole |" in result.output
+    assert saved["selections"]["mmr"]["base"] == "blend-0.75"
+    assert saved["selections"]["mmr"]["lambda"] in (*MMR_GRID, 1.0)
+    # an explicit --blend without the served weight: the served blend is added for MMR
+    result = CliRunner().invoke(evaluate_command, [*args, "--blend", "1", "--mmr", "0.5"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text(encoding="utf-8"))
+    assert {"blend-1", "blend-0.75", "blend-0.75+mmr-0.5"} <= set(saved["seconds"]["models"])
 
 
 def test_a_peer_s_unmasked_rankings_are_used_when_it_stored_them(
