@@ -74,3 +74,18 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
             "tests/integration/test_dashboard.py fails until then" >&2
     fi
 fi
+echo "== docker-compose (tests/unit/test_deployment.py checks docker/compose.yaml with \`docker-compose config\`: no Docker engine needed)"
+if ! command -v docker-compose >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "   installing Debian's docker-compose (apt-get install docker-compose)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq docker-compose >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq docker-compose >/dev/null 2>&1; } \
+            || true
+    fi
+    if ! command -v docker-compose >/dev/null 2>&1; then
+        echo "!! docker-compose is not installed and this script cannot install it (needs root and apt-get):" \
+            "install it (e.g. sudo apt-get install docker-compose);" \
+            "tests/unit/test_deployment.py fails until then" >&2
+    fi
+fi

@@ -17,7 +17,15 @@ from typing import Any
 from streams.contract import MAX_USER_ID_LEN
 from streams.errors import SettingsError
 
-__all__ = ["ENV_VARS", "Settings", "TopicNames"]
+__all__ = [
+    "CLEANUP_POLICIES",
+    "ENV_VARS",
+    "PROCESSING_GUARANTEES",
+    "SASL_MECHANISMS",
+    "SECURITY_PROTOCOLS",
+    "Settings",
+    "TopicNames",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +55,36 @@ CANDIDATE_INDEXES = ("auto", "faiss", "device")
 (:class:`encoders.index.device.DeviceIndex`: the GPU with CUDA), or ``auto``: the device when
 the encoder runs on CUDA, faiss otherwise."""
 
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+"""``at_least_once`` (the default, any broker): a redelivered event changes nothing (each state
+keeps the offsets it includes). ``exactly_once``: Kafka transactions (faust's transactional
+producer per partition); refused at start by a broker without them, such as the embedded one."""
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+CLEANUP_POLICIES = ("compact", "compact,delete")
+"""``cleanup.policy`` of the compacted topics (catalog, changelog, control) created here."""
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a worker, the CLI and the demo need to know."""
 
     bootstrap: str | None = None
+    #: Faust's app id: the consumer group id and the prefix of the changelog topic.
     app_id: str = "interest-stream"
     partitions: int = 4
+    replication_factor: int = 1
+    compacted_cleanup_policy: str = "compact"
+    processing_guarantee: str = "at_least_once"
+    #: How every Kafka client of the process connects (:mod:`streams.worker.kafka_auth`).
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
     topics: TopicNames = field(default_factory=TopicNames)
     home: Path = Path(".cache/interest-stream")
     model_dir: Path | None = None
@@ -151,11 +181,32 @@ class Settings:
             (1 <= self.store_block_cache_mb <= 65536, "store_block_cache_mb must be 1..65536"),
             (1 <= self.store_write_buffer_mb <= 4096, "store_write_buffer_mb must be 1..4096"),
             (len(set(dataclasses.astuple(self.topics))) == 7, "topic names must differ"),
+            *self._kafka_checks(),
         ]
         for ok, message in checks:
             if not ok:
                 raise SettingsError(message)
         return self
+
+    def _kafka_checks(self) -> list[tuple[bool, str]]:
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        return [
+            (1 <= self.replication_factor <= 32, "replication_factor must be 1..32"),
+            (self.compacted_cleanup_policy in CLEANUP_POLICIES,
+             f"compacted_cleanup_policy must be one of {', '.join(CLEANUP_POLICIES)}"),
+            (self.processing_guarantee in PROCESSING_GUARANTEES,
+             f"processing_guarantee must be one of {', '.join(PROCESSING_GUARANTEES)}"),
+            (self.security_protocol in SECURITY_PROTOCOLS,
+             f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}"),
+            (self.sasl_mechanism in SASL_MECHANISMS,
+             f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}"),
+            (not sasl or bool(self.sasl_username and self.sasl_password),
+             f"security_protocol {self.security_protocol} needs sasl_username and sasl_password"),
+            (tls or not (self.ssl_cafile or self.ssl_certfile or self.ssl_keyfile),
+             f"ssl files are given but security_protocol {self.security_protocol} uses no TLS"),
+            (not self.ssl_keyfile or bool(self.ssl_certfile), "ssl_keyfile needs ssl_certfile"),
+        ]
 
 
 def _bool(raw: str) -> bool:
@@ -172,6 +223,16 @@ ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "KAFKA_BOOTSTRAP": ("bootstrap", str),
     "INTEREST_STREAM_APP_ID": ("app_id", str),
     "INTEREST_STREAM_PARTITIONS": ("partitions", int),
+    "INTEREST_STREAM_REPLICATION_FACTOR": ("replication_factor", int),
+    "INTEREST_STREAM_COMPACTED_CLEANUP_POLICY": ("compacted_cleanup_policy", str),
+    "INTEREST_STREAM_PROCESSING_GUARANTEE": ("processing_guarantee", str),
+    "INTEREST_STREAM_KAFKA_SECURITY_PROTOCOL": ("security_protocol", str.upper),
+    "INTEREST_STREAM_KAFKA_SASL_MECHANISM": ("sasl_mechanism", str.upper),
+    "INTEREST_STREAM_KAFKA_SASL_USERNAME": ("sasl_username", str),
+    "INTEREST_STREAM_KAFKA_SASL_PASSWORD": ("sasl_password", str),
+    "INTEREST_STREAM_KAFKA_SSL_CAFILE": ("ssl_cafile", Path),
+    "INTEREST_STREAM_KAFKA_SSL_CERTFILE": ("ssl_certfile", Path),
+    "INTEREST_STREAM_KAFKA_SSL_KEYFILE": ("ssl_keyfile", Path),
     "INTEREST_STREAM_HOME": ("home", Path),
     "INTEREST_STREAM_MODEL_DIR": ("model_dir", Path),
     "INTEREST_STREAM_PROVIDER": ("provider", str),

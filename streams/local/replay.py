@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from streams.contract import EventRecord, ItemRecord, event_to_obj, item_to_obj
 from streams.settings import Settings
+from streams.worker.kafka_auth import client_options
 
 __all__ = ["ReplayReport", "follow_recommendations", "publish_items", "replay_events"]
 
@@ -34,7 +35,9 @@ def _dumps(obj: dict[str, Any]) -> bytes:
 
 async def publish_items(settings: Settings, items: Sequence[ItemRecord]) -> None:
     """Load a catalog into the compacted items topic (key = item_id)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, linger_ms=5, **client_options(settings)
+    )
     await producer.start()
     try:
         for item in items:
@@ -60,7 +63,9 @@ async def replay_events(
         "browse": settings.topics.browse,
         "comment": settings.topics.comment,
     }
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=2)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, linger_ms=2, **client_options(settings)
+    )
     await producer.start()
     bar = tqdm(total=total, unit="ev", disable=not progress, desc="replay")
     start = time.perf_counter()
@@ -96,6 +101,7 @@ async def follow_recommendations(
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
         fetch_max_wait_ms=50,
+        **client_options(settings),
     )
     await consumer.start()
     try:

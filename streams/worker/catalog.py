@@ -27,6 +27,7 @@ from streams.contract import ItemRecord
 from streams.errors import EventRejected
 from streams.worker.dlq import dead_letter
 from streams.worker.items import failure_reason
+from streams.worker.kafka_auth import client_options
 from streams.worker.pipeline import Pipeline
 from streams.worker.schemas import decode_item
 from streams.worker.topics import true_end_offsets
@@ -54,6 +55,7 @@ class CatalogFeed:
             enable_auto_commit=False,
             fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 50),
             max_poll_records=1024,
+            **client_options(settings),
         )
         await consumer.start()
         try:

@@ -50,6 +50,7 @@ from streams.contract import load_json
 from streams.errors import EventRejected, SettingsError
 from streams.settings import Settings
 from streams.worker.dlq import dead_letter
+from streams.worker.kafka_auth import client_options
 from streams.worker.topics import true_end_offsets
 from streams.worker.wiring import Wiring, stop_worker
 
@@ -130,7 +131,9 @@ async def publish_forget(settings: Settings, user_id: str) -> int:
     if not 1 <= len(user_id) <= settings.max_user_id_len:
         raise SettingsError(f"a user id has 1 to {settings.max_user_id_len} characters")
     key, value = forget_record(user_id, settings.admin_token, time.time())
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap, acks="all", **client_options(settings)
+    )
     await producer.start()
     try:
         sent = await producer.send_and_wait(settings.topics.control, value, key=key, partition=0)
@@ -158,6 +161,7 @@ class ControlFeed:
             bootstrap_servers=settings.bootstrap,
             enable_auto_commit=False,
             fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 50),
+            **client_options(settings),
         )
         await consumer.start()
         try:

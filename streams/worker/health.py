@@ -8,11 +8,13 @@ by itself (~3 s).
 
 So every worker runs a :class:`BrokerMonitor`: every ``interval_s`` it asks each bootstrap
 server for its API versions (one ~20-byte Kafka request on a fresh TCP connection, answered
-by any Kafka broker, creating nothing), and :class:`BrokerHealth` keeps the record that the web
-views show: reachable or not, since when, the last error, the count of outages. Two failed
-probes in a row make an outage (one lost connection under load is not one). While it lasts,
-:class:`ClientLogQuieter` holds back aiokafka's retry lines; one line says the broker went
-away and one that it is back, with the count of lines held back.
+by any Kafka broker, creating nothing; over TLS with the worker's own TLS context when the
+security protocol is ``SSL`` or ``SASL_SSL``, and without SASL: Kafka answers ApiVersions
+before authentication, as every client's first request), and :class:`BrokerHealth` keeps the
+record that the web views show: reachable or not, since when, the last error, the count of
+outages. Two failed probes in a row make an outage (one lost connection under load is not
+one). While it lasts, :class:`ClientLogQuieter` holds back aiokafka's retry lines; one line says
+the broker went away and one that it is back, with the count of lines held back.
 
 A broker can come back without the data it had: a memory-only broker (the embedded Tansu)
 restarted on the same port has no topics, records, committed offsets or changelog. The worker
@@ -31,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import struct
 import threading
 import time
@@ -44,6 +47,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streams.errors import BrokerError
+from streams.worker.kafka_auth import app_client_options
 from streams.worker.wiring import stop_worker
 
 __all__ = [
@@ -81,13 +85,16 @@ def bootstrap_servers(bootstrap: str) -> list[tuple[str, int]]:
     return servers
 
 
-async def probe_broker(bootstrap: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+async def probe_broker(
+    bootstrap: str, timeout_s: float = PROBE_TIMEOUT_S, tls: ssl.SSLContext | None = None
+) -> None:
     """Return when a server of ``bootstrap`` answers a Kafka ApiVersions request within
-    ``timeout_s``; else raise :class:`BrokerError` with each server's failure."""
+    ``timeout_s`` (over TLS with ``tls``); else raise :class:`BrokerError` with each server's
+    failure."""
     failures = []
     for host, port in bootstrap_servers(bootstrap):
         try:
-            await asyncio.wait_for(_api_versions(host, port), timeout_s)
+            await asyncio.wait_for(_api_versions(host, port, tls), timeout_s)
             return
         except TimeoutError:
             failures.append(f"{host}:{port}: no answer in {timeout_s:g} s")
@@ -96,8 +103,8 @@ async def probe_broker(bootstrap: str, timeout_s: float = PROBE_TIMEOUT_S) -> No
     raise BrokerError("; ".join(failures))
 
 
-async def _api_versions(host: str, port: int) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _api_versions(host: str, port: int, tls: ssl.SSLContext | None) -> None:
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls)
     try:
         client = b"interest-stream-health"
         request = struct.pack(">hhih", API_VERSIONS, 0, 1, len(client)) + client
@@ -261,6 +268,7 @@ class BrokerMonitor:
         self.returned = False  # back after an outage, not compared yet
         self.probes = 0
         self.consumer: AIOKafkaConsumer | None = None
+        self.client_options = app_client_options(app)  # TLS and SASL, as the app's clients
 
     def register(self) -> BrokerMonitor:
         self.quieter.install()
@@ -281,7 +289,7 @@ class BrokerMonitor:
         """One probe; after an outage the comparison of end offsets, else now and then a note
         of them."""
         try:
-            await probe_broker(self.bootstrap)
+            await probe_broker(self.bootstrap, tls=self.client_options.get("ssl_context"))
         except BrokerError as exc:
             self.health.failed(str(exc))
             return
@@ -307,7 +315,7 @@ class BrokerMonitor:
         """End offsets of the watched partitions that exist now (missing ones are left out)."""
         if self.consumer is None:
             self.consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, enable_auto_commit=False
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.client_options
             )
             await asyncio.wait_for(self.consumer.start(), timeout_s)
         consumer = self.consumer

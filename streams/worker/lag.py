@@ -21,6 +21,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streams.worker.kafka_auth import app_client_options
 from streams.worker.topics import true_end_offsets
 
 __all__ = ["ConsumerLag", "partition_lag"]
@@ -114,7 +115,8 @@ class ConsumerLag:
 
     async def _started(self, timeout_s: float) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                        **app_client_options(self.app))
             await asyncio.wait_for(consumer.start(), timeout_s)
             self._consumer = consumer
         return self._consumer

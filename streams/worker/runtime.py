@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from encoders import (
     CUDA,
@@ -27,9 +29,10 @@ from encoders import (
     usable_cpu_count,
 )
 from interest_state import UpdateParams
-from streams.errors import StreamError
+from streams.errors import SettingsError, StreamError
 from streams.settings import Settings
 from streams.worker.app import create_app, topic_specs
+from streams.worker.kafka_auth import client_options
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
 from streams.worker.topics import ensure_topics
@@ -38,6 +41,7 @@ from streams.worker.vector_cache import VectorCache
 __all__ = [
     "build_pipeline",
     "build_watcher",
+    "check_guarantee",
     "ensure_model",
     "forget_local_state",
     "limit_blas_threads",
@@ -136,7 +140,55 @@ def limit_blas_threads(threads: int) -> None:
 def prepare_topics(settings: Settings) -> None:
     if not settings.bootstrap:
         raise StreamError("no bootstrap server: start a broker first")
-    asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings), settings.broker_wait_s))
+    asyncio.run(ensure_topics(
+        settings.bootstrap, topic_specs(settings), settings.broker_wait_s,
+        replication=settings.replication_factor,
+        cleanup_policy=settings.compacted_cleanup_policy,
+        client_options=client_options(settings),
+    ))
+
+
+def check_guarantee(settings: Settings, timeout_s: float = 15.0) -> None:
+    """Refuse to start ``exactly_once`` on a broker without Kafka transactions.
+
+    Faust's transactional producers first ask the broker for a producer id of a transactional
+    id (InitProducerId) when the first event is sent. This asks the same now, with a producer
+    of its own, so a broker without transactions stops the worker at start with a
+    :class:`SettingsError` naming the setting and the broker, not at the first event. Tansu
+    0.6.0, the embedded broker, lists the transaction APIs among its versions but answers
+    InitProducerId for a transactional id with an error, so its API versions are not enough.
+    """
+    if settings.processing_guarantee != "exactly_once":
+        return
+    if not settings.bootstrap:
+        raise StreamError("no bootstrap server: start a broker first")
+    asyncio.run(_init_transactions(settings.bootstrap, settings, timeout_s))
+    log.info("processing guarantee exactly_once: %s gave a transactional producer id",
+             settings.bootstrap)
+
+
+async def _init_transactions(bootstrap: str, settings: Settings, timeout_s: float) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=f"{settings.app_id}-guarantee-check",
+        request_timeout_ms=int(timeout_s * 1000),
+        **client_options(settings),
+    )
+    try:
+        await asyncio.wait_for(producer.start(), timeout_s)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise SettingsError(
+            f"INTEREST_STREAM_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, and "
+            f"the broker at {bootstrap} gave no producer id for a transactional id "
+            f"(InitProducerId, {timeout_s:g} s allowed): {reason}. The embedded broker (Tansu) "
+            "has no transactions: "
+            "run at_least_once there (the default), or use a Kafka cluster with transactions "
+            "(one broker needs transaction.state.log.replication.factor=1 and "
+            "transaction.state.log.min.isr=1)"
+        ) from exc
+    finally:
+        await producer.stop()
 
 
 def forget_local_state(settings: Settings) -> None:
@@ -154,6 +206,7 @@ def forget_local_state(settings: Settings) -> None:
 def run_worker(settings: Settings) -> None:
     """Run one worker until it is stopped; exits non-zero when the worker crashes."""
     prepare_topics(settings)
+    check_guarantee(settings)  # before the model and faust: a broker without transactions
     ensure_model(settings)  # the export, its int8 copy when asked for, the fp16 graph on CUDA
     limit_blas_threads(settings.blas_threads)
     pipeline = build_pipeline(settings)

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -34,20 +35,31 @@ class TopicSpec:
     partitions: int
     compacted: bool = False
 
-    def new_topic(self) -> NewTopic:
-        configs = {"cleanup.policy": "compact"} if self.compacted else {}
-        return NewTopic(self.name, self.partitions, 1, topic_configs=configs)
+    def new_topic(self, replication: int = 1, cleanup_policy: str = "compact") -> NewTopic:
+        """The topic to create, with ``replication`` copies; a compacted one gets
+        ``cleanup_policy`` (``compact``, or ``compact,delete`` to also expire old records)."""
+        configs = {"cleanup.policy": cleanup_policy} if self.compacted else {}
+        return NewTopic(self.name, self.partitions, replication, topic_configs=configs)
 
 
 async def ensure_topics(
-    bootstrap: str, specs: Sequence[TopicSpec], wait_s: float = 0.0, retry_s: float = 2.0
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    wait_s: float = 0.0,
+    retry_s: float = 2.0,
+    *,
+    replication: int = 1,
+    cleanup_policy: str = "compact",
+    client_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Create missing topics; raise ``TopicError`` if one exists with another partition count.
 
     A broker that does not answer yet is tried again every ``retry_s`` for up to ``wait_s``
     seconds (a worker started before Kafka waits for it, saying so), then ``BrokerError``.
+    New topics get ``replication`` copies, compacted ones ``cleanup_policy``; the admin client
+    connects with ``client_options`` (TLS, SASL: :mod:`streams.worker.kafka_auth`).
     """
-    admin = await _connected_admin(bootstrap, wait_s, retry_s)
+    admin = await _connected_admin(bootstrap, wait_s, retry_s, client_options or {})
     try:
         existing = await _partition_counts(admin, [s.name for s in specs])
         missing = [s for s in specs if s.name not in existing]
@@ -60,7 +72,7 @@ async def ensure_topics(
                 )
         for spec in missing:
             try:
-                await admin.create_topics([spec.new_topic()])
+                await admin.create_topics([spec.new_topic(replication, cleanup_policy)])
             except TopicAlreadyExistsError:
                 pass
             log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
@@ -70,10 +82,14 @@ async def ensure_topics(
         await admin.close()
 
 
-async def _connected_admin(bootstrap: str, wait_s: float, retry_s: float) -> AIOKafkaAdminClient:
+async def _connected_admin(
+    bootstrap: str, wait_s: float, retry_s: float, client_options: Mapping[str, Any]
+) -> AIOKafkaAdminClient:
     deadline = time.monotonic() + wait_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=10_000, **client_options
+        )
         try:
             await admin.start()
             return admin

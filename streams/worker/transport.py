@@ -40,6 +40,7 @@ from faust.types import TP, AppT, FutureMessage
 from mode import ServiceT
 
 from streams.settings import Settings
+from streams.worker.kafka_auth import app_client_options, faust_credentials
 from streams.worker.topics import true_end_offsets
 
 __all__ = ["KafkaApp", "Transport", "faust_app", "fetch_max_wait_ms"]
@@ -92,7 +93,8 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             transport: Any = self.transport
             servers = faust_aiokafka.server_list(transport.url, transport.default_port)
             self._probe = aiokafka.AIOKafkaConsumer(
-                bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=50
+                bootstrap_servers=servers, enable_auto_commit=False, fetch_max_wait_ms=50,
+                **app_client_options(transport.app),
             )
             await self._probe.start()
         return self._probe
@@ -335,7 +337,9 @@ def faust_app(settings: Settings, **overrides: Any) -> faust.App:
         store="rocksdb://" if settings.store == "rocksdb" else "memory://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee=settings.processing_guarantee,
+        broker_credentials=faust_credentials(settings),
         topic_allow_declare=True,
         table_standby_replicas=0,
         web_enabled=settings.web_enabled,

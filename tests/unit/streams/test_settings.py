@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -138,3 +139,73 @@ def test_the_int8_setting_makes_the_worker_quantise_and_serve_the_int8_encoder(
     a, b = fp32.encode(texts), int8.encode(texts)
     assert not np.array_equal(a, b)  # another graph ran
     assert float(np.min(np.sum(a * b, axis=1))) > 0.9  # and it is still the same encoder
+
+
+def test_deployment_settings_default_to_todays_behaviour() -> None:
+    s = Settings.from_env({})
+    assert (s.processing_guarantee, s.replication_factor, s.compacted_cleanup_policy) == (
+        "at_least_once", 1, "compact")  # fmt: skip
+    assert s.security_protocol == "PLAINTEXT"
+    from streams.worker.kafka_auth import client_options, faust_credentials
+
+    assert client_options(s) == {} and faust_credentials(s) is None  # clients built as before
+
+
+def test_deployment_settings_come_from_the_environment() -> None:
+    s = Settings.from_env({
+        "INTEREST_STREAM_PROCESSING_GUARANTEE": "exactly_once",
+        "INTEREST_STREAM_REPLICATION_FACTOR": "3",
+        "INTEREST_STREAM_COMPACTED_CLEANUP_POLICY": "compact,delete",
+        "INTEREST_STREAM_KAFKA_SECURITY_PROTOCOL": "sasl_plaintext",
+        "INTEREST_STREAM_KAFKA_SASL_MECHANISM": "scram-sha-512",
+        "INTEREST_STREAM_KAFKA_SASL_USERNAME": "svc",
+        "INTEREST_STREAM_KAFKA_SASL_PASSWORD": "s3cret",
+    })  # fmt: skip
+    assert (s.processing_guarantee, s.replication_factor, s.compacted_cleanup_policy) == (
+        "exactly_once", 3, "compact,delete")  # fmt: skip
+    assert (s.security_protocol, s.sasl_mechanism) == ("SASL_PLAINTEXT", "SCRAM-SHA-512")
+    assert "s3cret" not in repr(s)
+    from faust.types.enums import ProcessingGuarantee
+
+    from streams.worker.kafka_auth import client_options
+    from streams.worker.transport import faust_app
+
+    assert client_options(s) == {
+        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "svc", "sasl_plain_password": "s3cret", "ssl_context": None,
+    }  # fmt: skip
+    conf: Any = faust_app(s.replace(bootstrap="k:9092")).conf
+    assert conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
+    assert conf.topic_replication_factor == 3
+    assert conf.broker_credentials.username == "svc"
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"INTEREST_STREAM_PROCESSING_GUARANTEE": "exactly-once"}, "processing_guarantee must"),
+        ({"INTEREST_STREAM_REPLICATION_FACTOR": "0"}, "replication_factor must be 1..32"),
+        ({"INTEREST_STREAM_COMPACTED_CLEANUP_POLICY": "delete"}, "compacted_cleanup_policy"),
+        ({"INTEREST_STREAM_KAFKA_SECURITY_PROTOCOL": "TLS"}, "security_protocol must be one"),
+        ({"INTEREST_STREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "needs sasl_username"),
+        ({"INTEREST_STREAM_KAFKA_SASL_MECHANISM": "GSSAPI"}, "sasl_mechanism must be one"),
+        ({"INTEREST_STREAM_KAFKA_SSL_CAFILE": "/ca.pem"}, "PLAINTEXT uses no TLS"),
+        ({"INTEREST_STREAM_KAFKA_SECURITY_PROTOCOL": "SSL",
+          "INTEREST_STREAM_KAFKA_SSL_KEYFILE": "/k.pem"}, "ssl_keyfile needs ssl_certfile"),
+    ],
+)
+def test_bad_deployment_settings_are_refused(env: dict[str, str], words: str) -> None:
+    with pytest.raises(SettingsError, match=words):
+        Settings.from_env(env)
+
+
+def test_tls_files_that_are_not_there_are_a_settings_error(tmp_path: Path) -> None:
+    from streams.worker.kafka_auth import client_options, ssl_context
+
+    s = Settings(security_protocol="SSL", ssl_cafile=tmp_path / "missing.pem")
+    with pytest.raises(SettingsError, match="ssl_cafile .*missing.pem is not a readable file"):
+        client_options(s)
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    with pytest.raises(SettingsError, match="cannot load the TLS files"):
+        ssl_context(Settings(security_protocol="SSL", ssl_cafile=tmp_path / "bad.pem"))
+    assert client_options(Settings(security_protocol="SSL"))["security_protocol"] == "SSL"
