@@ -101,7 +101,8 @@ def build_pipeline(settings: Settings) -> Pipeline:
     return Pipeline(encoder, params, top_k=settings.top_k, blend_weight=settings.blend_weight,
                     ann_min_items=settings.ann_min_items,
                     candidate_index=settings.candidate_index,
-                    index_threads=settings.blas_threads or None, vector_cache=cache)
+                    index_threads=settings.blas_threads or None, vector_cache=cache,
+                    mmr_lambda=settings.mmr_lambda)
 
 
 def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:

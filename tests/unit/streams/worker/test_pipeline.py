@@ -19,6 +19,7 @@ from interest_state import (
     Recommendation,
     UpdateParams,
     encode_state,
+    mmr_rerank,
     nearest_titles,
 )
 from streams.contract import ItemRecord
@@ -506,3 +507,26 @@ def test_an_item_whose_text_fails_to_encode_is_returned_and_the_rest_indexed(
                              "batch of 1: bad input")]
     assert "a" in p.index and "b" in p.index and "p" not in p.index and len(p.index) == 8
     assert p.add_items([bad]) == failed and len(p.index) == 8
+
+
+def test_mmr_re_ranks_the_best_candidates_for_diversity(tiny_encoder: TextEncoder) -> None:
+    """With ``mmr_lambda`` < 1 a user's list is the MMR order of their best candidates (seen
+    items still filtered); at 1 it is the plain relevance order. (lambda 0, all diversity: the
+    tiny test encoder's vectors are too alike for a milder one to change this list.)"""
+    titles = [f"space battle saga part {i}" for i in range(6)] + [
+        "romantic comedy in paris", "cooking show", "war drama", "animated toys adventure"]
+    items = [ItemRecord(str(i), t, t, ()) for i, t in enumerate(titles)]
+    plain = Pipeline(tiny_encoder, UpdateParams(), top_k=4)
+    diverse = Pipeline(tiny_encoder, UpdateParams(), top_k=4, mmr_lambda=0.0)
+    for p in (plain, diverse):
+        p.add_items(items)
+    events = [ev("a", "u1", "0"), ev("b", "u1", "1", ts=1001.0)]
+    relevance = plain.process(events, {}).users["u1"].recommendations
+    reranked = diverse.process(events, {}).users["u1"].recommendations
+    wide = Pipeline(tiny_encoder, UpdateParams(), top_k=8)
+    wide.add_items(items)
+    candidates = wide.process(events, {}).users["u1"].recommendations
+    expected = mmr_rerank(candidates, wide.index, 4, 0.0)
+    assert [r.item_id for r in reranked] == [r.item_id for r in expected]
+    assert [r.item_id for r in reranked] != [r.item_id for r in relevance]
+    assert not {"0", "1"} & {r.item_id for r in reranked} and len(reranked) == 4
