@@ -27,7 +27,7 @@ from streams.contract import ItemRecord
 from streams.errors import EventRejected
 from streams.worker.dlq import dead_letter
 from streams.worker.items import failure_reason
-from streams.worker.kafka_auth import client_options
+from streams.worker.kafka_auth import feed_consumer
 from streams.worker.pipeline import Pipeline
 from streams.worker.schemas import decode_item
 from streams.worker.topics import true_end_offsets
@@ -50,13 +50,7 @@ class CatalogFeed:
 
     async def run(self) -> None:
         settings = self.wiring.settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 50),
-            max_poll_records=1024,
-            **client_options(settings),
-        )
+        consumer = feed_consumer(settings, max_poll_records=1024)
         await consumer.start()
         try:
             tps = [TopicPartition(settings.topics.items, p) for p in range(settings.partitions)]

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import faust
 import faust.streams
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faust.events import Event
 from faust.stores.memory import Store as MemoryTableStore
 from faust.types import AppT, TableT
@@ -50,7 +50,7 @@ from streams.contract import load_json
 from streams.errors import EventRejected, SettingsError
 from streams.settings import Settings
 from streams.worker.dlq import dead_letter
-from streams.worker.kafka_auth import client_options
+from streams.worker.kafka_auth import client_options, feed_consumer
 from streams.worker.topics import true_end_offsets
 from streams.worker.wiring import Wiring, stop_worker
 
@@ -157,12 +157,7 @@ class ControlFeed:
 
     async def run(self) -> None:
         settings = self.wiring.settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 50),
-            **client_options(settings),
-        )
+        consumer = feed_consumer(settings)
         await consumer.start()
         try:
             tp = TopicPartition(settings.topics.control, 0)

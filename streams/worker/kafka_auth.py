@@ -15,13 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from aiokafka.helpers import create_ssl_context
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 from streams.errors import SettingsError
 from streams.settings import Settings
 
-__all__ = ["app_client_options", "client_options", "faust_credentials", "ssl_context"]
+__all__ = [
+    "app_client_options",
+    "client_options",
+    "faust_credentials",
+    "feed_consumer",
+    "ssl_context",
+]
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -74,3 +81,15 @@ def client_options(settings: Settings) -> dict[str, Any]:
 def app_client_options(app: faust.App) -> dict[str, Any]:
     """:func:`client_options` of the settings ``app`` was made from (faust's conf keeps them)."""
     return _aiokafka_options(app.conf.broker_credentials, app.conf.ssl_context)
+
+
+def feed_consumer(settings: Settings, **options: Any) -> AIOKafkaConsumer:
+    """A consumer outside the group, for a topic every worker reads whole (the catalog, the
+    control topic): no commits, a fetch wait of at least 50 ms (a feed is not latency-bound)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 50),
+        **options,
+        **client_options(settings),
+    )
