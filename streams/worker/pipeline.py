@@ -83,7 +83,8 @@ class Pipeline:
         self.blend_weight = blend_weight
         #: MMR's relevance weight (1: relevance alone, no re-ranking). ``interest_state.MMR_LAMBDA``
         #: (0.5) was chosen on the ml-100k validation split; per user in Python it halves this
-        #: step's throughput (13.2k -> 7.3k events/s, batches of 32), so the worker's default is 1.
+        #: step's throughput (14.2-15.2k -> 8.2k events/s, batches of 32, one BLAS thread as in
+        #: the worker), so the worker's default is 1.
         self.mmr_lambda = mmr_lambda
         #: Catalogs of at least this many items are ranked over candidates (exact
         #: standardisation and rescoring, :mod:`interest_state.blend_ann`) from
