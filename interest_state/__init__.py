@@ -10,7 +10,8 @@ from __future__ import annotations
 from .arrays import inner_products
 from .blend import BlendCatalog, LongTermItems, rank_blended
 from .codec import CODEC_VERSION, decode_state, encode_state
-from .diversity import MMR_LAMBDA, mmr, mmr_rerank
+from .coldstart import TRENDING_REASON, mix_trending, trending_share
+from .diversity import MMR_LAMBDA, mmr, mmr_batch, mmr_rerank, mmr_rerank_many
 from .errors import (
     CodecError,
     DimensionError,
@@ -42,16 +43,21 @@ __all__ = [
     "ParamsError",
     "Recommendation",
     "StateError",
+    "TRENDING_REASON",
     "UpdateParams",
     "UpdateResult",
     "decode_state",
     "encode_state",
     "event_id_hash",
     "inner_products",
+    "mix_trending",
     "mmr",
+    "mmr_batch",
     "mmr_rerank",
+    "mmr_rerank_many",
     "nearest_titles",
     "rank",
     "rank_blended",
+    "trending_share",
     "update",
 ]

@@ -103,7 +103,10 @@ class Settings:
     history_len: int = 50
     sequence_model_dir: Path | None = None
     blend_weight: float = 0.95
-    mmr_lambda: float = 1.0
+    mmr_lambda: float = 0.5
+    personal_after: int = 5
+    trending_window_s: float = 3600.0
+    trending_hop_s: float = 300.0
     model_poll_s: float = 5.0
     blas_threads: int = 1
     encoder_int8: bool = False
@@ -174,6 +177,10 @@ class Settings:
             (1 <= self.history_len <= 1024, "history_len must be 1..1024"),
             (0.0 <= self.blend_weight <= 1.0, "blend_weight must be in [0, 1]"),
             (0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda must be in [0, 1] (1: no re-ranking)"),
+            (self.personal_after >= 0, "personal_after must be >= 0"),
+            (self.trending_hop_s > 0, "trending_hop_s must be > 0"),
+            (self.trending_window_s >= self.trending_hop_s,
+             "trending_window_s must be >= trending_hop_s"),
             (self.model_poll_s > 0, "model_poll_s must be > 0"),
             (0 <= self.blas_threads <= 256, "blas_threads must be 0..256 (0: numpy's default)"),
             (1 <= self.web_port <= 65535, "web_port must be 1..65535"),
@@ -253,6 +260,9 @@ ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "INTEREST_STREAM_SEQUENCE_MODEL_DIR": ("sequence_model_dir", Path),
     "INTEREST_STREAM_BLEND_WEIGHT": ("blend_weight", float),
     "INTEREST_STREAM_MMR_LAMBDA": ("mmr_lambda", float),
+    "INTEREST_STREAM_PERSONAL_AFTER": ("personal_after", int),
+    "INTEREST_STREAM_TRENDING_WINDOW_S": ("trending_window_s", float),
+    "INTEREST_STREAM_TRENDING_HOP_S": ("trending_hop_s", float),
     "INTEREST_STREAM_MODEL_POLL_S": ("model_poll_s", float),
     "INTEREST_STREAM_BLAS_THREADS": ("blas_threads", int),
     "INTEREST_STREAM_ENCODER_INT8": ("encoder_int8", _bool),

@@ -33,7 +33,6 @@ from interest_state import (
     Observation,
     Recommendation,
     UpdateParams,
-    mmr_rerank,
     rank,
     rank_blended,
     update,
@@ -42,6 +41,7 @@ from interest_state.blend_ann import rank_approx, rank_blended_approx
 from streams.contract import ItemRecord
 from streams.worker.candidates import candidate_kind, describe, new_candidate_index
 from streams.worker.items import encode_items, live_known, live_long_items
+from streams.worker.lists import ListMaker
 from streams.worker.long_term import ActiveSequence, AlignedItems, ring_history
 from streams.worker.outcomes import BatchResult, Updated, UserOutcome, triage
 from streams.worker.vector_cache import VectorCache
@@ -49,8 +49,6 @@ from streams.worker.vector_cache import VectorCache
 log = logging.getLogger(__name__)
 
 PROBES_KEPT = 8
-MMR_CANDIDATES = 50
-"""How many of the best items MMR re-ranks (as in the evaluation that chose its lambda)."""
 """Recent real histories kept to probe a new sequence model before it is swapped in."""
 
 __all__ = ["Pipeline", "candidate_kind"]
@@ -73,6 +71,7 @@ class Pipeline:
         index_threads: int | None = None,
         vector_cache: VectorCache | None = None,
         mmr_lambda: float = 1.0,
+        personal_after: int = 5,
     ) -> None:
         self.encoder = encoder
         self.index = index or ItemIndex(encoder.dim)
@@ -81,11 +80,8 @@ class Pipeline:
         #: Catalog text vectors by content (``None``: every catalog text is encoded).
         self.vector_cache = vector_cache
         self.blend_weight = blend_weight
-        #: MMR's relevance weight (1: relevance alone, no re-ranking). ``interest_state.MMR_LAMBDA``
-        #: (0.5) was chosen on the ml-100k validation split; per user in Python it halves this
-        #: step's throughput (14.2-15.2k -> 8.2k events/s, batches of 32, one BLAS thread as in
-        #: the worker), so the worker's default is 1.
-        self.mmr_lambda = mmr_lambda
+        #: What a list holds beyond the ranking's best: MMR diversity, cold-start trending.
+        self.lists = ListMaker(self.index, mmr_lambda=mmr_lambda, personal_after=personal_after)
         #: Catalogs of at least this many items are ranked over candidates (exact
         #: standardisation and rescoring, :mod:`interest_state.blend_ann`) from
         #: ``candidate_index``; smaller ones exactly. 0: always exact.
@@ -328,14 +324,10 @@ class Pipeline:
     def _rank(
         self, states: list[InterestState], active: ActiveSequence | None, k: int
     ) -> tuple[list[InterestState], list[list[Recommendation]], str]:
-        """States (with their long-term vectors), their recommendations, the model version;
-        with ``mmr_lambda`` < 1 the best :data:`MMR_CANDIDATES` re-ranked for diversity
-        (:func:`interest_state.mmr_rerank`)."""
-        wide = k if self.mmr_lambda >= 1.0 else max(k, MMR_CANDIDATES)
-        states, ranked, version = self._rank_candidates(states, active, wide)
-        if wide > k:
-            ranked = [mmr_rerank(recs, self.index, k, self.mmr_lambda) for recs in ranked]
-        return states, ranked, version
+        """States (with their long-term vectors), their recommendations (the best
+        :meth:`ListMaker.candidates` made into lists of ``k``), the model version."""
+        states, ranked, version = self._rank_candidates(states, active, self.lists.candidates(k))
+        return states, self.lists.finish(states, ranked, k), version
 
     def _rank_candidates(
         self, states: list[InterestState], active: ActiveSequence | None, k: int
@@ -390,6 +382,11 @@ class Pipeline:
     def recommend(self, state: InterestState, k: int | None = None) -> list[Recommendation]:
         """What the stream would send this user now (the long-term vector recomputed)."""
         return self._rank([state], self._sequence, k or self.top_k)[1][0]
+
+    def recommend_new_user(self, k: int | None = None) -> list[Recommendation]:
+        """What a user the worker has never seen gets: the trending list (empty without a
+        trending source)."""
+        return self.lists.for_new_user(k or self.top_k)
 
 
 def _version(encoder: TextEncoder, active: ActiveSequence | None) -> str:

@@ -102,7 +102,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
                     ann_min_items=settings.ann_min_items,
                     candidate_index=settings.candidate_index,
                     index_threads=settings.blas_threads or None, vector_cache=cache,
-                    mmr_lambda=settings.mmr_lambda)
+                    mmr_lambda=settings.mmr_lambda, personal_after=settings.personal_after)
 
 
 def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from interest_state import DimensionError, ParamsError, Recommendation, mmr, mmr_rerank
+from interest_state import DimensionError, ParamsError, Recommendation, mmr, mmr_batch, mmr_rerank
 
 # a and b point the same way, c is orthogonal to both, d is opposite to a.
 VECTORS = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -151,3 +151,28 @@ def test_lam_zero_maximises_the_smallest_distance_on_a_small_exhaustive_case() -
     assert min(1 - vectors[i] @ vectors[j] for i, j in itertools.combinations(order, 2)) == (
         pytest.approx(best)
     )
+
+
+def test_the_batched_mmr_lists_each_user_as_mmr_does() -> None:
+    """Users with different candidate counts (``-inf`` padding) in one call get what ``mmr``
+    gives each of them alone, for every lambda."""
+    rng = np.random.default_rng(7)
+    for lam in (0.0, 0.3, 0.5, 1.0):
+        lengths = [0, 1, 5, 12, 12]
+        scores = np.full((len(lengths), 12), -np.inf)
+        vectors = rng.normal(size=(len(lengths), 12, 6))
+        for user, n in enumerate(lengths):
+            scores[user, :n] = rng.normal(size=n)
+        batched = mmr_batch(scores, vectors, 8, lam)
+        for user, n in enumerate(lengths):
+            alone = mmr(scores[user, :n], vectors[user, :n], 8, lam).tolist() if n else []
+            assert [int(i) for i in batched[user] if i >= 0] == alone
+
+
+def test_the_batched_mmr_refuses_bad_input() -> None:
+    with pytest.raises(ParamsError):
+        mmr_batch([[np.nan, 1.0]], np.zeros((1, 2, 3)), 2, 0.5)
+    with pytest.raises(DimensionError):
+        mmr_batch([[1.0, 1.0]], np.zeros((1, 3, 3)), 2, 0.5)
+    with pytest.raises(ParamsError):
+        mmr_batch([[1.0]], np.zeros((1, 1, 3)), 0, 0.5)
