@@ -1,4 +1,6 @@
-"""``interest-stream``: worker, produce, tail, forget, demo, data, export."""
+"""``interest-stream``: worker, produce, tail, forget, demo, data, export; and, imported when
+run: bench, evaluate, train, trainer (retrain from the log, promote a better model), model
+(list the served model's versions, roll back)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ class _LazyGroup(click.Group):
     lazy = {
         "bench": ("streams.bench.main", "bench_command"),
         "evaluate": ("streams.offline.evaluate", "evaluate_command"),
+        "model": ("streams.offline.versions", "model_group"),
         "train": ("streams.offline.train", "train_command"),
+        "trainer": ("streams.offline.trainer", "trainer_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

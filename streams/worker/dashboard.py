@@ -6,17 +6,39 @@ draws the last minutes (the worker's :class:`~streams.worker.history.History`) a
 charts: events/s, recommendations/s, dead letters/s by reason, latency p50/p99, consumer lag,
 batch size, online HR@10 by model version. No build step, nothing fetched from elsewhere. Data
 reaches the page as text only (``textContent``, SVG attributes), never as markup.
+
+The "model decisions" table is the tail of the trainer's decisions log
+(:func:`decisions_log`, beside the sequence model folder every worker watches): read again for
+each refresh, and a log that is missing, unreadable or malformed gives a row that says so,
+never an error.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from streams.worker.inspector import STYLE, search_form
 
-__all__ = ["CHARTS", "online_rows", "render_dashboard", "state_rows"]
+__all__ = [
+    "CHARTS",
+    "DECISION_ROWS",
+    "decision_rows",
+    "decisions_log",
+    "online_rows",
+    "render_dashboard",
+    "state_rows",
+]
+
+DECISION_ROWS = 5
+"""How many of the trainer's latest decisions the dashboard shows."""
+_TAIL_BYTES = 65_536  # the end of the log that is read: many times 5 decisions
+_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, OverflowError, OSError,
+              RecursionError)  # fmt: skip
+"""What a malformed line can raise (JSON, a wrong type, a missing field, a time out of range)."""
 
 #: (chart id, title, [(sample field, series label)]; ``*`` field: one series per key).
 CHARTS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
@@ -181,7 +203,8 @@ def state_rows(metrics: dict[str, Any]) -> dict[str, list[tuple[str, Any]]]:
         for q, v in (metrics.get(key) or {}).items() if q != "n"] or [("no events yet", "")]
     dlq = sorted(reasons.items(), key=lambda kv: -kv[1]) or [("none", 0)]
     return {"state": state, "flow": flow, "latency": lat, "dlq": dlq,
-            "online": online_rows(metrics.get("online") or {})}  # fmt: skip
+            "online": online_rows(metrics.get("online") or {}),
+            "decisions": decision_rows(metrics.get("sequence_model_dir"))}  # fmt: skip
 
 
 def online_rows(online: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -196,6 +219,64 @@ def online_rows(online: dict[str, Any]) -> list[tuple[str, Any]]:
                              f"HR {f['hr']} · MRR {f['mrr']} · {f['scored']} events"))  # fmt: skip
     rows.append(("events unscored (user's last list unknown)", online.get("unscored", 0)))
     return rows
+
+
+def decisions_log(sequence_dir: Path) -> Path:
+    """The trainer's decisions log for the model folder ``<models>/<name>`` the workers watch:
+    ``<models>/<name>.decisions.jsonl``, in the folder every worker of that model shares."""
+    folder = Path(sequence_dir)
+    return folder.parent / f"{folder.name}.decisions.jsonl"
+
+
+def decision_rows(sequence_dir: Any, n: int = DECISION_ROWS) -> list[tuple[str, str]]:
+    """The last ``n`` decisions logged for ``sequence_dir``, newest first, as (when, what) rows.
+
+    Never raises: no folder, no log, an unreadable log or malformed lines give rows saying so."""
+    if not isinstance(sequence_dir, str | Path) or not str(sequence_dir):
+        return [("no sequence model folder", "")]
+    path = decisions_log(Path(sequence_dir))
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - _TAIL_BYTES))
+            tail = fh.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return [("none yet", f"no {path.name} (interest-stream trainer writes it)")]
+    if size > _TAIL_BYTES and tail:
+        tail = tail[1:]  # the first line read is cut
+    rows: list[tuple[str, str]] = []
+    bad = 0
+    for line in reversed(tail):
+        if len(rows) == n:
+            break
+        if not line.strip():
+            continue
+        try:
+            rows.append(_decision_row(json.loads(line)))
+        except _MALFORMED:
+            bad += 1
+    if bad:
+        rows.append(("malformed lines skipped", str(bad)))
+    return rows or [("none yet", f"{path.name} is empty")]
+
+
+def _decision_row(record: dict[str, Any]) -> tuple[str, str]:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(record["time"])))
+    action = str(record["action"])
+    if action == "rollback":
+        what = f"rollback: {record.get('from')} -> {record.get('to')}"
+    else:
+        metric = str(record.get("metric", "NDCG@10"))
+        serving = record.get("serving") or "short-term only"
+        what = (f"{action} {record.get('candidate')}: {metric} "
+                f"{_figure(record.get('candidate_score'))} vs {serving} "
+                f"{_figure(record.get('serving_score'))}")  # fmt: skip
+    reason = record.get("reason")
+    return stamp, f"{what} ({reason})" if reason else what
+
+
+def _figure(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
 def _chart(chart_id: str, title: str) -> str:
@@ -228,6 +309,7 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
 <h2>Dead letters by reason</h2>{tables["dlq"]}
 <h2>Online quality: each event's item in its user's last list (HR@10 · MRR@10)</h2>
 {tables["online"]}
+<h2>Model decisions (the trainer's last {DECISION_ROWS}, newest first)</h2>{tables["decisions"]}
 <h2>User inspector</h2>{search_form()}
 <p><a href=/metrics>/metrics</a> (Prometheus) · <a href=/metrics.json>/metrics.json</a> ·
 <a href=/healthz>/healthz</a></p>
