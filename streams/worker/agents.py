@@ -206,7 +206,9 @@ def _write_back(
 ) -> list[Outgoing]:
     """One state write per user touched; returns one recommendation message per user. A user
     forgotten since their state was read (at ``read_at``) gets neither. The applied events are
-    first scored against their users' lists from before the batch (online HR@10, MRR@10)."""
+    first scored against their users' lists from before the batch (online HR@10, MRR@10), and
+    those of the users written back are counted per item (``wiring.trending``), in their own
+    partitions: not the redelivered, the duplicates nor the dead-lettered."""
     stats = wiring.stats
     stats.online.record_batch(events, result, lambda user: wiring.forgotten.since(user, read_at))
     outgoing: list[Outgoing] = []
@@ -214,17 +216,22 @@ def _write_back(
     first_arrival: dict[str, float] = {}
     stamps: dict[str, list[float]] = {}
     rejected = {position for position, _ in result.rejected}
+    usable: dict[tuple[str, str], tuple[EventT[bytes], str]] = {}  # (user, event id) -> first
     for position, (event, source) in enumerate(zip(events, sources, strict=True)):
         last_source[event.user_id] = source
         arrival = source.message.timestamp
         first_arrival[event.user_id] = min(first_arrival.get(event.user_id, arrival), arrival)
         if position not in rejected:
             stamps.setdefault(event.user_id, []).append(arrival)
+            usable.setdefault((event.user_id, event.event_id), (source, event.item_id))
     now = time.time()
+    applied: list[tuple[EventT[bytes], str]] = []  # what changed a state written back
     for user_id, outcome in result.users.items():
         if wiring.forgotten.since(user_id, read_at):
             log.info("user %r was forgotten while their batch ran: not written back", user_id)
             continue
+        applied.extend(found for event_id in outcome.applied
+                       if (found := usable.get((user_id, event_id))) is not None)  # fmt: skip
         key = user_id.encode()
         # written even when nothing was applied: after a restart the stored state can be ahead
         # of the changelog (a local store written before the kill), and the redelivered
@@ -242,6 +249,8 @@ def _write_back(
         stats.redelivered += len(outcome.redelivered)
         stats.recommendations_out += 1
         stats.latencies_ms.append(latency_ms)
+    if wiring.trending is not None and applied:
+        wiring.trending.count(applied)
     return outgoing
 
 

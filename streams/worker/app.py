@@ -1,10 +1,13 @@
 """``create_app(settings, pipeline, watcher) -> faust.App``: the one place where the stream is
 wired.
 
-Topics, agents, the catalog feed, the control feed and web views live in their own modules;
-this factory creates the app with settings that suit a low-latency microbatching worker and
-registers them, plus a timer that polls the sequence model folder every ``model_poll_s`` (the
-load and checks run in their own thread, never in the event loop nor in the batch thread).
+Topics, agents, the catalog feed, the control feed, the trending table and web views live in
+their own modules; this factory creates the app with settings that suit a low-latency
+microbatching worker and registers them, plus a timer that polls the sequence model folder
+every ``model_poll_s`` (the load and checks run in their own thread, never in the event loop
+nor in the batch thread). The pipeline's lists take their trending items from the trending
+feed (:mod:`streams.worker.trending`), and the per-user views are routed to the worker that
+holds the user (:mod:`streams.worker.routing`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from faust.types import TableT
 
 from streams.errors import SettingsError
 from streams.settings import Settings
-from streams.worker import agents, catalog, control, views
+from streams.worker import agents, catalog, control, trending, views
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
+from streams.worker.routing import UserRouter
 from streams.worker.stats import Stats
 from streams.worker.topics import TopicSpec
 from streams.worker.transport import faust_app
@@ -48,7 +52,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
     Source topics and the changelog share one count, so each event partition has the
     changelog partition of the same number (the table is co-partitioned with its source).
-    The control topic has one partition, so every worker sees every command in order.
+    The control topic has one partition, so every worker sees every command in order. The
+    trending table's changelog is co-partitioned too, and its records expire
+    (:func:`streams.worker.trending.topic_spec`).
     """
     t, n = settings.topics, settings.partitions
     return [
@@ -57,6 +63,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.recommendations, n),
         TopicSpec(t.dlq, n),
         TopicSpec(changelog_topic_name(settings), n, compacted=True),
+        trending.topic_spec(settings),
         TopicSpec(t.control, 1, compacted=True),
     ]
 
@@ -76,6 +83,15 @@ def store_options(settings: Settings) -> dict[str, int]:
         "write_buffer_size": settings.store_write_buffer_mb * mib,
         "max_write_buffer_number": 2,
     }
+
+
+def _trending_store_options(settings: Settings) -> dict[str, int] | None:
+    """RocksDB options of the trending table: a few counts per item and pane, so a small cache
+    and small memtables (faust's defaults would give each partition a 2 GiB cache)."""
+    if settings.store != "rocksdb":
+        return None
+    mib = 1024 * 1024
+    return {"block_cache_size": mib, "write_buffer_size": 2 * mib, "max_write_buffer_number": 2}
 
 
 def interest_table(app: faust.App, settings: Settings) -> TableT[bytes, bytes]:
@@ -102,6 +118,10 @@ def create_app(
     app = faust_app(settings)
     t = settings.topics
     table = interest_table(app, settings)
+    counter = trending.TrendingTable(app, settings, _trending_store_options(settings))
+    counts = trending.TrendingCounts(settings.trending_window_s, settings.trending_hop_s)
+    trending.TrendingFeed(app, settings, counts)
+    pipeline.lists.trending = counts.top
     wiring = Wiring(
         app=app,
         settings=settings,
@@ -111,10 +131,12 @@ def create_app(
         dlq=app.topic(t.dlq, key_type=bytes, value_type=bytes),
         table=table,
         stats=Stats(),
+        trending=counter,
     )
     feed = catalog.CatalogFeed(wiring, pipeline)
     agents.register(wiring, pipeline, feed)
-    views.register(wiring, pipeline, feed, watcher)
+    router = UserRouter(app, changelog_topic_name(settings), settings.partitions)
+    views.register(wiring, pipeline, feed, watcher, router=router)
     control.ControlFeed(wiring, table)
     if watcher is not None:
         _watch_models(app, watcher, settings.model_poll_s)

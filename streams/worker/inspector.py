@@ -1,9 +1,10 @@
 """``/inspect?user=<id>``: one user's state as a page an operator reads.
 
-Rendered from the body of ``/users/{id}`` (:func:`streams.worker.views.user_summary`): the
-interests (nearest item titles), the recent events with their types and times, the current
-recommendations with scores and reasons, the counters. Everything that comes from users or
-items is escaped.
+Rendered from the body of ``/users/{id}`` (:func:`streams.worker.views.user_summary`, from
+whichever worker holds the user): the interests (nearest item titles), the recent events with
+their types and times, the current recommendations with scores and reasons, the counters. A
+user no worker holds gets what a new user gets: the trending items. Everything that comes from
+users or items is escaped.
 """
 
 from __future__ import annotations
@@ -56,6 +57,27 @@ def _title(entry: Mapping[str, Any]) -> str:
     return str(entry.get("title") or f"(item {entry.get('item_id')})")
 
 
+def _recommendations(recs: Iterable[Mapping[str, Any]]) -> str:
+    return _table(
+        ("#", "item", "score", "reason"),
+        ((i, _title(r), f"{r.get('score', 0):.4f}", r.get("reason", ""))
+         for i, r in enumerate(recs, 1)),
+        {0, 2},
+    )  # fmt: skip
+
+
+def _unknown(user_id: str, summary: Mapping[str, Any]) -> str:
+    recs = summary.get("recommendations") or []
+    trending = (
+        "<h2>Trending now (what a new user gets)</h2>" + _recommendations(recs)
+        if recs else "<p class=muted>Nothing trends yet.</p>"
+    )  # fmt: skip
+    return (
+        f"<p class=warn id=unknown>Unknown user: no worker holds a state for {escape(user_id)} "
+        "(no events from them yet).</p>" + trending
+    )
+
+
 def _found(summary: Mapping[str, Any]) -> str:
     interests = summary.get("interest_summary") or []
     recent = summary.get("recent_events") or []
@@ -67,6 +89,7 @@ def _found(summary: Mapping[str, Any]) -> str:
         ("updated", _when(summary.get("updated_ts"))),
         ("sequence model of the long-term vector", summary.get("long_term_version") or "none"),
         ("ranked by", summary.get("model_version")),
+        ("served by", summary.get("served_by") or "this worker"),
     ]
     parts = [
         "<h2>Interests (nearest items)</h2>",
@@ -80,12 +103,7 @@ def _found(summary: Mapping[str, Any]) -> str:
             set(),
         ),
         "<h2>Recommendations now</h2>",
-        _table(
-            ("#", "item", "score", "reason"),
-            ((i, _title(r), f"{r.get('score', 0):.4f}", r.get("reason", ""))
-             for i, r in enumerate(recs, 1)),
-            {0, 2},
-        ),  # fmt: skip
+        _recommendations(recs),
         "<h2>Counters</h2>",
         _table(("counter", "value"), counters, {1}),
     ]
@@ -102,10 +120,7 @@ def render_inspector(
     elif summary is None:
         body = "<p>Type a user id to see their interests, events and recommendations.</p>"
     elif not summary.get("found"):
-        body = (
-            f"<p class=warn id=unknown>Unknown user: no state for {escape(user_id)} "
-            "in this worker's partitions (it has no events yet, or another worker holds it).</p>"
-        )
+        body = _unknown(user_id, summary)
     elif summary.get("error"):
         body = f"<p class=warn>{escape(str(summary['error']))}</p>"
     else:

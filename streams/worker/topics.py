@@ -34,11 +34,18 @@ class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False
+    #: Records older than this are deleted (``retention.ms``; a compacted topic is then
+    #: ``compact,delete`` whatever the settings' policy); ``None``: the broker's default.
+    retention_s: float | None = None
 
     def new_topic(self, replication: int = 1, cleanup_policy: str = "compact") -> NewTopic:
         """The topic to create, with ``replication`` copies; a compacted one gets
         ``cleanup_policy`` (``compact``, or ``compact,delete`` to also expire old records)."""
         configs = {"cleanup.policy": cleanup_policy} if self.compacted else {}
+        if self.retention_s is not None:
+            configs["retention.ms"] = str(round(self.retention_s * 1000))
+            if self.compacted:
+                configs["cleanup.policy"] = "compact,delete"
         return NewTopic(self.name, self.partitions, replication, topic_configs=configs)
 
 

@@ -4,6 +4,10 @@
 State is read from the ``user_interest`` table (never from module-level dicts), so what a view
 shows is what the stream keeps. Each app has its own Prometheus registry and its own
 :class:`~streams.worker.history.Sampler` (consumer lag, table size, the charts' history).
+
+The per-user views answer on any worker: a user this worker does not hold is asked of the
+worker that does (:class:`~streams.worker.routing.UserRouter`), and a user no worker holds gets
+the trending list (cold start).
 """
 
 from __future__ import annotations
@@ -14,7 +18,14 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
-from interest_state import CodecError, EventType, decode_state, nearest_titles
+from interest_state import (
+    Catalog,
+    CodecError,
+    EventType,
+    Recommendation,
+    decode_state,
+    nearest_titles,
+)
 from streams.errors import SettingsError
 from streams.worker.catalog import CatalogFeed
 from streams.worker.dashboard import render_dashboard, state_rows
@@ -26,7 +37,9 @@ from streams.worker.lag import ConsumerLag
 from streams.worker.model_watch import ModelWatcher
 from streams.worker.pipeline import Pipeline
 from streams.worker.prometheus import CONTENT_TYPE, WorkerCollector, render, worker_registry
+from streams.worker.routing import UserRouter
 from streams.worker.stats import since_param
+from streams.worker.trending import TABLE_NAME as TRENDING_TABLE
 from streams.worker.wiring import Wiring
 
 __all__ = ["ranking_summary", "register", "user_summary"]
@@ -34,15 +47,30 @@ __all__ = ["ranking_summary", "register", "user_summary"]
 RECENT_SHOWN = 10
 
 
+def _listed(recs: list[Recommendation], index: Catalog) -> list[dict[str, Any]]:
+    return [
+        {
+            "item_id": r.item_id,
+            "title": index.title_of(r.item_id),
+            "score": round(r.score, 4),
+            "reason": r.reason,
+        }
+        for r in recs
+    ]
+
+
 def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[str, Any]:
-    """The JSON body of ``/users/{user_id}``."""
+    """The JSON body of ``/users/{user_id}``. A user with no state (``found`` false) gets what
+    a new user gets: the trending items (empty while nothing trends)."""
+    index = pipeline.index
     if raw is None:
-        return {"user_id": user_id, "found": False}
+        return {"user_id": user_id, "found": False, "events": 0,
+                "recommendations": _listed(pipeline.recommend_new_user(), index),
+                "model_version": pipeline.model_version}  # fmt: skip
     try:
         state = decode_state(raw)
     except CodecError as exc:
         return {"user_id": user_id, "found": True, "error": f"state does not decode: {exc}"}
-    index = pipeline.index
     recent = [
         {
             "item_id": item,
@@ -65,15 +93,7 @@ def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[st
         "updated_ts": state.updated_ts,
         "interest_summary": nearest_titles(state, index, k=5),
         "recent_events": recent,
-        "recommendations": [
-            {
-                "item_id": r.item_id,
-                "title": index.title_of(r.item_id),
-                "score": round(r.score, 4),
-                "reason": r.reason,
-            }
-            for r in recs
-        ],
+        "recommendations": _listed(recs, index),
         "model_version": pipeline.model_version,
     }
 
@@ -87,13 +107,23 @@ def ranking_summary(pipeline: Pipeline) -> str:
 
 
 def register(
-    wiring: Wiring, pipeline: Pipeline, feed: CatalogFeed, watcher: ModelWatcher | None = None
+    wiring: Wiring,
+    pipeline: Pipeline,
+    feed: CatalogFeed,
+    watcher: ModelWatcher | None = None,
+    *,
+    router: UserRouter | None = None,
 ) -> None:
+    """Register the views on ``wiring.app``; with a ``router``, the per-user views ask the
+    worker that holds a user this one does not (without, they answer from this one alone)."""
     app = wiring.app
     settings = wiring.settings
     if settings.bootstrap is None:
         raise SettingsError("the web views need settings.bootstrap (the broker they report on)")
-    changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    # the trending changelog is not watched: its records come from events, and a broker that
+    # lost them lost those events too (watched on their own topics)
+    changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()
+                  if table.name != TRENDING_TABLE]  # fmt: skip
     watched = [*settings.topics.events, settings.topics.items, *changelogs]
     monitor = BrokerMonitor(
         app, settings.bootstrap, watched, settings.partitions, settings.data_dir
@@ -157,17 +187,32 @@ def register(
         page = render_dashboard({**runtime(), **wiring.stats.snapshot(), **sampler.gauges()})
         return self.html(page)
 
-    async def summary(user_id: str) -> dict[str, Any]:
-        raw = wiring.table.get(valid_user_id(user_id))
+    here = str(app.conf.canonical_url)
+
+    async def summary(user_id: str, request: Request) -> dict[str, Any]:
+        """The user's body from this worker's state, else from the worker that holds them
+        (not for a request another worker forwarded), else the unknown-user body."""
+        key = valid_user_id(user_id)
+        raw = wiring.table.get(key)
+        if raw is None and router is not None and not router.is_forwarded(request.headers):
+            found = await router.find(user_id, key)
+            if found is not None:
+                return found
         # ranking runs the ONNX sequence model: off the event loop, like the agent's batches
-        return await asyncio.get_running_loop().run_in_executor(
+        body = await asyncio.get_running_loop().run_in_executor(
             None, user_summary, user_id, raw, pipeline
         )
+        return {**body, "served_by": here}
 
     @app.page("/users/{user_id}")
     async def user(self: View, request: Request, user_id: str) -> Response:
+        """The user's state and current recommendations, from whichever worker holds them
+        (``served_by``). A user no worker holds answers **404** with ``"found": false`` and the
+        trending list in ``recommendations`` (reason ``"trending now"``): the status says there
+        is no such user, as before, so a client that keys on it keeps working, and the body
+        still gives a client what to show a new user."""
         try:
-            body = await summary(user_id)
+            body = await summary(user_id, request)
         except ValueError as exc:
             return self.json({"error": str(exc)}, status=400)
         return self.json(body, status=200 if body["found"] else 404)
@@ -178,7 +223,7 @@ def register(
         if not user_id:
             return self.html(render_inspector("", None))
         try:
-            body = await summary(user_id)
+            body = await summary(user_id, request)
         except ValueError as exc:
             return self.html(render_inspector("", None, problem=str(exc)), status=400)
         return self.html(render_inspector(user_id, body), status=200 if body["found"] else 404)

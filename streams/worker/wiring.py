@@ -2,7 +2,8 @@
 
 The agent reaches the table and its output topics only through :mod:`streams.worker.ports`
 (:class:`~streams.worker.ports.InterestStore`, :class:`~streams.worker.ports.Sink`), so a
-:class:`Wiring` can hold their in-memory homes as well as the Faust table and topics.
+:class:`Wiring` can hold their in-memory homes as well as the Faust table and topics. The
+trending table is reached through :class:`ItemCounter` (none: nothing is counted).
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import faust
+from faust.types import EventT
 
 from streams.settings import Settings
 from streams.worker.ports import InterestStore, Sink
 from streams.worker.stats import Stats
 
-__all__ = ["Forgotten", "Wiring", "stop_worker"]
+__all__ = ["Forgotten", "ItemCounter", "Wiring", "stop_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,15 @@ class Forgotten:
         return self.at.get(user_id, -1.0) >= started
 
 
+class ItemCounter(Protocol):
+    """Where a batch's applied events are counted per item (the trending table,
+    :class:`streams.worker.trending.TrendingTable`)."""
+
+    def count(self, applied: Sequence[tuple[EventT[bytes], str]]) -> None:
+        """Count ``(source event, item_id)`` of events that changed state, each in its source
+        event's partition."""
+
+
 @dataclass(slots=True)
 class Wiring:
     """What the agents and views share: the app, its topics and its table."""
@@ -55,6 +68,7 @@ class Wiring:
     table: InterestStore
     stats: Stats
     forgotten: Forgotten = field(default_factory=Forgotten)
+    trending: ItemCounter | None = None
 
 
 def stop_worker(app: faust.App, reason: BaseException) -> None:
