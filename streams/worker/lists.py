@@ -1,22 +1,36 @@
 """What a recommendation list holds beyond the ranking's best items.
 
-The ranking gives each user's best candidates; :class:`ListMaker` makes them into the list
-that is sent: re-ranked for diversity (maximal marginal relevance over the best
-:data:`MMR_CANDIDATES`, :func:`interest_state.mmr_rerank_many`, one vectorised pass for the
-batch) and, for a user with few events, mixed with trending items (cold start,
-:func:`interest_state.mix_trending`).
+The ranking gives each user's best candidates (the Transformer's blend); :class:`ListMaker`
+makes them into the list that is sent, for a whole microbatch at once:
+
+1. candidates from each of the user's interests join the ranking's, merged by weighted
+   reciprocal-rank fusion (:func:`interest_state.fuse_interests`, ``interest_share``);
+2. the neighbours of what the user disliked move down (:func:`interest_state.push_down_disliked`);
+3. the list is re-ranked for diversity: maximal marginal relevance over the best
+   :data:`MMR_CANDIDATES` (:func:`interest_state.mmr_rerank_many`, one vectorised pass);
+4. its last ``explore_slots`` go to exploration: candidates with a tag (genre) the user has
+   touched least (:func:`interest_state.explore`), ``reason = "explore: <tag>"``;
+5. a user with few events gets trending items mixed in (cold start,
+   :func:`interest_state.mix_trending`);
+6. every item carries its reason: items the interests brought are explained like the
+   ranking's (:func:`interest_state.explain`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from interest_state import (
     Catalog,
     InterestState,
     Recommendation,
+    explain,
+    explore,
+    fuse_interests,
+    interest_hits,
     mix_trending,
     mmr_rerank_many,
+    push_down_disliked,
     trending_share,
 )
 
@@ -32,35 +46,116 @@ Trending = Callable[[int], Sequence[tuple[str, float]]]
 class ListMaker:
     """How the worker turns ranked candidates into the list it sends."""
 
-    def __init__(self, catalog: Catalog, *, mmr_lambda: float = 1.0, personal_after: int = 5):
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        mmr_lambda: float = 1.0,
+        personal_after: int = 5,
+        interest_share: float = 0.0,
+        explore_slots: int = 0,
+    ) -> None:
         self.catalog = catalog
         #: MMR's relevance weight (1: relevance alone, no re-ranking).
         self.mmr_lambda = mmr_lambda
         #: A user's list is personal alone from this many events on; below, a share of it is
         #: trending (:func:`interest_state.trending_share`).
         self.personal_after = personal_after
+        #: The interests' part in the fused candidates (0: the ranking's alone).
+        self.interest_share = interest_share
+        #: Slots at the end of each list that go to exploration (0: none).
+        self.explore_slots = explore_slots
         #: The trending source (set by the worker; ``None``: no cold start).
         self.trending: Trending | None = None
+        #: Each catalog item's tags (what exploration opens), kept by :meth:`set_tags`.
+        self.tags: dict[str, tuple[str, ...]] = {}
+
+    def set_tags(self, items: Iterable[tuple[str, Sequence[str]]]) -> None:
+        """Remember the tags of catalog items (an item without tags is forgotten)."""
+        for item_id, tags in items:
+            if tags:
+                self.tags[item_id] = tuple(tags)
+            else:
+                self.tags.pop(item_id, None)
 
     def candidates(self, k: int) -> int:
         """How many ranked candidates a list of ``k`` is made from."""
-        return k if self.mmr_lambda >= 1.0 else max(k, MMR_CANDIDATES)
+        widen = self.mmr_lambda < 1.0 or self.explore_slots or self.interest_share
+        return max(k, MMR_CANDIDATES) if widen else k
 
     def finish(
-        self, states: Sequence[InterestState], ranked: list[list[Recommendation]], k: int
+        self,
+        states: Sequence[InterestState],
+        ranked: list[list[Recommendation]],
+        k: int,
+        hide: Sequence[Collection[str]] | None = None,
     ) -> list[list[Recommendation]]:
-        """Each user's list of (up to) ``k`` from their ranked candidates."""
-        if self.candidates(k) > k:
-            ranked = mmr_rerank_many(ranked, self.catalog, k, self.mmr_lambda)
+        """Each user's list of (up to) ``k`` from their ranked candidates (module docstring);
+        ``hide`` (one collection per state) keeps more items than the ring's off the lists (the
+        offline evaluation hides a user's older history)."""
+        pools = self._pools(states, ranked, hide)
+        explore_n = self.explore_slots if k > self.explore_slots else 0
+        if self.mmr_lambda < 1.0:
+            lists = mmr_rerank_many(pools, self.catalog, k, self.mmr_lambda)
+        else:
+            lists = [pool[:k] for pool in pools]
+        if explore_n:
+            lists = [
+                self._with_explore(state, pool, listed, k, explore_n)
+                for state, pool, listed in zip(states, pools, lists, strict=True)
+            ]
+        lists = [self._explained(state, recs) for state, recs in zip(states, lists, strict=True)]
+        return self._with_trending(states, lists, k)
+
+    def _pools(
+        self,
+        states: Sequence[InterestState],
+        ranked: list[list[Recommendation]],
+        hide: Sequence[Collection[str]] | None,
+    ) -> list[list[Recommendation]]:
+        """Each user's candidates: fused with their interests', dislikes' neighbours down."""
+        share = self.interest_share
+        hits = interest_hits(states, self.catalog) if share else [[] for _ in states]
+        if hide is not None:
+            hits = [[[h for h in found if h[0] not in hidden] for found in per_user]
+                    for per_user, hidden in zip(hits, hide, strict=True)]  # fmt: skip
+        return [
+            push_down_disliked(state, fuse_interests(state, recs, found, share), self.catalog)
+            for state, recs, found in zip(states, ranked, hits, strict=True)
+        ]
+
+    def _with_explore(
+        self, state: InterestState, pool: list[Recommendation], listed: list[Recommendation],
+        k: int, n: int,
+    ) -> list[Recommendation]:  # fmt: skip
+        """``listed`` with its last ``n`` slots given to exploration picks when there are
+        any (the list's own items fill the slots exploration cannot)."""
+        head = listed[: k - n]
+        picks = explore(state, pool, {r.item_id for r in head}, n, self.catalog, self.tags)
+        taken = {r.item_id for r in picks}
+        tail = [r for r in listed[k - n :] if r.item_id not in taken]
+        return [*head, *picks, *tail][:k]
+
+    def _explained(self, state: InterestState, recs: list[Recommendation]) -> list[Recommendation]:
+        """``recs`` with a reason for each item that has none yet."""
+        missing = [(r.item_id, r.score) for r in recs if not r.reason]
+        if not missing:
+            return recs
+        why = {r.item_id: r.reason for r in explain(state, self.catalog, missing)}
+        return [r if r.reason else Recommendation(r.item_id, r.score, why[r.item_id]) for r in recs]
+
+    def _with_trending(
+        self, states: Sequence[InterestState], lists: list[list[Recommendation]], k: int
+    ) -> list[list[Recommendation]]:
         shares = [trending_share(s.n_events, self.personal_after) for s in states]
         if not any(shares):
-            return ranked
+            return lists
         hot = self.trending_items(k + max((len(s.recent_items) for s in states), default=0))
         if not hot:
-            return ranked
+            return lists
         return [
             mix_trending(recs, hot, k, share, state.seen_items()) if share else recs
-            for state, recs, share in zip(states, ranked, shares, strict=True)
+            for state, recs, share in zip(states, lists, shares, strict=True)
         ]
 
     def trending_items(self, n: int) -> list[tuple[str, float]]:
