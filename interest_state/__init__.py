@@ -25,8 +25,8 @@ from .expand import (
     EXPLORE_UNTAGGED,
     INTEREST_CANDIDATES,
     explore,
-    fuse_interests,
     interest_hits,
+    interest_picks,
     push_down_disliked,
 )
 from .interests import interest_units
@@ -62,9 +62,9 @@ __all__ = [
     "event_id_hash",
     "explain",
     "explore",
-    "fuse_interests",
     "inner_products",
     "interest_hits",
+    "interest_picks",
     "interest_units",
     "mix_trending",
     "mmr",

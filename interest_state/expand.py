@@ -3,19 +3,19 @@
 Three steps between the ranking and the list (``streams.worker.lists`` runs them for a batch;
 the offline evaluation runs the same functions):
 
-* :func:`interest_hits` and :func:`fuse_interests`: besides the ranking's own candidates (the
-  Transformer's blend), each of the user's interest centroids brings its nearest unseen items,
-  ``INTEREST_CANDIDATES`` in all, split in proportion to the interests' weights. The lists are
-  merged by weighted reciprocal-rank fusion (Cormack et al., 2009): an item's score is
-  ``(1 - share) / (60 + rank in the ranking) + share * w_j / (60 + rank in interest j)`` summed
-  over the lists it is in, so an item several sources agree on rises, and ``share`` (0: off) is
-  the interests' part. Fused scores are on their own scale (about 1/60 at best).
+* :func:`interest_hits` and :func:`interest_picks`: besides the ranking's own candidates (the
+  Transformer's blend), each of the user's interest centroids brings its nearest unseen items
+  (``INTEREST_CANDIDATES`` in all, split by the interests' weights), and ``n`` slots of the
+  list go to them, shared out by weight: a user with a strong comedy and a weaker horror
+  interest gets both, not only what the blend ranks first. Their scores are the cosines to
+  their interest.
 * :func:`push_down_disliked`: candidates close to an item the user disliked lose
   ``cos * span`` of their score (``span``: the candidates' score range), so a near copy of a
   disliked item falls to the bottom and its neighbourhood moves down.
-* :func:`explore`: ``n`` slots of the list go to candidates beyond it that carry a tag (genre)
-  the user has engaged with least (none, first), ``reason = "explore: <tag>"``; without tags,
-  to the candidates least like the list (``"explore: beyond your recent items"``).
+* :func:`explore`: ``n`` slots of the list go to the best-ranked candidates beyond it that
+  carry a tag (genre) new to the user (on at most :data:`EXPLORE_NEW_SHARE` of their recent
+  items), one tag each, ``reason = "explore: <tag>"``; without tags, to the candidates least
+  like the list (``"explore: beyond your recent items"``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ParamsError
 from .events import EventType
 from .interests import interest_units
 from .rank import Catalog, Recommendation
@@ -36,15 +35,16 @@ __all__ = [
     "EXPLORE_UNTAGGED",
     "INTEREST_CANDIDATES",
     "explore",
-    "fuse_interests",
     "interest_hits",
+    "interest_picks",
     "push_down_disliked",
 ]
 
+EXPLORE_NEW_SHARE = 0.05
+"""A tag on at most this share of a user's recent items is new to them (exploration opens it)."""
 INTEREST_CANDIDATES = 30
 """Candidates the interests bring per user, split by their weights."""
 EXPLORE_UNTAGGED = "explore: beyond your recent items"
-_RRF_K = 60.0
 
 
 def interest_hits(
@@ -83,35 +83,31 @@ def interest_hits(
     return out
 
 
-def fuse_interests(
+def interest_picks(
     state: InterestState,
-    ranked: Sequence[Recommendation],
     hits: Sequence[Sequence[tuple[str, float]]],
-    share: float,
-    reasons: Mapping[str, str] | None = None,
+    taken: Collection[str],
+    n: int,
 ) -> list[Recommendation]:
-    """``ranked`` and the interests' ``hits`` (from :func:`interest_hits`) merged by weighted
-    reciprocal-rank fusion (module docstring), best first. An item only an interest brought
-    gets the reason in ``reasons`` (else ``""``: the caller explains it)."""
-    if not 0.0 <= share <= 1.0:
-        raise ParamsError(f"share must be in [0, 1], got {share!r}")
-    if share == 0.0 or not hits:
-        return list(ranked)
-    fused: dict[str, float] = {}
-    for rank, rec in enumerate(ranked):
-        fused[rec.item_id] = (1.0 - share) / (_RRF_K + rank)
-    weights = np.asarray(state.interest_weights[: len(hits)])
-    shares = share * weights / weights.sum()
-    for interest_share, items in zip(shares, hits, strict=True):
-        for rank, (item_id, _) in enumerate(items):
-            fused[item_id] = fused.get(item_id, 0.0) + float(interest_share) / (_RRF_K + rank)
-    known = {rec.item_id: rec.reason for rec in ranked}
-    extra = reasons or {}
-    order = sorted(fused, key=lambda item_id: -fused[item_id])
-    return [
-        Recommendation(item_id, fused[item_id], known.get(item_id, extra.get(item_id, "")))
-        for item_id in order
-    ]
+    """Up to ``n`` items from the user's interests (``hits`` from :func:`interest_hits`),
+    none in ``taken``: the slots go to the interests by the largest-remainder split of their
+    weights (the heaviest first), each slot to its interest's nearest item not yet listed.
+    Reasons are left empty (the caller explains the items like the ranking's)."""
+    if n < 1 or not hits:
+        return []
+    weights = np.asarray(state.interest_weights[: len(hits)], dtype=np.float64)
+    quota = n * weights / weights.sum()
+    slots = np.floor(quota).astype(int)
+    for j in np.argsort(-(quota - slots), kind="stable")[: n - int(slots.sum())]:
+        slots[j] += 1
+    listed = set(taken)
+    picks: list[Recommendation] = []
+    for j in np.argsort(-weights, kind="stable"):
+        fresh = [(item_id, score) for item_id, score in hits[j] if item_id not in listed]
+        for item_id, score in fresh[: slots[j]]:
+            picks.append(Recommendation(item_id, score, ""))
+            listed.add(item_id)
+    return picks
 
 
 def push_down_disliked(
@@ -169,20 +165,20 @@ def _explore_tags(
     for item_id, kind in zip(state.recent_items, state.recent_types, strict=True):
         if kind != EventType.DISLIKE:
             touched.update(tags.get(item_id, ()))
+    in_pool = {t for rec in rest for t in tags.get(rec.item_id, ())}
+    if not in_pool:
+        return []
+    # new to the user: a tag on at most EXPLORE_NEW_SHARE of their recent items (or, when the
+    # pool has none such, the least touched of the pool's tags); the best-ranked items first
+    known = sum(1 for kind in state.recent_types if kind != EventType.DISLIKE)
+    floor = max(EXPLORE_NEW_SHARE * known, min(touched[t] for t in in_pool))
     picks: list[Recommendation] = []
     opened: set[str] = set()
-    # the least-touched tag an item carries, then its place in the pool (relevance)
-    ranked = sorted(
-        (
-            (min(touched[t] for t in item_tags), place, min(item_tags, key=lambda t: touched[t]))
-            for place, rec in enumerate(rest)
-            if (item_tags := [t for t in tags.get(rec.item_id, ()) if t not in opened])
-        )
-    )
-    for _, place, tag in ranked:
-        if tag in opened:
+    for rec in rest:
+        fresh = [t for t in tags.get(rec.item_id, ()) if touched[t] <= floor and t not in opened]
+        if not fresh:
             continue
-        rec = rest[place]
+        tag = min(fresh, key=lambda t: (touched[t], t))
         picks.append(Recommendation(rec.item_id, rec.score, f"explore: {tag}"))
         opened.add(tag)
         if len(picks) == n:

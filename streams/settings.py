@@ -109,8 +109,8 @@ class Settings:
     blend_weight: float = 0.95
     mmr_lambda: float = 0.5
     interests: int = 4
-    interest_share: float = 0.2
-    explore_slots: int = 2
+    interest_slots: int = 1
+    explore_slots: int = 0
     negative_dwell_ms: int = 3000
     personal_after: int = 5
     trending_window_s: float = 3600.0
@@ -186,11 +186,13 @@ class Settings:
             (0.0 <= self.blend_weight <= 1.0, "blend_weight must be in [0, 1]"),
             (0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda must be in [0, 1] (1: no re-ranking)"),
             (1 <= self.interests <= 16, "interests must be 1..16"),
-            (0.0 <= self.interest_share <= 1.0, "interest_share must be in [0, 1] (0: off)"),
-            (0 <= self.explore_slots < self.top_k, "explore_slots must be 0..top_k-1 (0: off)"),
+            (0 <= self.interest_slots and 0 <= self.explore_slots
+             and self.interest_slots + self.explore_slots < self.top_k,
+             "interest_slots and explore_slots must be >= 0 (0: off), together below top_k"),
             (self.negative_dwell_ms >= 0, "negative_dwell_ms must be >= 0 (0: off)"),
             (self.personal_after >= 0, "personal_after must be >= 0"),
-            (self.trending_hop_s > 0, "trending_hop_s must be > 0"),
+            (self.trending_hop_s >= 1 and float(self.trending_hop_s).is_integer(),
+             "trending_hop_s must be whole seconds, at least 1"),
             (self.trending_window_s >= self.trending_hop_s,
              "trending_window_s must be >= trending_hop_s"),
             (self.model_poll_s > 0, "model_poll_s must be > 0"),
@@ -273,7 +275,7 @@ ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "INTEREST_STREAM_BLEND_WEIGHT": ("blend_weight", float),
     "INTEREST_STREAM_MMR_LAMBDA": ("mmr_lambda", float),
     "INTEREST_STREAM_INTERESTS": ("interests", int),
-    "INTEREST_STREAM_INTEREST_SHARE": ("interest_share", float),
+    "INTEREST_STREAM_INTEREST_SLOTS": ("interest_slots", int),
     "INTEREST_STREAM_EXPLORE_SLOTS": ("explore_slots", int),
     "INTEREST_STREAM_NEGATIVE_DWELL_MS": ("negative_dwell_ms", int),
     "INTEREST_STREAM_PERSONAL_AFTER": ("personal_after", int),

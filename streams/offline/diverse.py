@@ -73,13 +73,13 @@ class ListsModel:
     MMR, exploration slots with the items' tags; no trending: evaluated users have a history),
     on the states the base replays."""
 
-    def __init__(self, base: ScoredRecommender, *, lam: float, interest_share: float,
-                 explore_slots: int, name: str | None = None) -> None:  # fmt: skip
-        self.base = base
+    def __init__(self, base: ScoredRecommender, *, lam: float, interest_slots: int,
+                 explore_slots: int, top_k: int = 10, name: str | None = None) -> None:  # fmt: skip
+        self.base, self.top_k = base, top_k
         self.lists = ListMaker(base.catalog, mmr_lambda=lam, personal_after=0,
-                               interest_share=interest_share,
+                               interest_slots=interest_slots,
                                explore_slots=explore_slots)  # fmt: skip
-        self.name = name or (f"{base.name}+lists(mmr {lam:g}, interests {interest_share:g}, "
+        self.name = name or (f"{base.name}+lists(mmr {lam:g}, interests {interest_slots}, "
                              f"explore {explore_slots})")  # fmt: skip
 
     def fit(self, data: TrainData) -> None:
@@ -88,11 +88,19 @@ class ListsModel:
         self.lists.set_tags((item.item_id, item.tags) for item in data.items)
 
     def rank(self, users: Sequence[UserContext], k: int, *, exclude_seen: bool) -> list[list[str]]:
+        """The served list of ``top_k`` first (as the stream sends it), then, when ``k`` is
+        larger, the base's next candidates."""
         wide = max(k, MMR_CANDIDATES)
         ranked = self.base.recommend(users, wide, exclude_seen=exclude_seen)
         hide = [user.seen() for user in users] if exclude_seen else None
-        lists = self.lists.finish(_states(self.base, users), ranked, k, hide)
-        return [[r.item_id for r in recs] for recs in lists]
+        lists = self.lists.finish(_states(self.base, users), ranked, self.top_k, hide)
+        out = []
+        for served, candidates in zip(lists, ranked, strict=True):
+            ids = [r.item_id for r in served]
+            listed = set(ids)
+            ids += [r.item_id for r in candidates if r.item_id not in listed]
+            out.append(ids[:k])
+        return out
 
 
 def _states(base: ScoredRecommender, users: Sequence[UserContext]) -> list[InterestState]:

@@ -3,12 +3,13 @@
 The ranking gives each user's best candidates (the Transformer's blend); :class:`ListMaker`
 makes them into the list that is sent, for a whole microbatch at once:
 
-1. candidates from each of the user's interests join the ranking's, merged by weighted
-   reciprocal-rank fusion (:func:`interest_state.fuse_interests`, ``interest_share``);
-2. the neighbours of what the user disliked move down (:func:`interest_state.push_down_disliked`);
-3. the list is re-ranked for diversity: maximal marginal relevance over the best
+1. the neighbours of what the user disliked move down (:func:`interest_state.push_down_disliked`);
+2. the list is re-ranked for diversity: maximal marginal relevance over the best
    :data:`MMR_CANDIDATES` (:func:`interest_state.mmr_rerank_many`, one vectorised pass);
-4. its last ``explore_slots`` go to exploration: candidates with a tag (genre) the user has
+3. ``interest_slots`` after the head of the list go to the user's interests, shared out by
+   their weights (:func:`interest_state.interest_picks`: each interest's nearest unseen items,
+   one catalog search for the batch);
+4. the last ``explore_slots`` go to exploration: candidates with a tag (genre) the user has
    touched least (:func:`interest_state.explore`), ``reason = "explore: <tag>"``;
 5. a user with few events gets trending items mixed in (cold start,
    :func:`interest_state.mix_trending`);
@@ -26,8 +27,8 @@ from interest_state import (
     Recommendation,
     explain,
     explore,
-    fuse_interests,
     interest_hits,
+    interest_picks,
     mix_trending,
     mmr_rerank_many,
     push_down_disliked,
@@ -52,7 +53,7 @@ class ListMaker:
         *,
         mmr_lambda: float = 1.0,
         personal_after: int = 5,
-        interest_share: float = 0.0,
+        interest_slots: int = 0,
         explore_slots: int = 0,
     ) -> None:
         self.catalog = catalog
@@ -61,8 +62,8 @@ class ListMaker:
         #: A user's list is personal alone from this many events on; below, a share of it is
         #: trending (:func:`interest_state.trending_share`).
         self.personal_after = personal_after
-        #: The interests' part in the fused candidates (0: the ranking's alone).
-        self.interest_share = interest_share
+        #: Slots after the head of each list that go to the user's interests (0: none).
+        self.interest_slots = interest_slots
         #: Slots at the end of each list that go to exploration (0: none).
         self.explore_slots = explore_slots
         #: The trending source (set by the worker; ``None``: no cold start).
@@ -80,7 +81,7 @@ class ListMaker:
 
     def candidates(self, k: int) -> int:
         """How many ranked candidates a list of ``k`` is made from."""
-        widen = self.mmr_lambda < 1.0 or self.explore_slots or self.interest_share
+        widen = self.mmr_lambda < 1.0 or self.explore_slots or self.interest_slots
         return max(k, MMR_CANDIDATES) if widen else k
 
     def finish(
@@ -93,47 +94,44 @@ class ListMaker:
         """Each user's list of (up to) ``k`` from their ranked candidates (module docstring);
         ``hide`` (one collection per state) keeps more items than the ring's off the lists (the
         offline evaluation hides a user's older history)."""
-        pools = self._pools(states, ranked, hide)
-        explore_n = self.explore_slots if k > self.explore_slots else 0
+        pools = [push_down_disliked(state, recs, self.catalog)
+                 for state, recs in zip(states, ranked, strict=True)]  # fmt: skip
         if self.mmr_lambda < 1.0:
             lists = mmr_rerank_many(pools, self.catalog, k, self.mmr_lambda)
         else:
             lists = [pool[:k] for pool in pools]
-        if explore_n:
+        extra_i = self.interest_slots if k > self.interest_slots + self.explore_slots else 0
+        extra_e = self.explore_slots if k > self.explore_slots else 0
+        if extra_i or extra_e:
+            hits = interest_hits(states, self.catalog)
+            hidden = hide if hide is not None else [() for _ in states]
             lists = [
-                self._with_explore(state, pool, listed, k, explore_n)
-                for state, pool, listed in zip(states, pools, lists, strict=True)
-            ]
+                self._with_extras(state, pool, listed, found, set(gone), k, extra_i, extra_e)
+                for state, pool, listed, found, gone in zip(
+                    states, pools, lists, hits, hidden, strict=True)
+            ]  # fmt: skip
         lists = [self._explained(state, recs) for state, recs in zip(states, lists, strict=True)]
         return self._with_trending(states, lists, k)
 
-    def _pools(
-        self,
-        states: Sequence[InterestState],
-        ranked: list[list[Recommendation]],
-        hide: Sequence[Collection[str]] | None,
-    ) -> list[list[Recommendation]]:
-        """Each user's candidates: fused with their interests', dislikes' neighbours down."""
-        share = self.interest_share
-        hits = interest_hits(states, self.catalog) if share else [[] for _ in states]
-        if hide is not None:
-            hits = [[[h for h in found if h[0] not in hidden] for found in per_user]
-                    for per_user, hidden in zip(hits, hide, strict=True)]  # fmt: skip
-        return [
-            push_down_disliked(state, fuse_interests(state, recs, found, share), self.catalog)
-            for state, recs, found in zip(states, ranked, hits, strict=True)
-        ]
-
-    def _with_explore(
+    def _with_extras(
         self, state: InterestState, pool: list[Recommendation], listed: list[Recommendation],
-        k: int, n: int,
+        hits: list[list[tuple[str, float]]], hidden: set[str], k: int, n_interest: int,
+        n_explore: int,
     ) -> list[Recommendation]:  # fmt: skip
-        """``listed`` with its last ``n`` slots given to exploration picks when there are
-        any (the list's own items fill the slots exploration cannot)."""
-        head = listed[: k - n]
-        picks = explore(state, pool, {r.item_id for r in head}, n, self.catalog, self.tags)
-        taken = {r.item_id for r in picks}
-        tail = [r for r in listed[k - n :] if r.item_id not in taken]
+        """``listed`` with the slots after its head given to the interests' picks and then to
+        exploration picks, when there are any (the list's own items fill the slots they do
+        not take)."""
+        head = listed[: k - n_interest - n_explore]
+        taken = {r.item_id for r in head} | hidden
+        hits = [[h for h in found if h[0] not in hidden] for found in hits]
+        picks = interest_picks(state, hits, taken, n_interest)
+        taken |= {r.item_id for r in picks}
+        known = {r.item_id for r in pool}
+        near = [Recommendation(i, score, "") for found in hits for i, score in found
+                if i not in known]  # fmt: skip
+        picks += explore(state, [*pool, *near], taken, n_explore, self.catalog, self.tags)
+        chosen = {r.item_id for r in picks}
+        tail = [r for r in listed[len(head) :] if r.item_id not in chosen]
         return [*head, *picks, *tail][:k]
 
     def _explained(self, state: InterestState, recs: list[Recommendation]) -> list[Recommendation]:

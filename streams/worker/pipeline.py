@@ -72,7 +72,7 @@ class Pipeline:
         vector_cache: VectorCache | None = None,
         mmr_lambda: float = 1.0,
         personal_after: int = 5,
-        interest_share: float = 0.0,
+        interest_slots: int = 0,
         explore_slots: int = 0,
     ) -> None:
         self.encoder = encoder
@@ -84,7 +84,7 @@ class Pipeline:
         self.blend_weight = blend_weight
         #: What a list holds beyond the ranking's best (:mod:`streams.worker.lists`).
         self.lists = ListMaker(self.index, mmr_lambda=mmr_lambda, personal_after=personal_after,
-                               interest_share=interest_share, explore_slots=explore_slots)
+                               interest_slots=interest_slots, explore_slots=explore_slots)
         #: Catalogs of at least this many items are ranked over candidates (exact
         #: standardisation and rescoring, :mod:`interest_state.blend_ann`) from
         #: ``candidate_index``; smaller ones exactly. 0: always exact.

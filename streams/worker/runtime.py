@@ -105,7 +105,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
                     candidate_index=settings.candidate_index,
                     index_threads=settings.blas_threads or None, vector_cache=cache,
                     mmr_lambda=settings.mmr_lambda, personal_after=settings.personal_after,
-                    interest_share=settings.interest_share,
+                    interest_slots=settings.interest_slots,
                     explore_slots=settings.explore_slots)
 
 

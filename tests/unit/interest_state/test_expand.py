@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from encoders import ItemIndex
 from interest_state import (
@@ -12,12 +11,11 @@ from interest_state import (
     EventType,
     InterestState,
     Observation,
-    ParamsError,
     Recommendation,
     UpdateParams,
     explore,
-    fuse_interests,
     interest_hits,
+    interest_picks,
     push_down_disliked,
     update,
 )
@@ -64,17 +62,17 @@ def test_each_interest_brings_its_nearest_unseen_items_by_its_weight() -> None:
     assert not {"c1", "c2", "h1"} & {i for found in hits for i, _ in found}  # seen: filtered
 
 
-def test_fusion_lifts_what_several_sources_agree_on() -> None:
-    state = user([("c1", EventType.CLICK), ("h1", EventType.CLICK)])
-    ranked = recs("n1", "x1", "h2")
-    hits = [[("h2", 0.9)], [("c3", 0.8)]]
-    fused = fuse_interests(state, ranked, hits, 0.5, reasons={"c3": "interest"})
-    assert fused[0].item_id == "h2"  # in the ranking and an interest's list
-    assert {r.item_id for r in fused} == {"n1", "x1", "h2", "c3"}
-    assert next(r for r in fused if r.item_id == "c3").reason == "interest"
-    assert fuse_interests(state, ranked, hits, 0.0) == ranked
-    with pytest.raises(ParamsError):
-        fuse_interests(state, ranked, hits, 1.5)
+def test_interest_slots_are_shared_out_by_weight_heaviest_first() -> None:
+    state = user([("c1", EventType.CLICK), ("c2", EventType.CLICK), ("h1", EventType.CLICK)])
+    comedy, horror = (0, 1) if state.interest_weights[0] > state.interest_weights[1] else (1, 0)
+    hits = [[], []]
+    hits[comedy] = [("c3", 0.9), ("c4", 0.8)]
+    hits[horror] = [("h2", 0.9), ("h3", 0.8)]
+    one = interest_picks(state, hits, taken=set(), n=1)
+    assert [r.item_id for r in one] == ["c3"]  # weight 2 of 3: the one slot
+    three = interest_picks(state, hits, taken={"c3"}, n=3)
+    assert [r.item_id for r in three] == ["c4", "h2"]  # c3 listed already: 2 + 1 slots
+    assert interest_picks(state, hits, set(), 0) == [] and interest_picks(state, [], set(), 2) == []
 
 
 def test_a_dislike_sinks_its_near_copies_and_moves_its_neighbours_down() -> None:

@@ -73,7 +73,7 @@ def test_interests_exploration_and_reasons_in_one_list() -> None:
                         [0, 1, 0], [0.1, 1, 0], [0, 1, 0.1], [0, 0, 1]], np.float32)  # fmt: skip
     ids = ["a0", "a1", "a2", "a3", "b0", "b1", "b2", "z0"]
     index.upsert(ids, [f"T-{i}" for i in ids], vectors)
-    lists = ListMaker(index, mmr_lambda=1.0, personal_after=0, interest_share=0.5,
+    lists = ListMaker(index, mmr_lambda=1.0, personal_after=0, interest_slots=2,
                       explore_slots=1)  # fmt: skip
     lists.set_tags([(i, ("A",)) for i in ids[:4]] + [(i, ("B",)) for i in ids[4:7]]
                    + [("z0", ("Z",))])  # fmt: skip
