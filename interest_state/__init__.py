@@ -21,13 +21,26 @@ from .errors import (
     StateError,
 )
 from .events import Event, EventType, Observation, event_id_hash
+from .expand import (
+    EXPLORE_UNTAGGED,
+    INTEREST_CANDIDATES,
+    explore,
+    interest_hits,
+    interest_picks,
+    push_down_disliked,
+)
+from .interests import interest_units
 from .params import UpdateParams
-from .rank import Catalog, Recommendation, nearest_titles, rank
+from .rank import Catalog, Recommendation, explain, nearest_titles, rank
 from .state import InterestState
 from .update import UpdateResult, update
 
 __all__ = [
     "CODEC_VERSION",
+    "EXPLORE_UNTAGGED",
+    "INTEREST_CANDIDATES",
+    "MMR_LAMBDA",
+    "TRENDING_REASON",
     "BlendCatalog",
     "Catalog",
     "CodecError",
@@ -37,25 +50,29 @@ __all__ = [
     "InterestState",
     "InterestStateError",
     "LongTermItems",
-    "MMR_LAMBDA",
     "Observation",
     "ObservationError",
     "ParamsError",
     "Recommendation",
     "StateError",
-    "TRENDING_REASON",
     "UpdateParams",
     "UpdateResult",
     "decode_state",
     "encode_state",
     "event_id_hash",
+    "explain",
+    "explore",
     "inner_products",
+    "interest_hits",
+    "interest_picks",
+    "interest_units",
     "mix_trending",
     "mmr",
     "mmr_batch",
     "mmr_rerank",
     "mmr_rerank_many",
     "nearest_titles",
+    "push_down_disliked",
     "rank",
     "rank_blended",
     "trending_share",

@@ -11,6 +11,8 @@ from .errors import DimensionError, ObservationError
 
 FloatVector = npt.NDArray[np.float32]
 """A one-dimensional float32 array."""
+FloatMatrix = npt.NDArray[np.float32]
+"""A two-dimensional float32 array (one vector per row)."""
 
 
 def frozen_vector(values: npt.ArrayLike, dim: int, what: str) -> FloatVector:

@@ -1,6 +1,6 @@
 """Compact, versioned binary encoding of :class:`InterestState` (no pickle, no JSON).
 
-Layout of version 3, all little-endian::
+Layout of version 4, all little-endian::
 
     header   2s B B I I        magic b"IS", version, flags (bit 0: long_term present),
                                dim, total length in bytes (CRC included)
@@ -9,16 +9,22 @@ Layout of version 3, all little-endian::
     counts   H H H I H         history entries, dedupe hashes, long_term_version bytes,
                                long_dim (length of long_term; 0 when absent), applied-offset
                                sources
+    more     Q B H             n_dislike, interest centroids, last_comment bytes
     body     long_term_version (utf-8); short_term as float16 unit vector (dim * 2 bytes);
              long_term likewise (long_dim * 2 bytes) when flagged; history types (B each),
              history ts (d each), history item ids (H length + utf-8 each); dedupe hashes (Q each);
-             applied-offset sources (H length + utf-8 each), their offsets (q each)
+             applied-offset sources (H length + utf-8 each), their offsets (q each);
+             interest weights (d each), their norms (d each), their float16 unit vectors
+             (dim * 2 bytes each); last_comment (utf-8)
     trailer  I                 CRC-32 of everything before it
 
+Version 3 is version 4 without the ``more`` counts and what they count (a state read from it
+has no dislikes, no interest centroids and no comment words: its centroids start with its next
+event).
 Version 2 is the same without the applied offsets (a state read from it has none: its events'
 redeliveries are caught by the event-id ring only, until its next update records them);
 version 1 is version 2 without ``long_dim`` (its long_term, when flagged, has length ``dim``).
-:func:`decode_state` reads all three, :func:`encode_state` writes version 3.
+:func:`decode_state` reads all four, :func:`encode_state` writes version 4.
 
 Vectors are stored as their direction in float16 plus their norm in float64, so a large
 decayed sum cannot overflow float16 and precision is relative (about 1e-3 per component).
@@ -37,14 +43,15 @@ from .arrays import FloatVector
 from .errors import CodecError, InterestStateError
 from .state import InterestState
 
-CODEC_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+CODEC_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 MAGIC = b"IS"
 _HEADER = struct.Struct("<2sBBII")
 _SCALARS = {
     1: struct.Struct("<ddddQQQQQHHH"),
     2: struct.Struct("<ddddQQQQQHHHI"),
     3: struct.Struct("<ddddQQQQQHHHIH"),
+    4: struct.Struct("<ddddQQQQQHHHIHQBH"),
 }
 _CRC = struct.Struct("<I")
 _FLAG_LONG = 1
@@ -56,7 +63,8 @@ def encode_state(state: InterestState) -> bytes:
     version = state.long_term_version.encode("utf-8")
     ids = [item.encode("utf-8") for item in state.recent_items]
     sources = [source.encode("utf-8") for source, _ in state.applied_offsets]
-    too_long = [len(b) for b in (version, *ids, *sources) if len(b) > _U16]
+    comment = state.last_comment.encode("utf-8")
+    too_long = [len(b) for b in (version, *ids, *sources, comment) if len(b) > _U16]
     if too_long or max(len(ids), len(state.recent_event_ids), len(sources)) > _U16:
         raise CodecError("a string or ring is too long for the codec (max 65535)")
     short_dir, short_norm = _direction(state.short_term)
@@ -67,14 +75,18 @@ def encode_state(state: InterestState) -> bytes:
         long_norm,
         state.updated_ts,
         state.n_events,
-        *state.n_by_type,
+        *state.n_by_type[:3],
         state.n_duplicates,
         len(ids),
         len(state.recent_event_ids),
         len(version),
         state.long_dim,
         len(sources),
+        state.n_by_type[3],
+        state.n_interests,
+        len(comment),
     )
+    interests = [_direction(row) for row in state.interests]
     body = b"".join(
         [
             scalars,
@@ -87,6 +99,10 @@ def encode_state(state: InterestState) -> bytes:
             struct.pack(f"<{len(state.recent_event_ids)}Q", *state.recent_event_ids),
             b"".join(struct.pack("<H", len(b)) + b for b in sources),
             struct.pack(f"<{len(sources)}q", *(offset for _, offset in state.applied_offsets)),
+            struct.pack(f"<{len(interests)}d", *state.interest_weights),
+            struct.pack(f"<{len(interests)}d", *(norm for _, norm in interests)),
+            *(direction for direction, _ in interests),
+            comment,
         ]
     )
     flags = _FLAG_LONG if state.long_term is not None else 0
@@ -200,6 +216,11 @@ def _read_state(reader: _Reader, codec_version: int, flags: int, dim: int) -> In
     n_sources = scalars[13] if codec_version >= 3 else 0
     sources = [str(reader.take(reader.unpack("<H")[0]), "utf-8") for _ in range(n_sources)]
     offsets = reader.unpack(f"<{n_sources}q")
+    n_dislike, n_interests, comment_len = scalars[14:17] if codec_version >= 4 else (0, 0, 0)
+    weights = reader.unpack(f"<{n_interests}d")
+    norms = reader.unpack(f"<{n_interests}d")
+    rows = [reader.vector(dim, norm) for norm in norms]
+    comment = str(reader.take(comment_len), "utf-8")
     reader.done()
     return InterestState(
         dim=dim,
@@ -213,7 +234,10 @@ def _read_state(reader: _Reader, codec_version: int, flags: int, dim: int) -> In
         recent_ts=stamps,
         recent_event_ids=hashes,
         n_events=n_events,
-        n_by_type=(n_browse, n_click, n_comment),
+        n_by_type=(n_browse, n_click, n_comment, n_dislike),
         n_duplicates=n_dup,
         applied_offsets=tuple(zip(sources, offsets, strict=True)),
+        interests=np.stack(rows) if rows else np.zeros((0, dim), dtype=np.float32),
+        interest_weights=weights,
+        last_comment=comment,
     )

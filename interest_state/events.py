@@ -22,6 +22,8 @@ class EventType(enum.IntEnum):
     BROWSE = 0
     CLICK = 1
     COMMENT = 2
+    DISLIKE = 3
+    """An explicit negative signal: the item is filtered and pushes the interest away."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,20 +141,34 @@ def _pick(
 def explain(
     state: InterestState, catalog: Catalog, picked: list[tuple[str, float]]
 ) -> list[Recommendation]:
-    """Name, for each picked item, the user's recent item most similar to it."""
+    """Name, for each picked item, the user's recent item most similar to it: ``because you
+    clicked "<title>"``, or ``matches your comment '<words>'`` when that item is the one of the
+    user's latest comment (dislikes are never a reason)."""
     anchors, anchor_vectors = _anchors(state, catalog)
     reasons = [FALLBACK_REASON] * len(picked)
     usable, targets = catalog.vectors_of([item_id for item_id, _ in picked])
+    commented = _latest_comment_item(state)
     if anchors and usable:
         best = np.argmax(anchor_vectors @ targets.T, axis=0)
         for j, a in zip(usable, best, strict=True):
             item_id, kind = anchors[int(a)]
+            if item_id == commented:
+                reasons[j] = f"matches your comment '{state.last_comment}'"
+                continue
             title = catalog.title_of(item_id) or item_id
-            reasons[j] = f'like "{title}" you {_VERBS[kind]}'
+            reasons[j] = f'because you {_VERBS[kind]} "{title}"'
     return [
         Recommendation(item_id=item_id, score=score, reason=reason)
         for (item_id, score), reason in zip(picked, reasons, strict=True)
     ]
+
+
+def _latest_comment_item(state: InterestState) -> str | None:
+    """The item of the user's latest comment when its words are kept, else ``None``."""
+    if not state.last_comment:
+        return None
+    pairs = zip(state.recent_items, state.recent_types, strict=True)
+    return next((item for item, kind in reversed(list(pairs)) if kind == EventType.COMMENT), None)
 
 
 def _anchors(
@@ -164,7 +178,8 @@ def _anchors(
     and their vectors (one gather from the catalog)."""
     strongest: dict[str, int] = {}
     for item_id, kind in zip(state.recent_items, state.recent_types, strict=True):
-        strongest[item_id] = max(kind, strongest.get(item_id, kind))
+        if kind in _VERBS:  # a dislike is never a reason
+            strongest[item_id] = max(kind, strongest.get(item_id, kind))
     newest_first = list(reversed(strongest))
     found, vectors = catalog.vectors_of(newest_first)
     return [(newest_first[i], strongest[newest_first[i]]) for i in found], vectors

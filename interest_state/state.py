@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from .arrays import FloatVector, frozen_any_vector, frozen_vector, unit
+from .arrays import FloatMatrix, FloatVector, frozen_any_vector, frozen_vector, unit
 from .errors import InterestStateError, ParamsError, StateError
 
-N_EVENT_TYPES = 3
+N_EVENT_TYPES = 4
+MAX_INTERESTS = 16
+"""Upper bound of the interest centroids a state keeps (the codec stores the count as a byte)."""
+NO_INTERESTS: FloatMatrix = np.zeros((0, 0), dtype=np.float32)
+NO_INTERESTS.setflags(write=False)
+MAX_COMMENT_CHARS = 80
+"""The longest ``last_comment`` a state keeps (the words an explanation quotes)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -30,6 +36,12 @@ class InterestState:
     sorted by source: a redelivered event (at or below its source's mark) is recognised
     whatever the number of events since, because a log delivers in order
     (:meth:`covers`).
+    ``interests`` holds up to :data:`MAX_INTERESTS` interest centroids, one row each: like
+    ``short_term`` a time-decayed weighted *sum* (as of ``updated_ts``) of the vectors of the
+    events assigned to it, with its decayed total weight in ``interest_weights`` (each > 0);
+    a user who watches comedy and horror has two rows, not one blurred average.
+    ``last_comment`` keeps the first words of the user's latest comment (an explanation quotes
+    them). ``n_by_type`` counts browse, click, comment and dislike events.
 
     Arrays are stored as read-only float32 copies, so a state cannot change once built.
     Equality is identity (``eq=False``): compare fields, or encoded bytes, instead.
@@ -46,9 +58,12 @@ class InterestState:
     recent_ts: tuple[float, ...]
     recent_event_ids: tuple[int, ...]
     n_events: int
-    n_by_type: tuple[int, int, int]
+    n_by_type: tuple[int, int, int, int]
     n_duplicates: int
     applied_offsets: tuple[tuple[str, int], ...] = ()
+    interests: FloatMatrix = field(default_factory=lambda: NO_INTERESTS)
+    interest_weights: tuple[float, ...] = ()
+    last_comment: str = ""
 
     def __post_init__(self) -> None:
         if self.dim < 1:
@@ -62,8 +77,27 @@ class InterestState:
             raise StateError(str(exc)) from exc
         object.__setattr__(self, "short_term", short)
         object.__setattr__(self, "long_term", long)
+        object.__setattr__(self, "interests", self._checked_interests())
         self._check_scalars()
         self._check_rings()
+
+    def _checked_interests(self) -> FloatMatrix:
+        rows = np.array(self.interests, dtype=np.float32)
+        if rows.size == 0:
+            rows = np.zeros((0, self.dim), dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.dim or rows.shape[0] > MAX_INTERESTS:
+            raise StateError(
+                f"interests must be (m <= {MAX_INTERESTS}, {self.dim}), got {rows.shape}"
+            )
+        if not np.isfinite(rows).all():
+            raise StateError("interests contain NaN or infinite values")
+        weights = self.interest_weights
+        if len(weights) != rows.shape[0] or not all(math.isfinite(w) and w > 0 for w in weights):
+            raise StateError("interest_weights must be one finite weight > 0 per interest")
+        if len(self.last_comment) > MAX_COMMENT_CHARS:
+            raise StateError(f"last_comment must be at most {MAX_COMMENT_CHARS} characters")
+        rows.setflags(write=False)
+        return rows
 
     def _check_scalars(self) -> None:
         if not (math.isfinite(self.short_weight) and self.short_weight >= 0.0):
@@ -72,7 +106,9 @@ class InterestState:
             raise StateError(f"updated_ts must be finite, got {self.updated_ts}")
         counts = (self.n_events, self.n_duplicates, *self.n_by_type)
         if len(self.n_by_type) != N_EVENT_TYPES or any(c < 0 for c in counts):
-            raise StateError(f"counters must be >= 0 with 3 event types, got {counts}")
+            raise StateError(
+                f"counters must be >= 0 with {N_EVENT_TYPES} event types, got {counts}"
+            )
 
     def _check_rings(self) -> None:
         lengths = {len(self.recent_items), len(self.recent_types), len(self.recent_ts)}
@@ -103,9 +139,14 @@ class InterestState:
             recent_ts=(),
             recent_event_ids=(),
             n_events=0,
-            n_by_type=(0, 0, 0),
+            n_by_type=(0, 0, 0, 0),
             n_duplicates=0,
         )
+
+    @property
+    def n_interests(self) -> int:
+        """How many interest centroids the state keeps."""
+        return len(self.interest_weights)
 
     @property
     def long_dim(self) -> int:
@@ -153,6 +194,12 @@ class InterestState:
     def seen_items(self) -> frozenset[str]:
         """Item ids in the recent-history ring (what the ranking filters out)."""
         return frozenset(self.recent_items)
+
+    def disliked_items(self) -> tuple[str, ...]:
+        """Item ids of the dislikes in the recent-history ring, newest first."""
+        dislike = N_EVENT_TYPES - 1
+        pairs = zip(self.recent_items, self.recent_types, strict=True)
+        return tuple(dict.fromkeys(item for item, kind in reversed(list(pairs)) if kind == dislike))
 
     def with_long_term(self, vector: npt.ArrayLike | None, version: str) -> InterestState:
         """A copy with the long-term vector (from a sequence model) replaced."""

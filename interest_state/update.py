@@ -20,6 +20,11 @@ Two kinds of repeat change nothing:
   that many newer events is applied again.
 Within one call, observations are applied in event-time order, so a shuffled batch gives the
 same state as a sorted one. Every observation is checked before any is applied.
+
+Negative signals (a dislike, a browse shorter than ``negative_dwell_ms``) subtract their
+vector from the short-term sum without adding to its weight, and take their weight off the
+interest centroid nearest to them (:mod:`interest_state.interests`); positive events join or
+start a centroid. A short-term vector may therefore point away from what a user disliked.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ import numpy.typing as npt
 from .arrays import frozen_vector
 from .errors import ObservationError
 from .events import EventType, Observation, event_id_hash
+from .interests import Centroids
 from .params import UpdateParams
-from .state import InterestState
+from .state import MAX_COMMENT_CHARS, N_EVENT_TYPES, InterestState
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +62,12 @@ class _Accumulator:
     weight: float
     ref_ts: float
     half_life_s: float
+    centroids: Centroids
     history: list[tuple[float, int, str]] = field(default_factory=list)
     hashes: list[int] = field(default_factory=list)
-    by_type: list[int] = field(default_factory=lambda: [0, 0, 0])
+    by_type: list[int] = field(default_factory=lambda: [0] * N_EVENT_TYPES)
     marks: dict[str, int] = field(default_factory=dict)
+    comment: tuple[float, str] | None = None  # (ts, words) of the latest comment applied
 
     def mark(self, source: str, offset: int) -> None:
         """Remember that the event at ``offset`` of ``source`` is now in the state."""
@@ -67,15 +75,21 @@ class _Accumulator:
             self.marks[source] = max(offset, self.marks.get(source, -1))
 
     def push(self, ts: float, weight: float, vector: npt.NDArray[np.float64]) -> None:
+        """Add an event of ``weight`` (negative: push away) at event time ``ts``."""
         if ts >= self.ref_ts:
             decay = 0.5 ** ((ts - self.ref_ts) / self.half_life_s)
-            self.short = self.short * decay + weight * vector
-            self.weight = self.weight * decay + weight
+            self.short = self.short * decay
+            self.weight = self.weight * decay
+            self.centroids.decay(decay)
             self.ref_ts = ts
         else:
-            late = weight * 0.5 ** ((self.ref_ts - ts) / self.half_life_s)
-            self.short = self.short + late * vector
-            self.weight = self.weight + late
+            weight = weight * 0.5 ** ((self.ref_ts - ts) / self.half_life_s)
+        self.short = self.short + weight * vector
+        if weight > 0:
+            self.weight = self.weight + weight
+            self.centroids.join(vector, weight)
+        else:
+            self.centroids.weaken(vector, -weight)
 
 
 def update(
@@ -93,6 +107,7 @@ def update(
         weight=state.short_weight,
         ref_ts=state.updated_ts,
         half_life_s=params.half_life_s,
+        centroids=Centroids.of(state, params),
     )
     known = set(state.recent_event_ids)
     applied: list[str] = []
@@ -110,6 +125,8 @@ def update(
             continue
         known.add(key)
         acc.push(event.ts, _weight(observations[i], params), vectors[i])
+        if event.event_type is EventType.COMMENT and event.text:
+            acc.comment = max(acc.comment or (-math.inf, ""), (event.ts, _words(event.text)))
         acc.history.append((event.ts, int(event.event_type), event.item_id))
         acc.hashes.append(key)
         acc.by_type[event.event_type] += 1
@@ -125,12 +142,26 @@ def _sort_key(observation: Observation) -> tuple[float, int, str, str]:
 
 
 def _weight(observation: Observation, params: UpdateParams) -> float:
+    """The event's weight; negative for a negative signal."""
     event = observation.event
     if event.event_type is EventType.BROWSE:
+        if params.is_negative_browse(event.dwell_ms):
+            return -params.weight_browse / 2
         return params.browse_weight(event.dwell_ms)
     if event.event_type is EventType.CLICK:
         return params.weight_click
+    if event.event_type is EventType.DISLIKE:
+        return -params.weight_dislike
     return params.weight_comment
+
+
+def _words(text: str) -> str:
+    """The first words of a comment, at most :data:`MAX_COMMENT_CHARS` characters."""
+    words = " ".join(text.split())
+    if len(words) <= MAX_COMMENT_CHARS:
+        return words
+    cut = words[: MAX_COMMENT_CHARS - 1].rsplit(" ", 1)[0]
+    return cut + "…"
 
 
 def _push_vector(
@@ -158,6 +189,8 @@ def _build(
     )[-params.history_len :]
     hashes = (*state.recent_event_ids, *acc.hashes)[-params.dedupe_len :]
     n_by_type = state.n_by_type
+    comment = state.last_comment if acc.comment is None else acc.comment[1]
+    interests, weights = acc.centroids.rows()
     return InterestState(
         dim=state.dim,
         short_term=acc.short.astype(np.float32),
@@ -174,7 +207,11 @@ def _build(
             n_by_type[0] + acc.by_type[0],
             n_by_type[1] + acc.by_type[1],
             n_by_type[2] + acc.by_type[2],
+            n_by_type[3] + acc.by_type[3],
         ),
         n_duplicates=state.n_duplicates + n_dup,
         applied_offsets=state.applied_offsets,
+        interests=interests,
+        interest_weights=weights,
+        last_comment=comment,
     ).with_offsets(acc.marks.items())

@@ -39,14 +39,18 @@ class TopicNames:
     recommendations: str = "recommendations"
     dlq: str = "events.dlq"
     control: str = "control"
+    dislike: str = "events.dislike"
 
     @property
-    def events(self) -> tuple[str, str, str]:
-        return (self.click, self.browse, self.comment)
+    def events(self) -> tuple[str, str, str, str]:
+        return (self.click, self.browse, self.comment, self.dislike)
 
     def event_type_of(self, topic: str) -> str | None:
-        """Which event type a source topic carries (``click``/``browse``/``comment``)."""
-        return {self.click: "click", self.browse: "browse", self.comment: "comment"}.get(topic)
+        """Which event type a source topic carries (``click``/``browse``/``comment``/
+        ``dislike``)."""
+        kinds = {self.click: "click", self.browse: "browse", self.comment: "comment",
+                 self.dislike: "dislike"}  # fmt: skip
+        return kinds.get(topic)
 
 
 CANDIDATE_INDEXES = ("auto", "faiss", "device")
@@ -104,6 +108,10 @@ class Settings:
     sequence_model_dir: Path | None = None
     blend_weight: float = 0.95
     mmr_lambda: float = 0.5
+    interests: int = 4
+    interest_slots: int = 1
+    explore_slots: int = 0
+    negative_dwell_ms: int = 3000
     personal_after: int = 5
     trending_window_s: float = 3600.0
     trending_hop_s: float = 300.0
@@ -177,8 +185,14 @@ class Settings:
             (1 <= self.history_len <= 1024, "history_len must be 1..1024"),
             (0.0 <= self.blend_weight <= 1.0, "blend_weight must be in [0, 1]"),
             (0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda must be in [0, 1] (1: no re-ranking)"),
+            (1 <= self.interests <= 16, "interests must be 1..16"),
+            (0 <= self.interest_slots and 0 <= self.explore_slots
+             and self.interest_slots + self.explore_slots < self.top_k,
+             "interest_slots and explore_slots must be >= 0 (0: off), together below top_k"),
+            (self.negative_dwell_ms >= 0, "negative_dwell_ms must be >= 0 (0: off)"),
             (self.personal_after >= 0, "personal_after must be >= 0"),
-            (self.trending_hop_s > 0, "trending_hop_s must be > 0"),
+            (self.trending_hop_s >= 1 and float(self.trending_hop_s).is_integer(),
+             "trending_hop_s must be whole seconds, at least 1"),
             (self.trending_window_s >= self.trending_hop_s,
              "trending_window_s must be >= trending_hop_s"),
             (self.model_poll_s > 0, "model_poll_s must be > 0"),
@@ -189,7 +203,7 @@ class Settings:
              f"candidate_index must be one of {', '.join(CANDIDATE_INDEXES)}"),
             (1 <= self.store_block_cache_mb <= 65536, "store_block_cache_mb must be 1..65536"),
             (1 <= self.store_write_buffer_mb <= 4096, "store_write_buffer_mb must be 1..4096"),
-            (len(set(dataclasses.astuple(self.topics))) == 7, "topic names must differ"),
+            (len(set(dataclasses.astuple(self.topics))) == 8, "topic names must differ"),
             *self._kafka_checks(),
         ]
         for ok, message in checks:
@@ -260,6 +274,10 @@ ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "INTEREST_STREAM_SEQUENCE_MODEL_DIR": ("sequence_model_dir", Path),
     "INTEREST_STREAM_BLEND_WEIGHT": ("blend_weight", float),
     "INTEREST_STREAM_MMR_LAMBDA": ("mmr_lambda", float),
+    "INTEREST_STREAM_INTERESTS": ("interests", int),
+    "INTEREST_STREAM_INTEREST_SLOTS": ("interest_slots", int),
+    "INTEREST_STREAM_EXPLORE_SLOTS": ("explore_slots", int),
+    "INTEREST_STREAM_NEGATIVE_DWELL_MS": ("negative_dwell_ms", int),
     "INTEREST_STREAM_PERSONAL_AFTER": ("personal_after", int),
     "INTEREST_STREAM_TRENDING_WINDOW_S": ("trending_window_s", float),
     "INTEREST_STREAM_TRENDING_HOP_S": ("trending_hop_s", float),
@@ -272,6 +290,7 @@ ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "INTEREST_STREAM_TOPIC_CLICK": ("topic_click", str),
     "INTEREST_STREAM_TOPIC_BROWSE": ("topic_browse", str),
     "INTEREST_STREAM_TOPIC_COMMENT": ("topic_comment", str),
+    "INTEREST_STREAM_TOPIC_DISLIKE": ("topic_dislike", str),
     "INTEREST_STREAM_TOPIC_ITEMS": ("topic_items", str),
     "INTEREST_STREAM_TOPIC_RECOMMENDATIONS": ("topic_recommendations", str),
     "INTEREST_STREAM_TOPIC_DLQ": ("topic_dlq", str),

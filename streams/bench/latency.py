@@ -64,7 +64,8 @@ def _event_bytes(event: Any) -> bytes:
 async def _produce_at_rate(settings: Settings, events: Sequence[Any], result: Latency) -> None:
     from aiokafka import AIOKafkaProducer
 
-    topics = dict(zip(("click", "browse", "comment"), settings.topics.events, strict=True))
+    topics = dict(zip(("click", "browse", "comment", "dislike"), settings.topics.events,
+                      strict=True))  # fmt: skip
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=0)
     await producer.start()
     start = time.perf_counter()

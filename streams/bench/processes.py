@@ -70,6 +70,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "INTEREST_STREAM_TOPIC_ITEMS": t.items,
         "INTEREST_STREAM_TOPIC_RECOMMENDATIONS": t.recommendations,
         "INTEREST_STREAM_TOPIC_DLQ": t.dlq,
+        "INTEREST_STREAM_TOPIC_CONTROL": t.control,
+        "INTEREST_STREAM_TOPIC_DISLIKE": t.dislike,
     }
     if settings.model_dir is not None:
         env["INTEREST_STREAM_MODEL_DIR"] = str(settings.model_dir)
@@ -81,7 +83,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def stage_settings(base: Settings, bootstrap: str, kind: str, home: Path) -> Settings:
     """Settings of one stage: its own app id, topics, home folder and web port."""
     app_id = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
-    names = ("click", "browse", "comment", "items", "recommendations", "dlq")
+    names = ("click", "browse", "comment", "items", "recommendations", "dlq", "control", "dislike")
     topics = TopicNames(*(f"{app_id}.{name}" for name in names))
     return dataclasses.replace(
         base, bootstrap=bootstrap, app_id=app_id, topics=topics, home=home,

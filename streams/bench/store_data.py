@@ -48,7 +48,7 @@ def encoded_states(rng: np.random.Generator, count: int, base_ts: float) -> list
             recent_ts=stamps,
             recent_event_ids=tuple(hashes[row]),
             n_events=HISTORY + 20,
-            n_by_type=(kinds.count(0), kinds.count(1), kinds.count(2)),
+            n_by_type=(kinds.count(0), kinds.count(1), kinds.count(2), kinds.count(3)),
             n_duplicates=0,
         )
         out.append(encode_state(state))

@@ -62,6 +62,7 @@ async def replay_events(
         "click": settings.topics.click,
         "browse": settings.topics.browse,
         "comment": settings.topics.comment,
+        "dislike": settings.topics.dislike,
     }
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap, linger_ms=2, **client_options(settings)

@@ -13,14 +13,16 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from encoders import ItemIndex
-from interest_state import Recommendation, mmr_rerank
+from interest_state import InterestState, Recommendation, mmr_rerank
 from streams.errors import EvaluationError
 from streams.offline.rankers import Recommender, ShortTermModel, TrainData, UserContext
 from streams.offline.report import ModelScores
+from streams.worker.lists import MMR_CANDIDATES, ListMaker
 
 __all__ = [
     "MMR_GRID",
     "MMR_POOL",
+    "ListsModel",
     "MMRModel",
     "ScoredRecommender",
     "choose_mmr_lambda",
@@ -63,6 +65,50 @@ class MMRModel:
         ranked = self.base.recommend(users, max(self.pool, k), exclude_seen=exclude_seen)
         catalog = self.base.catalog
         return [[r.item_id for r in mmr_rerank(recs, catalog, k, self.lam)] for recs in ranked]
+
+
+class ListsModel:
+    """``base``'s candidates made into lists as the stream makes them
+    (:class:`streams.worker.lists.ListMaker`: interests fused in, dislikes' neighbours down,
+    MMR, exploration slots with the items' tags; no trending: evaluated users have a history),
+    on the states the base replays."""
+
+    def __init__(self, base: ScoredRecommender, *, lam: float, interest_slots: int,
+                 explore_slots: int, top_k: int = 10, name: str | None = None) -> None:  # fmt: skip
+        self.base, self.top_k = base, top_k
+        self.lists = ListMaker(base.catalog, mmr_lambda=lam, personal_after=0,
+                               interest_slots=interest_slots,
+                               explore_slots=explore_slots)  # fmt: skip
+        self.name = name or (f"{base.name}+lists(mmr {lam:g}, interests {interest_slots}, "
+                             f"explore {explore_slots})")  # fmt: skip
+
+    def fit(self, data: TrainData) -> None:
+        self.base.fit(data)
+        self.lists.catalog = self.base.catalog
+        self.lists.set_tags((item.item_id, item.tags) for item in data.items)
+
+    def rank(self, users: Sequence[UserContext], k: int, *, exclude_seen: bool) -> list[list[str]]:
+        """The served list of ``top_k`` first (as the stream sends it), then, when ``k`` is
+        larger, the base's next candidates."""
+        wide = max(k, MMR_CANDIDATES)
+        ranked = self.base.recommend(users, wide, exclude_seen=exclude_seen)
+        hide = [user.seen() for user in users] if exclude_seen else None
+        lists = self.lists.finish(_states(self.base, users), ranked, self.top_k, hide)
+        out = []
+        for served, candidates in zip(lists, ranked, strict=True):
+            ids = [r.item_id for r in served]
+            listed = set(ids)
+            ids += [r.item_id for r in candidates if r.item_id not in listed]
+            out.append(ids[:k])
+        return out
+
+
+def _states(base: ScoredRecommender, users: Sequence[UserContext]) -> list[InterestState]:
+    """The states ``base`` ranks ``users`` from (its own short-term replay)."""
+    replay = base if isinstance(base, ShortTermModel) else getattr(base, "short", None)
+    if not isinstance(replay, ShortTermModel):
+        raise EvaluationError(f"{base.name} has no short-term replay to make lists from")
+    return replay.states(users)
 
 
 def served_model(models: Sequence[Recommender], blend_weight: float | None) -> ScoredRecommender:

@@ -179,9 +179,17 @@ async def _process(
 ) -> None:
     """Update the states of ``events``' users, store them and send their recommendations."""
     read_at = time.monotonic()
+    generation = wiring.app.consumer_generation_id
     states = _load_states(wiring, events, sources)
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(executor, pipeline.process, events, states)
+    if wiring.app.consumer_generation_id != generation:
+        # a rebalance came meanwhile: the partitions may be another worker's, or recovering
+        # here; nothing is written or sent, and the batch is not acked (take_batches): the
+        # owner reads its events again from the committed offsets
+        log.info("a rebalance came while %d events were processed: results dropped",
+                 len(events))  # fmt: skip
+        return
     outgoing = _write_back(wiring, events, sources, result, read_at)
     await _publish(wiring, outgoing)
     rejected = [(sources[position].message, reason) for position, reason in result.rejected]

@@ -13,7 +13,9 @@ batch size follows the arrival rate by itself. Acks are manual: an event is acke
 the caller has finished with its batch (the generator resumed), so a crash mid-batch replays
 it. Events still buffered when a rebalance starts a new consumer generation are dropped
 unacked, as Faust drops such events when it reads them: the partition's owner after the
-rebalance reads them again from the last committed offset.
+rebalance reads them again from the last committed offset. So is a batch during which a
+rebalance came (its acks would land in the new generation's bookkeeping, where faust would
+commit them over offsets nobody processed).
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ async def take_batches(
             if not batch:
                 continue
             yield batch
+            if app.consumer_generation_id != generation:
+                log.info("a rebalance came while a batch of %d events was processed: left "
+                         "unacked (read again by their partitions' owners)", len(batch))
+                continue
             for event in batch:
                 await manual.ack(event)
     finally:

@@ -63,12 +63,16 @@ MODEL_FILES = (SEQUENCE_FILE, ITEMS_FILE, TEXT_PROJ_FILE, CARD_FILE)
 
 
 def ring_history(state: InterestState) -> tuple[SequenceEvent, ...]:
-    """The state's ring as the sequence model reads it, oldest first."""
+    """The state's ring as the sequence model reads it, oldest first. Dislikes are left out:
+    the models are trained on positive histories (MovieLens has no dislikes), so a dislike
+    acts through the short-term vector, the interests and the list (its neighbours move down)
+    instead."""
     return tuple(
         SequenceEvent(item, _EVENT_NAMES[kind], ts)
         for item, kind, ts in zip(
             state.recent_items, state.recent_types, state.recent_ts, strict=True
         )
+        if kind in _EVENT_NAMES
     )
 
 

@@ -72,6 +72,8 @@ class Pipeline:
         vector_cache: VectorCache | None = None,
         mmr_lambda: float = 1.0,
         personal_after: int = 5,
+        interest_slots: int = 0,
+        explore_slots: int = 0,
     ) -> None:
         self.encoder = encoder
         self.index = index or ItemIndex(encoder.dim)
@@ -80,8 +82,9 @@ class Pipeline:
         #: Catalog text vectors by content (``None``: every catalog text is encoded).
         self.vector_cache = vector_cache
         self.blend_weight = blend_weight
-        #: What a list holds beyond the ranking's best: MMR diversity, cold-start trending.
-        self.lists = ListMaker(self.index, mmr_lambda=mmr_lambda, personal_after=personal_after)
+        #: What a list holds beyond the ranking's best (:mod:`streams.worker.lists`).
+        self.lists = ListMaker(self.index, mmr_lambda=mmr_lambda, personal_after=personal_after,
+                               interest_slots=interest_slots, explore_slots=explore_slots)
         #: Catalogs of at least this many items are ranked over candidates (exact
         #: standardisation and rescoring, :mod:`interest_state.blend_ann`) from
         #: ``candidate_index``; smaller ones exactly. 0: always exact.
@@ -170,6 +173,7 @@ class Pipeline:
         if not chosen:
             return failed
         ids = [i.item_id for i in chosen]
+        self.lists.set_tags((i.item_id, i.tags) for i in chosen)
         with self._index_lock:
             self.index.upsert(ids, [i.title for i in chosen], vectors)
             if self._sequence is not None:

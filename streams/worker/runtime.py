@@ -94,7 +94,9 @@ def build_pipeline(settings: Settings) -> Pipeline:
     except ModelNotFoundError as exc:
         raise StreamError(f"{exc}\nrun `interest-stream export` first") from exc
     log.info("text encoder %s on %s", encoder.model_version, encoder.provider)
-    params = UpdateParams(half_life_s=settings.half_life_s, history_len=settings.history_len)
+    params = UpdateParams(half_life_s=settings.half_life_s, history_len=settings.history_len,
+                          interests=settings.interests,
+                          negative_dwell_ms=settings.negative_dwell_ms)  # fmt: skip
     cache = VectorCache.for_encoder(settings.vector_cache_dir, encoder) \
         if settings.vector_cache else None  # fmt: skip
     log.info("catalog vector cache: %s", cache.folder if cache is not None else "off")
@@ -102,7 +104,9 @@ def build_pipeline(settings: Settings) -> Pipeline:
                     ann_min_items=settings.ann_min_items,
                     candidate_index=settings.candidate_index,
                     index_threads=settings.blas_threads or None, vector_cache=cache,
-                    mmr_lambda=settings.mmr_lambda, personal_after=settings.personal_after)
+                    mmr_lambda=settings.mmr_lambda, personal_after=settings.personal_after,
+                    interest_slots=settings.interest_slots,
+                    explore_slots=settings.explore_slots)
 
 
 def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:

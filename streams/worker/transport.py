@@ -138,15 +138,41 @@ class _Consumer(faust_aiokafka.Consumer):
         return await super()._getmany(active_partitions=asked, timeout=timeout)
 
     async def _wait_next_records(self, timeout: float) -> Any:
-        """Faust's, but every record fetched is handed on: faust drops the records of a
-        partition that is no longer in its live set of active partitions when they arrive,
-        after the consumer has moved past them (read again by nobody: on an empty state
-        folder, the records fetched as the table recovery ended were lost so, and their
-        partitions' commits stopped for ever). A partition paused for a rebalance is covered by
-        faust's flow control and the seek after the rebalance, one paused for a full stream
-        buffer is handed on by faust too."""
+        """Faust's, without its filter of the records by the live set of active partitions
+        when they arrive: :meth:`_drain_messages` checks each record as it delivers it, and
+        puts back what it does not deliver (:meth:`_put_back`)."""
         records, _active = await super()._wait_next_records(timeout)
         return records, None
+
+    def _deliverable(self, tp: TP, generation: int) -> bool:
+        """Whether a record of ``tp`` fetched in consumer ``generation`` may go to its stream
+        now: the flow is on, no rebalance came since, and ``tp`` is not paused (a rebalance
+        pauses every partition until its tables are recovered and it is sought to its committed
+        offset; a partition whose stream buffer is full stays deliverable, as in faust)."""
+        return (
+            self.flow_active
+            and self.app.consumer_generation_id == generation
+            and (tp in self._get_active_partitions() or tp in self._buffered_partitions)
+        )
+
+    async def _put_back(self, tp: TP, offset: int) -> None:
+        """Leave the record at ``offset`` (and the rest of its fetch) to be read again: when the
+        consumer has moved past it and nothing will bring it back (no seek to an offset at or
+        below it), seek ``tp`` back to it. Faust drops such records without a seek, and a
+        partition that is not sought again (resumed after a rebalance's recovery with its
+        position already past them) then never reads them: lost, and its commit stuck."""
+        committed = self._committed_offset.get(tp)
+        if committed is not None and offset < committed:
+            return  # committed: processed before
+        if await self._stale(tp, offset):
+            return  # the consumer reads it again, in order
+        try:
+            await self.seek(tp, offset)
+        except Exception as exc:  # e.g. no longer assigned: its new owner reads it
+            log.info("%s: record %d not put back (%s)", tp, offset, exc)
+            return
+        log.info("%s: record %d fetched while the partition was paused or a rebalance ran; "
+                 "read again from there", tp, offset)
 
     async def _stale(self, tp: TP, offset: int) -> bool:
         """Whether the record at ``offset`` was fetched before a seek moved ``tp`` back: the
@@ -188,43 +214,53 @@ class _Consumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_stopped() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                records = self.getmany(timeout=1.0)
+                records, _ = await self._wait_next_records(1.0)
+                generation = self.app.consumer_generation_id
                 await self.sleep(0)  # faust: getmany may not give the loop a turn
-                if not self.should_stop:
-                    async for tp, message in records:
-                        since_yield += 1
-                        if since_yield > 100:
-                            await asyncio.sleep(0)
-                            since_yield = 0
-                        offset, last = message.offset, read_offset[tp]
-                        if last is not None and offset < last:
-                            continue  # read before a seek back: faust drops these too
-                        if tp in sought:  # the first record since a seek
-                            expected = sought[tp]
-                            if offset != expected and await self._stale(tp, offset):
-                                log.info("%s: record %d fetched before the seek to %s dropped "
-                                         "(read again in order)", tp, offset, expected)
-                                continue  # fetched before the seek: read again, in order
-                            del sought[tp]
-                            if expected is not None and offset > expected and (
-                                acks_enabled_for(message.topic)
-                            ):
-                                await self._add_gap(tp, expected, offset)
-                        elif last and offset - last > 1 and acks_enabled_for(message.topic):
-                            if await self._stale(tp, offset):
-                                log.info("%s: record %d after %d fetched before a seek dropped",
-                                         tp, offset, last)
-                                continue
-                            log.warning("%s: offsets %d..%d skipped by the log", tp, last + 1,
-                                        offset - 1)
-                            await self._add_gap(tp, last + 1, offset)
-                        if self._commit_every is not None and self._n_acked >= self._commit_every:
-                            self._n_acked = 0
-                            await self.commit()
-                        generation = self.app.consumer_generation_id
-                        await self._deliver(callback(message))
-                        if self.app.consumer_generation_id == generation:
-                            read_offset[tp] = offset  # else the new generation's seek stands
+                if records is None or self.should_stop:
+                    continue
+                put_back: set[TP] = set()  # partitions rewound in this fetch
+                for tp, record in self.scheduler.iterate(records):
+                    since_yield += 1
+                    if since_yield > 100:
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    if tp in put_back:
+                        continue
+                    message = self._to_message(tp, record)
+                    if not self._deliverable(tp, generation):
+                        put_back.add(tp)
+                        await self._put_back(tp, message.offset)
+                        continue
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    offset, last = message.offset, read_offset[tp]
+                    if last is not None and offset < last:
+                        continue  # read before a seek back: faust drops these too
+                    if tp in sought:  # the first record since a seek
+                        expected = sought[tp]
+                        if offset != expected and await self._stale(tp, offset):
+                            log.info("%s: record %d fetched before the seek to %s dropped "
+                                     "(read again in order)", tp, offset, expected)
+                            continue  # fetched before the seek: read again, in order
+                        del sought[tp]
+                        if expected is not None and offset > expected and (
+                            acks_enabled_for(message.topic)
+                        ):
+                            await self._add_gap(tp, expected, offset)
+                    elif last and offset - last > 1 and acks_enabled_for(message.topic):
+                        if await self._stale(tp, offset):
+                            log.info("%s: record %d after %d fetched before a seek dropped",
+                                     tp, offset, last)
+                            continue
+                        log.warning("%s: offsets %d..%d skipped by the log", tp, last + 1,
+                                    offset - 1)
+                        await self._add_gap(tp, last + 1, offset)
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    await self._deliver(callback(message))
+                    if self.app.consumer_generation_id == generation:
+                        read_offset[tp] = offset  # else the new generation's seek stands
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

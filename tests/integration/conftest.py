@@ -82,6 +82,7 @@ class Deployment:
             f"{p}.recommendations",
             f"{p}.dlq",
             f"{p}.control",
+            f"{p}.dislike",
         )
 
     @property
@@ -102,6 +103,7 @@ class Deployment:
             "INTEREST_STREAM_TOPIC_CLICK": t.click,
             "INTEREST_STREAM_TOPIC_BROWSE": t.browse,
             "INTEREST_STREAM_TOPIC_COMMENT": t.comment,
+            "INTEREST_STREAM_TOPIC_DISLIKE": t.dislike,
             "INTEREST_STREAM_TOPIC_ITEMS": t.items,
             "INTEREST_STREAM_TOPIC_RECOMMENDATIONS": t.recommendations,
             "INTEREST_STREAM_TOPIC_DLQ": t.dlq,

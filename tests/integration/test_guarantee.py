@@ -83,7 +83,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
 
 def _settings(broker: TlsBroker, **changes: object) -> Settings:
     app = f"tls-{uuid.uuid4().hex[:6]}"
-    names = ("click", "browse", "comment", "items", "recs", "dlq", "control")
+    names = ("click", "browse", "comment", "items", "recs", "dlq", "control", "dislike")
     topics = TopicNames(*(f"{app}.{n}" for n in names))
     return Settings(bootstrap=broker.bootstrap, app_id=app, topics=topics, partitions=2,
                     broker_wait_s=0, security_protocol="SSL", ssl_cafile=broker.cafile,

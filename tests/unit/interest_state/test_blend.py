@@ -86,7 +86,7 @@ def test_weight_one_ranks_by_the_long_term_vector_alone() -> None:
     scores[catalog.row_of("a0")] = -np.inf
     want = [catalog.item_id_at(int(r)) for r in np.argsort(-scores, kind="stable")[:5]]
     assert [r.item_id for r in recs] == want
-    assert all(r.reason.startswith("like ") for r in recs)  # explained by the recent items
+    assert all(r.reason.startswith("because you ") for r in recs)  # by the recent items
 
 
 @pytest.mark.parametrize(

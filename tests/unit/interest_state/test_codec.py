@@ -107,7 +107,9 @@ def test_full_user_fits_the_size_budget(long_dim: int) -> None:
     state = _full_state(dim=384, n=80, prefix="mov", long_dim=long_dim)  # ids like "mov042"
     assert len(state.recent_items) == 50 and len(state.recent_event_ids) == 64
     assert state.long_term is not None and state.long_dim == long_dim
-    assert len(encode_state(state)) <= 4096
+    # 4 KiB as before the interest centroids, and each centroid a float16 vector and 2 floats
+    assert state.n_interests == UpdateParams().interests
+    assert len(encode_state(state)) <= 4096 + state.n_interests * (384 * 2 + 16)
 
 
 @pytest.mark.parametrize("long_dim", [1, 8, 64, 500])
@@ -139,7 +141,7 @@ def test_version_1_bytes_still_decode() -> None:
     assert state.recent_items == ("m0", "m1", "m2") and state.recent_types == (0, 1, 2)
     assert state.recent_ts == (1.7e9, 1.7e9 + 60, 1.7e9 + 120) and state.n_events == 3
     again = decode_state(encode_state(state))  # re-encoded as the current version
-    assert encode_state(state)[2] == CODEC_VERSION == 3
+    assert encode_state(state)[2] == CODEC_VERSION == 4
     _assert_same(state, again)
     empty = decode_state(V1_EMPTY)
     assert empty.dim == 4 and empty.long_term is None and empty.n_events == 0
@@ -157,13 +159,48 @@ V2_STATE = bytes.fromhex(
 
 def test_version_2_bytes_decode_without_applied_offsets() -> None:
     state = decode_state(V2_STATE)
-    assert state.applied_offsets == () and state.n_by_type == (1, 1, 1) and state.n_events == 3
+    assert state.applied_offsets == () and state.n_by_type == (1, 1, 1, 0) and state.n_events == 3
     np.testing.assert_allclose(state.short_term, [0.33205, 0.99808, 2.0, 0.0], atol=2e-3)
     assert state.recent_event_ids == tuple(event_id_hash(f"e{i}") for i in range(3))
     marked = dataclasses.replace(state, applied_offsets=(("clicks/0", 7), ("views/3", 2**40)))
     again = decode_state(encode_state(marked))
-    assert encode_state(marked)[2] == 3 and again.applied_offsets == marked.applied_offsets
+    assert encode_state(marked)[2] == 4 and again.applied_offsets == marked.applied_offsets
     _assert_same(marked, again)
+
+
+# Written by codec version 3 (before dislikes, interest centroids and comment words): dim 4,
+# events e0..e2 on m0..m2 (browse with 5 s dwell, click, comment) at offsets 10..12 of
+# events.click/1, no long_term.
+V3_STATE = bytes.fromhex(
+    "4953030004000000c3000000e9acea7b1aa40a409203d172f113024000000000000000000000005efc54d941"
+    "03000000000000000100000000000000010000000000000001000000000000000000000000000000030003000000"
+    "000000000100b4301137153b000000010200000040fc54d9410000004ffc54d9410000005efc54d94102006d3002"
+    "006d3102006d32142be83ad5e1b511040f4ff5515e5d1b78ff0e2f0835d1fe0e006576656e74732e636c69636b2f"
+    "310c000000000000005f66fe7d"
+)
+
+
+def test_version_3_bytes_decode_without_interests_or_dislikes() -> None:
+    state = decode_state(V3_STATE)
+    assert state.applied_offsets == (("events.click/1", 12),) and state.n_events == 3
+    assert state.n_by_type == (1, 1, 1, 0) and state.n_interests == 0 and state.last_comment == ""
+    np.testing.assert_allclose(state.short_term, [0.33205, 0.99808, 2.0, 0.0], atol=2e-3)
+    # the next event starts the centroids; the state is written as version 4 from then on
+    more = Observation(Event("e3", "u", "m3", EventType.CLICK, 1.7e9 + 180), np.eye(4)[3])
+    after, _ = update(state, [more], UpdateParams())
+    assert after.n_interests == 1 and encode_state(after)[2] == 4
+    _assert_same(after, decode_state(encode_state(after)))
+
+
+def test_interests_dislikes_and_comment_words_round_trip() -> None:
+    state = _full_state()
+    worded = dataclasses.replace(state, last_comment="a film noir I loved \u00e9", n_by_type=(
+        *state.n_by_type[:3], 5))  # fmt: skip
+    again = decode_state(encode_state(worded))
+    assert again.n_by_type == worded.n_by_type and again.last_comment == worded.last_comment
+    assert again.interest_weights == worded.interest_weights and worded.n_interests >= 2
+    scale = max(worded.interest_weights)
+    np.testing.assert_allclose(again.interests, worded.interests, atol=2e-3 * scale)
 
 
 def test_applied_offsets_must_be_sorted_unique_and_in_range() -> None:

@@ -69,11 +69,11 @@ def states(draw: st.DrawFn) -> InterestState:
         long_term_version=draw(st.text(max_size=20)),
         updated_ts=draw(FINITE),
         recent_items=tuple(draw(st.lists(IDS, min_size=n, max_size=n))),
-        recent_types=tuple(draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))),
+        recent_types=tuple(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))),
         recent_ts=tuple(draw(st.lists(FINITE, min_size=n, max_size=n))),
         recent_event_ids=tuple(draw(st.lists(U64, max_size=70))),
         n_events=draw(U64),
-        n_by_type=(draw(U64), draw(U64), draw(U64)),
+        n_by_type=(draw(U64), draw(U64), draw(U64), draw(U64)),
         n_duplicates=draw(U64),
     )  # fmt: skip
 

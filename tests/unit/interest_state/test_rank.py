@@ -154,9 +154,9 @@ def test_reason_names_the_most_similar_recent_item_and_the_verb() -> None:
     )
     [recs] = rank([user], catalog, k=12)
     reasons = {r.item_id: r.reason for r in recs}
-    assert reasons["a3"] == 'like "Star Wars (1977)" you clicked'
-    assert reasons["b2"] == 'like "Fargo (1996)" you commented on'  # strongest of b0's events
-    assert reasons["c4"] == 'like "c0" you browsed'  # untitled: falls back to the item id
+    assert reasons["a3"] == 'because you clicked "Star Wars (1977)"'
+    assert reasons["b2"] == 'because you commented on "Fargo (1996)"'  # strongest of b0's events
+    assert reasons["c4"] == 'because you browsed "c0"'  # untitled: falls back to the item id
 
 
 def test_bad_arguments_are_errors() -> None:

@@ -112,8 +112,9 @@ def test_longer_dwell_weighs_a_browse_more_up_to_the_full_dwell() -> None:
         return _apply([_obs("b", T0, _basis(0), EventType.BROWSE, dwell=dwell)]).short_weight
 
     full = PARAMS.dwell_full_ms
-    assert weight(0) < weight(full // 2) < weight(full) == weight(10 * full)
-    assert weight(0) == pytest.approx(0.5 * PARAMS.weight_browse)
+    short = PARAMS.negative_dwell_ms  # shorter is a glance away: see the negative-signal tests
+    assert weight(short) < weight(full // 2) < weight(full) == weight(10 * full)
+    assert weight(short) == pytest.approx((0.5 + short / full) * PARAMS.weight_browse)
     assert weight(full) == pytest.approx(1.5 * PARAMS.weight_browse)
     assert weight(None) == pytest.approx(PARAMS.weight_browse)
 

@@ -226,6 +226,7 @@ def test_a_topic_may_leave_the_type_out_but_a_file_line_may_not(tmp_path: Path, 
 def test_event_types_are_the_interest_state_kinds() -> None:
     assert dict(EVENT_TYPES) == {
         "browse": EventType.BROWSE, "click": EventType.CLICK, "comment": EventType.COMMENT,
+        "dislike": EventType.DISLIKE,
     }  # fmt: skip
 
 

@@ -34,7 +34,8 @@ def test_environment_variables_map_onto_settings() -> None:
 def test_every_env_var_names_a_real_field() -> None:
     fields = set(Settings.__dataclass_fields__) | {
         f"topic_{n}"
-        for n in ("click", "browse", "comment", "items", "recommendations", "dlq", "control")
+        for n in ("click", "browse", "comment", "items", "recommendations", "dlq", "control",
+                  "dislike")  # fmt: skip
     }
     assert {attr for attr, _ in ENV_VARS.values()} <= fields
 

@@ -85,7 +85,9 @@ def test_2000_users_read_back_byte_exact_from_the_worker_store(tmp_path: Path) -
     assert 0 < run.rss_before_kib < run.rss_after_write_kib <= run.peak_rss_kib
     assert run.rss_end_kib <= run.peak_rss_kib
     assert 2_500 < run.state_bytes / run.users < 3_500  # the "full ring + long-term" shape
-    assert run.disk_bytes >= run.state_bytes  # the write-ahead log holds every write
+    # every write is on disk: in the write-ahead log, or (once a memtable is flushed) in a
+    # Snappy-compressed table file, which can be a little smaller than the states
+    assert run.disk_bytes >= 0.8 * run.state_bytes
     assert run.rocksdb["memtables"] > 0
     assert run.writes_per_s > 0 and run.reads_per_s > 0
     assert list(tmp_path.iterdir()) == []  # the store's folder is removed

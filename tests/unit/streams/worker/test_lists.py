@@ -7,7 +7,17 @@ from dataclasses import replace
 import numpy as np
 
 from encoders import ItemIndex
-from interest_state import TRENDING_REASON, InterestState, Recommendation, mmr_rerank
+from interest_state import (
+    TRENDING_REASON,
+    Event,
+    EventType,
+    InterestState,
+    Observation,
+    Recommendation,
+    UpdateParams,
+    mmr_rerank,
+    update,
+)
 from streams.worker.lists import MMR_CANDIDATES, ListMaker
 
 
@@ -52,4 +62,30 @@ def test_a_new_user_gets_trending_items_that_give_way_with_events() -> None:
 def test_without_a_trending_source_lists_are_the_ranking() -> None:
     lists = ListMaker(catalog(), mmr_lambda=1.0)
     assert lists.for_new_user(3) == []
-    assert lists.finish([user(0)], [ranked()], 3) == [ranked()]
+    assert lists.finish([user(0)], [ranked()], 3) == [ranked()[:3]]
+
+
+def test_interests_exploration_and_reasons_in_one_list() -> None:
+    """A user of two tastes: the list holds items of both, its last slot explores a tag the
+    user has not touched, and every item says why it is there."""
+    index = ItemIndex(3)
+    vectors = np.array([[1, 0, 0], [1, 0.1, 0], [1, 0, 0.1], [1, 0.1, 0.1],
+                        [0, 1, 0], [0.1, 1, 0], [0, 1, 0.1], [0, 0, 1]], np.float32)  # fmt: skip
+    ids = ["a0", "a1", "a2", "a3", "b0", "b1", "b2", "z0"]
+    index.upsert(ids, [f"T-{i}" for i in ids], vectors)
+    lists = ListMaker(index, mmr_lambda=1.0, personal_after=0, interest_slots=2,
+                      explore_slots=1)  # fmt: skip
+    lists.set_tags([(i, ("A",)) for i in ids[:4]] + [(i, ("B",)) for i in ids[4:7]]
+                   + [("z0", ("Z",))])  # fmt: skip
+    events = [("a0", 0), ("a0b", 1), ("b0", 2)]
+    obs = [Observation(Event(f"e{n}", "u", item[:2], EventType.CLICK, 1e9 + n),
+                       index.vector(item[:2])) for item, n in events]  # fmt: skip
+    state = update(InterestState.empty(3), obs, UpdateParams())[0]
+    assert state.n_interests == 2
+    ranked = [Recommendation(i, 1.0 - n / 10, "") for n, i in enumerate(["a1", "a2", "a3"])]
+    [made] = lists.finish([state], [ranked], 6)
+    got = [r.item_id for r in made]
+    assert len(got) == 6 and {"b1", "b2"} <= set(got)  # the second taste has a place
+    assert made[-1].reason == "explore: Z" and made[-1].item_id == "z0"
+    assert all(r.reason for r in made)
+    assert any(r.reason.startswith("because you clicked") for r in made)

@@ -400,7 +400,7 @@ def test_a_deleted_item_is_neither_recommended_nor_named_until_it_is_added_again
     state = p.process([ev("a", "u1", "0")], {}).users["u1"].state  # clicked "space battle saga"
     before = p.recommend(state, k=5)
     top = before[0].item_id
-    assert len(before) == 5 and 'like "space battle saga" you clicked' in _reasons(before)
+    assert len(before) == 5 and 'because you clicked "space battle saga"' in _reasons(before)
     assert p.delete_items([top, "nope"]) == 1 and len(p.index) == 5
     assert p.delete_items(["nope"]) == 0  # an unknown item: nothing happens
     after = p.recommend(state, k=5)
