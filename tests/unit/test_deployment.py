@@ -69,7 +69,8 @@ def created_topics(config: dict[str, Any]) -> set[tuple[str, int, bool]]:
 
     found = set()
     for line in script.splitlines():
-        if m := re.fullmatch(r'\s*create ("[^"]+"|\S+) ("[^"]+"|\S+)( compacted)?\s*', line):
+        pattern = r'\s*create ("[^"]+"|\S+) ("[^"]+"|\S+)( compacted)?( \S+=\S+)?\s*'
+        if m := re.fullmatch(pattern, line):
             found.add((value(m.group(1)), int(value(m.group(2))), bool(m.group(3))))
     return found
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -67,8 +66,25 @@ class StandIn:
     should_stop: bool = False
     consumer_stopped_errors: tuple[type[BaseException], ...] = ()
 
+    paused: set[TP] = field(default_factory=set)
+    seeks: list[tuple[TP, int]] = field(default_factory=list)
+    _committed_offset: dict[TP, int | None] = field(default_factory=dict)
+    _buffered_partitions: set[TP] = field(default_factory=set)
+    flow_active: bool = True
+
     _deliver = _Consumer._deliver  # the code under test, as a method of the stand-in
     _stale = _Consumer._stale
+    _deliverable = _Consumer._deliverable
+    _put_back = _Consumer._put_back
+
+    def _get_active_partitions(self) -> set[TP]:
+        return {m.tp for m in self.records} - self.paused
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self.positions[tp] = offset
+        self._read_offset[tp] = offset
+        self._sought[tp] = offset
 
     async def position(self, tp: TP) -> int | None:
         self.asked.append(tp)
@@ -77,7 +93,9 @@ class StandIn:
     def __post_init__(self) -> None:
         self.fetcher = SimpleNamespace(_stopped=asyncio.Event())
         self.app = SimpleNamespace(consumer_generation_id=1,
-                                   topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+                                   topics=SimpleNamespace(acks_enabled_for=lambda topic: True),
+                                   monitor=SimpleNamespace(track_tp_end_offset=lambda *a: None))
+        self.scheduler = SimpleNamespace(iterate=lambda records: ((m.tp, m) for m in records))
         self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=False))
         self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
 
@@ -101,10 +119,15 @@ class StandIn:
         self.slow_deliveries += 1
         return await Service.wait_first(self, *coros)  # type: ignore[arg-type]
 
-    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Msg]]:
+    async def _wait_next_records(self, timeout: float) -> tuple[list[Msg], None]:
         self.fetcher._stopped.set()  # one fetch, then the loop ends
-        for message in self.records:
-            yield message.tp, message
+        return self.records, None
+
+    def _to_message(self, tp: TP, record: Msg) -> Msg:
+        return record
+
+    def highwater(self, tp: TP) -> int:
+        return 0
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -133,6 +156,34 @@ def test_every_message_is_delivered_in_order_and_its_offset_recorded() -> None:
     assert standin.delivered == [(T0, 0), (T1, 5), (T0, 1), (T0, 2)]
     assert dict(standin._read_offset) == {T0: 2, T1: 5}
     assert standin.gaps == []
+
+
+def test_records_of_a_paused_partition_are_put_back_not_delivered() -> None:
+    """A record fetched for a partition that a rebalance paused (its table recovering) goes
+    nowhere, and the consumer, already past it, is sought back to it: read again once the
+    partition is resumed. The rest of that partition's fetch is skipped with it."""
+    standin = StandIn([Msg(T0, 7), Msg(T1, 3), Msg(T0, 8)], paused={T0},
+                      positions={T0: 9, T1: 4})  # fmt: skip
+    _drain(standin)
+    assert standin.delivered == [(T1, 3)]
+    assert standin.seeks == [(T0, 7)] and standin._sought[T0] == 7
+    again = StandIn([Msg(T0, 7)], paused={T0}, positions={T0: 5})  # a seek moved it back
+    _drain(again)
+    assert again.delivered == [] and again.seeks == []  # read again anyway: no seek
+    done = StandIn([Msg(T0, 7)], paused={T0}, positions={T0: 9}, _committed_offset={T0: 8})
+    _drain(done)
+    assert done.seeks == []  # committed already: processed before
+
+
+def test_records_fetched_before_a_rebalance_are_put_back() -> None:
+    def rebalance(standin: StandIn, message: Msg) -> None:
+        standin.app.consumer_generation_id += 1
+
+    standin = StandIn([Msg(T0, 1), Msg(T1, 2), Msg(T0, 2)], on_deliver=rebalance,
+                      positions={T0: 3, T1: 3})  # fmt: skip
+    _drain(standin)
+    assert standin.delivered == [(T0, 1)]
+    assert standin.seeks == [(T1, 2), (T0, 2)]
 
 
 def test_messages_before_the_read_offset_are_skipped_and_gaps_are_reported() -> None:

@@ -36,6 +36,17 @@ from streams.worker.trending import (
 from streams.worker.views import user_summary
 from streams.worker.wiring import Wiring
 
+
+@pytest.fixture(autouse=True)
+def event_loop_in_place() -> object:
+    """Faust's tables look up the current event loop when a key is set; a test before this one
+    that ran ``asyncio.run`` leaves none."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()
+
 SETTINGS = Settings(trending_window_s=600.0, trending_hop_s=60.0)
 
 
