@@ -39,7 +39,9 @@ from interest_state.params import MAX_RING_LEN
 from streams.contract import EventRecord
 from streams.data.formats import read_events, read_items
 from streams.errors import EvaluationError
+from streams.offline.batches import rank_all
 from streams.offline.beyond import ItemVectors, ListMetrics
+from streams.offline.coldstart import ColdStart, ColdStartTable
 from streams.offline.diverse import MMR_GRID, MMRModel, choose_mmr_lambda, served_model
 from streams.offline.peers import PeerModel
 from streams.offline.rankers import (
@@ -91,9 +93,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-RANK_BATCH = 256
-"""Users ranked per model call (one matrix product each in :class:`ShortTermModel`)."""
 
 
 # --------------------------------------------------------------------------- data and split
@@ -195,13 +194,15 @@ def run_evaluation(
     max_users: int | None = None,
     models: Sequence[Recommender] | None = None,
     item_vectors: ItemVectors | None = None,
+    cold_start: ColdStart | None = None,
 ) -> EvaluationReport:
     """Evaluate ``models`` (default: :func:`default_models` on ``model_dir``); write the files.
 
     Writes ``evaluation.json``, ``evaluation.md`` and, when matplotlib is installed,
     ``evaluation.png`` into ``out_dir``. Beyond-accuracy metrics: :mod:`streams.offline.beyond`
     (ILD on ``item_vectors``, default the first :class:`ShortTermModel`'s text index); with
-    :class:`MMRModel` rows, lambda is chosen on validation (:func:`choose_mmr_lambda`)."""
+    :class:`MMRModel` rows, lambda is chosen on validation (:func:`choose_mmr_lambda`); with
+    ``cold_start``, the cold-start table too (:mod:`streams.offline.coldstart`)."""
     if not k_values or min(k_values) < 1:
         raise EvaluationError(f"k_values must be >= 1, got {tuple(k_values)}")
     start = time.perf_counter()
@@ -222,9 +223,13 @@ def run_evaluation(
     ]
     mmr_models = [m for m in chosen if isinstance(m, MMRModel)]
     choice = choose_mmr_lambda(scores, [m for m in mmr_models if m.base is mmr_models[0].base], k)
+    sections: dict[str, ColdStartTable] = {}
+    if cold_start is not None:
+        timelines = [(*u.history, u.validation, u.test) for u in data.users]
+        sections["cold_start"] = cold_start.run(timelines, data.train, Path(events_path), chosen, k)
     seconds["total"] = time.perf_counter() - start
     return write_outputs(data.stats, tuple(sorted(set(k_values))), scores, seconds, Path(out_dir),
-                         {"mmr": choice} if choice else None)  # fmt: skip
+                         {"mmr": choice} if choice else None, sections)  # fmt: skip
 
 
 def _evaluate_model(
@@ -240,30 +245,13 @@ def _evaluate_model(
         contexts = data.contexts(stage)
         targets = [user.target(stage) for user in data.users]
         for masked in (True, False):
-            ranked = _rank_all(model, contexts, max(k_values), masked)
+            ranked = rank_all(model, contexts, max(k_values), masked)
             metrics = score_ranks(target_ranks(ranked, targets), k_values)
             row = ModelScores(model.name, stage, masked, len(contexts), metrics)
             scores.append((row, ranked))
         timings[stage] = time.perf_counter() - start
     log.info("%s: %s", model.name, {k: round(v, 2) for k, v in timings.items()})
     return scores, timings
-
-
-def _rank_all(
-    model: Recommender, users: Sequence[UserContext], k: int, masked: bool
-) -> list[list[str]]:
-    """Rank ``users`` in batches and check the model kept its contract."""
-    ranked: list[list[str]] = []
-    for start in range(0, len(users), RANK_BATCH):
-        batch = users[start : start + RANK_BATCH]
-        got = model.rank(batch, k, exclude_seen=masked)
-        if len(got) != len(batch) or any(len(items) > k for items in got):
-            raise EvaluationError(f"{model.name}: rank must give <= {k} items for each user")
-        for user, items in zip(batch, got, strict=True):
-            if masked and not user.seen().isdisjoint(items):
-                raise EvaluationError(f"{model.name}: recommended a seen item to {user.user_id}")
-        ranked.extend(got)
-    return ranked
 
 
 # --------------------------------------------------------------------------- CLI
@@ -328,6 +316,7 @@ def _rank_all(
     f"repeatable (default: {', '.join(map(str, MMR_GRID))}; lambda is chosen on validation).",
 )
 @click.option("--no-mmr", is_flag=True, help="No MMR rows.")
+@click.option("--cold-start", is_flag=True, help="Add the cold-start table (first 1-5 events).")
 @click.pass_context
 def evaluate_command(
     ctx: click.Context,
@@ -340,6 +329,7 @@ def evaluate_command(
     peer_files: tuple[Path, ...],
     mmr_lambdas: tuple[float, ...],
     no_mmr: bool,
+    cold_start: bool,
 ) -> None:
     """Offline quality: leave-one-out by time; popularity, short-term vector, Transformer,
     its blends with the short-term vector, peers."""
@@ -376,6 +366,9 @@ def evaluate_command(
         out_dir=out_dir or settings.home / "eval",
         max_users=max_users,
         models=models,
+        cold_start=ColdStart.from_settings(settings, sequence=sequence_dir is not None)
+        if cold_start
+        else None,
     )
     click.echo(report.markdown())
     click.echo(f"written: {report.json_path}, {report.markdown_path}")

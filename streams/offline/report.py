@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,6 +21,7 @@ __all__ = [
     "EvaluationReport",
     "MetricValue",
     "ModelScores",
+    "Section",
     "mean_se",
     "metric_names",
     "score_ranks",
@@ -50,6 +51,15 @@ class ModelScores:
     masked: bool
     n_users: int
     metrics: dict[str, MetricValue]
+
+
+class Section(Protocol):
+    """A table run beside the main one (e.g. the cold-start table): a key of the JSON report,
+    and Markdown printed after the main table."""
+
+    def as_json(self) -> dict[str, Any]: ...
+
+    def markdown(self) -> str: ...
 
 
 def metric_names(k_values: Sequence[int]) -> list[str]:
@@ -97,6 +107,8 @@ class EvaluationReport:
     chart_note: str
     selections: dict[str, Any] = field(default_factory=dict)
     """Choices made on the validation split (e.g. ``mmr``: the MMR lambda), with a ``summary``."""
+    sections: Mapping[str, Section] = field(default_factory=dict)
+    """Tables run beside the main one, by JSON key (e.g. ``cold_start``)."""
 
     def score(self, model: str, stage: str, *, masked: bool) -> ModelScores:
         for s in self.scores:
@@ -115,6 +127,7 @@ def write_outputs(
     seconds: dict[str, Any],
     out_dir: Path,
     selections: dict[str, Any] | None = None,
+    sections: Mapping[str, Section] | None = None,
 ) -> EvaluationReport:
     out_dir.mkdir(parents=True, exist_ok=True)
     chart_path = out_dir / "evaluation.png"
@@ -129,6 +142,7 @@ def write_outputs(
         chart_path=None if chart_note else chart_path,
         chart_note=chart_note,
         selections=dict(selections or {}),
+        sections=dict(sections or {}),
     )
     report.json_path.write_text(json.dumps(_as_json(report), indent=2) + "\n", encoding="utf-8")
     report.markdown_path.write_text(report.markdown(), encoding="utf-8")
@@ -157,6 +171,7 @@ def _as_json(report: EvaluationReport) -> dict[str, Any]:
             for s in report.scores
         ],
         "selections": report.selections,
+        **{name: section.as_json() for name, section in report.sections.items()},
         "chart": str(report.chart_path) if report.chart_path else report.chart_note,
     }
 
@@ -180,6 +195,7 @@ def _markdown(report: EvaluationReport) -> str:
                 mask = "masked" if masked else "unmasked"
                 lines.append(f"| {stage} | {mask} | {s.model} | " + " | ".join(cells) + " |")
     lines.extend(["", *(f"{v['summary']}" for v in report.selections.values())])
+    lines.extend(f"\n{section.markdown()}" for section in report.sections.values())
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
