@@ -112,7 +112,7 @@ class Settings:
     interest_slots: int = 1
     explore_slots: int = 0
     negative_dwell_ms: int = 3000
-    personal_after: int = 5
+    personal_after: int = 3
     trending_window_s: float = 3600.0
     trending_hop_s: float = 300.0
     model_poll_s: float = 5.0
