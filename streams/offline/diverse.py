@@ -26,6 +26,7 @@ __all__ = [
     "MMRModel",
     "ScoredRecommender",
     "choose_mmr_lambda",
+    "lists_models",
     "served_model",
 ]
 
@@ -101,6 +102,18 @@ class ListsModel:
             ids += [r.item_id for r in candidates if r.item_id not in listed]
             out.append(ids[:k])
         return out
+
+
+def lists_models(base: ScoredRecommender, lam: float, slots: Sequence[str]) -> list[ListsModel]:
+    """One :class:`ListsModel` row per ``"I,E"`` (interest slots, exploration slots)."""
+    rows = []
+    for pair in slots:
+        try:
+            interests, explore = (int(n) for n in pair.split(","))
+        except ValueError:
+            raise EvaluationError(f"--lists takes I,E (two whole numbers), got {pair!r}") from None
+        rows.append(ListsModel(base, lam=lam, interest_slots=interests, explore_slots=explore))
+    return rows
 
 
 def _states(base: ScoredRecommender, users: Sequence[UserContext]) -> list[InterestState]:

@@ -5,16 +5,15 @@ target, the rest the history (users with fewer than 3 events are skipped and cou
 is fitted once on the training events (every user's history, never a validation or test
 event) and then ranks the whole catalog for each user from the events before the target: the
 history for validation, history + validation event for test. Numbers are reported with the
-user's own events masked (what a live recommender serves) and unmasked. See
-``docs/evaluation.md``.
+user's own events masked (what a live recommender serves) and unmasked (docs/evaluation.md).
 
 A model is anything shaped like :class:`Recommender` (:mod:`streams.offline.rankers`):
 popularity, the stream's short-term vector replayed through the very same
 :func:`interest_state.update` / :func:`interest_state.rank`, the sequence Transformer and its
-blends run exactly as the stream's pipeline runs them (ring-built histories, ONNX Runtime,
-:func:`interest_state.rank_blended`), and peers' stored rankings (:mod:`streams.offline.peers`),
-so the quality measured here is the quality served online. Metrics and the JSON / Markdown /
-PNG outputs are in :mod:`streams.offline.report`.
+blends and lists run exactly as the stream runs them (ring-built histories, ONNX Runtime,
+:func:`interest_state.rank_blended`, :class:`streams.worker.lists.ListMaker`), and peers'
+stored rankings (:mod:`streams.offline.peers`): the quality measured here is the quality served
+online. Metrics and outputs: :mod:`streams.offline.report`.
 
     StreamError
      └── EvaluationError   the data cannot be evaluated, or a model broke the ranking contract
@@ -42,7 +41,13 @@ from streams.errors import EvaluationError
 from streams.offline.batches import rank_all
 from streams.offline.beyond import ItemVectors, ListMetrics
 from streams.offline.coldstart import ColdStart, ColdStartTable
-from streams.offline.diverse import MMR_GRID, MMRModel, choose_mmr_lambda, served_model
+from streams.offline.diverse import (
+    MMR_GRID,
+    MMRModel,
+    choose_mmr_lambda,
+    lists_models,
+    served_model,
+)
 from streams.offline.peers import PeerModel
 from streams.offline.rankers import (
     PopularityModel,
@@ -316,6 +321,8 @@ def _evaluate_model(
     f"repeatable (default: {', '.join(map(str, MMR_GRID))}; lambda is chosen on validation).",
 )
 @click.option("--no-mmr", is_flag=True, help="No MMR rows.")
+@click.option("--lists", "list_slots", multiple=True, metavar="I,E", help="Add the served lists: "
+              "MMR, I interest slots, E exploration slots (streams.worker.lists); repeatable.")
 @click.option("--cold-start", is_flag=True, help="Add the cold-start table (first 1-5 events).")
 @click.pass_context
 def evaluate_command(
@@ -329,10 +336,10 @@ def evaluate_command(
     peer_files: tuple[Path, ...],
     mmr_lambdas: tuple[float, ...],
     no_mmr: bool,
+    list_slots: tuple[str, ...],
     cold_start: bool,
 ) -> None:
-    """Offline quality: leave-one-out by time; popularity, short-term vector, Transformer,
-    its blends with the short-term vector, peers."""
+    """Offline quality by time: popularity, short-term, Transformer, blends, lists, peers."""
     settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings.from_env()
     items_path, events_path = data_paths(settings, items_path, events_path)
     model_dir = settings.resolved_model_dir
@@ -344,7 +351,7 @@ def evaluate_command(
     if sequence_dir is None and is_sequence_model(settings.resolved_sequence_model_dir):
         sequence_dir = settings.resolved_sequence_model_dir
     mmr_lambdas = () if no_mmr else (mmr_lambdas or MMR_GRID)
-    if sequence_dir is not None and (mmr_lambdas or not blend_weights):
+    if sequence_dir is not None and (mmr_lambdas or list_slots or not blend_weights):
         blend_weights = tuple(dict.fromkeys((*blend_weights, settings.blend_weight)))
     models = default_models(
         model_dir,
@@ -355,9 +362,10 @@ def evaluate_command(
         history_len=settings.history_len,
         quantized=settings.encoder_int8,
     )
-    if mmr_lambdas:
+    if mmr_lambdas or list_slots:
         served = served_model(models, settings.blend_weight if sequence_dir else None)
         models.extend(MMRModel(served, lam) for lam in mmr_lambdas)
+        models.extend(lists_models(served, settings.mmr_lambda, list_slots))
     models.extend(PeerModel.load(path) for path in peer_files)
     report = run_evaluation(
         items_path,

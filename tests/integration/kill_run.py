@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +55,14 @@ from tests.integration.poison_records import create_topics
 __all__ = [
     "DISTURBED",
     "FLOAT_RTOL",
+    "Collected",
+    "Disturb",
     "Kill",
+    "RecWatcher",
     "Restart",
     "RunResult",
     "Scenario",
+    "Sender",
     "SentEvent",
     "UserDiff",
     "build_events",
@@ -238,9 +242,11 @@ class Sender(threading.Thread):
                                   "enable.idempotence": False, "acks": "all"})  # fmt: skip
         self.sent = 0
         self.ends: dict[tuple[str, int], int] = {}
+        """(topic, partition) -> last acked offset + 1."""
         self.where: dict[str, tuple[str, int, int]] = {}
         """event id -> (topic, partition, offset)."""
-        """(topic, partition) -> last acked offset + 1."""
+        self.sent_at: list[float] = []
+        """When each event was handed to the producer (epoch seconds), in sending order."""
         self.acked_by_user: Counter[str] = Counter()
         self.errors: list[str] = []
         self.done_at: float | None = None
@@ -265,6 +271,7 @@ class Sender(threading.Thread):
             topic = self.topics[ev.topic_kind]
             key = ev.user_id.encode()
             self.producer.produce(topic, value=ev.value, key=key, on_delivery=self._on_delivery)
+            self.sent_at.append(time.time())
             self.producer.poll(0)
             self.sent = i + 1
         left = self.producer.flush(60)
@@ -275,13 +282,14 @@ class Sender(threading.Thread):
 
 class RecWatcher(threading.Thread):
     """Reads the recommendations topic from the start: the create time of each message, and
-    the event ids the messages answer."""
+    the event ids the messages answer (``answers``: both, a message each, in reading order)."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
         super().__init__(daemon=True, name="kill-run-recs")
         self.stop = threading.Event()
         self.stamps: list[float] = []
         self.answered: set[str] = set()
+        self.answers: list[tuple[float, tuple[str, ...]]] = []
         self.lock = threading.Lock()
         self.consumer = Consumer({"bootstrap.servers": bootstrap,
                                   "group.id": f"kill-run-{uuid.uuid4().hex[:6]}",
@@ -297,9 +305,11 @@ class RecWatcher(threading.Thread):
                         continue
                     kind, ms = msg.timestamp()
                     ids = _answered(msg.value())
+                    stamp = ms / 1000.0 if kind and ms > 0 else time.time()
                     with self.lock:
-                        self.stamps.append(ms / 1000.0 if kind and ms > 0 else time.time())
+                        self.stamps.append(stamp)
                         self.answered.update(ids)
+                        self.answers.append((stamp, tuple(ids)))
         finally:
             self.consumer.close()
 
@@ -432,8 +442,9 @@ def _drain(
 
 
 @dataclass
-class _Collected:
-    """What one run gathered, before it is counted."""
+class Collected:
+    """What one run gathered, before it is counted (a :data:`Disturb` fills ``restarts`` and
+    ``first_rec_s``)."""
 
     sender: Sender
     restarts: list[Restart] = field(default_factory=list)
@@ -447,23 +458,32 @@ class _Collected:
     answered: set[str] = field(default_factory=set)
 
 
+Disturb = Callable[[Deployment, RecWatcher, Collected, int, Scenario, float], float]
+"""What happens to the workers while the events are sent: ``(dep, watcher, got, n_events,
+scenario, t0) -> the last worker start`` (epoch seconds; the drain deadline counts from it, or
+from the last event sent if later). It starts the workers and ``got.sender``, and returns once
+the sender is done."""
+
+
 def run_scenario(
     dep: Deployment,
     catalog: Sequence[Any],
     events: Sequence[SentEvent],
     scenario: Scenario,
     label: str = "run",
+    disturb: Disturb | None = None,
 ) -> RunResult:
-    """Run ``events`` through ``dep``'s worker, killed and restarted as ``scenario`` says."""
+    """Run ``events`` through ``dep``'s worker, killed and restarted as ``scenario`` says (or
+    through the workers ``disturb`` starts, stops and kills)."""
     t0 = time.time()
     _produce_catalog(dep, catalog)
     watcher = RecWatcher(dep.bootstrap, dep.topics.recommendations, dep.partitions)
     watcher.start()
     commits = CommitWatcher(dep, t0)
     commits.start()
-    got = _Collected(Sender(dep, events, scenario.rate))
+    got = Collected(Sender(dep, events, scenario.rate))
     try:
-        last = _disturb(dep, watcher, got, len(events), scenario, t0)
+        last = (disturb or _disturb)(dep, watcher, got, len(events), scenario, t0)
         since = max(last, got.sender.done_at or last)
         got.behind, caught_up_s = _drain(dep, got.sender, since, scenario.drain_s)
         got.caught_up_s = None if got.behind else caught_up_s
@@ -484,7 +504,7 @@ def run_scenario(
 def _disturb(
     dep: Deployment,
     watcher: RecWatcher,
-    got: _Collected,
+    got: Collected,
     n_events: int,
     scenario: Scenario,
     t0: float,
@@ -531,7 +551,7 @@ def _final_states(
 
 
 def _result(
-    label: str, dep: Deployment, events: Sequence[SentEvent], got: _Collected, wall_s: float
+    label: str, dep: Deployment, events: Sequence[SentEvent], got: Collected, wall_s: float
 ) -> RunResult:
     sent_ids: dict[str, set[str]] = defaultdict(set)
     for ev in events[: got.sender.sent]:
@@ -687,20 +707,19 @@ def format_table(results: Sequence[RunResult]) -> str:
 def format_result(r: RunResult) -> str:
     """One line of figures, then the details that explain a failure."""
     lines = [format_table([r])]
+    kills = ", ".join(f"{x.at_s:.1f}" for x in r.restarts)
+    kills = f"; kills at {kills} s" if kills else ""
     if r.unfetched_partitions:
-        kills = ", ".join(f"{x.at_s:.1f}" for x in r.restarts)
         stuck = ", ".join(r.unfetched_partitions)
         lines.append(f"  unfetched: events above the committed offset (when it last moved, s; "
-                     f"how many of them a recommendation answered); kills at {kills} s: "
-                     f"{stuck}")  # fmt: skip
+                     f"how many of them a recommendation answered{kills}): {stuck}")  # fmt: skip
     if r.per_user:
         worst = sorted(r.per_user.items(), key=lambda kv: -abs(kv[1][1] - kv[1][0]))[:8]
         lines.append("  users sent -> n_events: " + ", ".join(
             f"{u}: {s} -> {n}" for u, (s, n) in worst))  # fmt: skip
     if r.drops:
-        kills = ", ".join(f"{x.at_s:.1f}" for x in r.restarts)
-        lines.append(f"  states that went backwards (n_events before -> after at s; kills at "
-                     f"{kills} s): " + ", ".join(f"{u}: " + " ".join(
+        lines.append(f"  states that went backwards (n_events before -> after at s{kills}): "
+                     + ", ".join(f"{u}: " + " ".join(
                          f"{a}->{b}@{t:.1f}" for a, b, t in d) for u, d in
                          sorted(r.drops.items())[:8]))  # fmt: skip
     if r.differing:
