@@ -43,6 +43,16 @@ def unit(vector: npt.NDArray[Any]) -> FloatVector | None:
     return (as64 / norm).astype(np.float32)
 
 
+def unit_rows(rows: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The rows of a matrix scaled to unit L2 norm, as float64 (all-zero rows stay zero)."""
+    matrix = np.asarray(rows, dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    out: npt.NDArray[np.float64] = np.divide(
+        matrix, norms, out=np.zeros_like(matrix), where=norms > 0.0
+    )
+    return out
+
+
 #: Up to this many queries, :func:`inner_products` takes the product the other way round.
 FEW_QUERIES = 32
 

@@ -26,6 +26,7 @@ from collections.abc import Collection, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from .arrays import unit_rows
 from .events import EventType
 from .interests import interest_units
 from .rank import Catalog, Recommendation
@@ -123,7 +124,7 @@ def push_down_disliked(
     if len(bad) == 0 or not found:
         return list(candidates)
     closeness = np.zeros(len(candidates))
-    closeness[found] = np.clip(_units(vectors) @ _units(bad).T, 0.0, 1.0).max(axis=1)
+    closeness[found] = np.clip(unit_rows(vectors) @ unit_rows(bad).T, 0.0, 1.0).max(axis=1)
     scores = np.array([r.score for r in candidates])
     span = float(scores.max() - scores.min()) or 1.0
     moved = scores - closeness * span
@@ -194,15 +195,6 @@ def _explore_far(
     if not found or len(on_list) == 0:
         return [Recommendation(r.item_id, r.score, EXPLORE_UNTAGGED) for r in rest[:n]]
     closeness = np.ones(len(rest))
-    closeness[found] = (_units(vectors) @ _units(on_list).T).max(axis=1)
+    closeness[found] = (unit_rows(vectors) @ unit_rows(on_list).T).max(axis=1)
     order = np.lexsort((np.arange(len(rest)), closeness))[:n]
     return [Recommendation(rest[i].item_id, rest[i].score, EXPLORE_UNTAGGED) for i in order]
-
-
-def _units(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-    matrix = np.asarray(rows, dtype=np.float64)
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    out: npt.NDArray[np.float64] = np.divide(
-        matrix, norms, out=np.zeros_like(matrix), where=norms > 0.0
-    )
-    return out

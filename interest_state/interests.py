@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .arrays import FloatMatrix
+from .arrays import FloatMatrix, unit_rows
 from .params import UpdateParams
 from .state import InterestState
 
@@ -87,12 +87,12 @@ class Centroids:
     def _nearest(self, vector: npt.NDArray[np.float64]) -> tuple[int | None, float]:
         if not self.sums:
             return None, -1.0
-        cos = _units(np.stack(self.sums)) @ _unit(vector)
+        cos = unit_rows(np.stack(self.sums)) @ _unit(vector)
         best = int(np.argmax(cos))
         return best, float(cos[best])
 
     def _merge_closest(self) -> None:
-        units = _units(np.stack(self.sums))
+        units = unit_rows(np.stack(self.sums))
         sims = units @ units.T
         np.fill_diagonal(sims, -np.inf)
         a, b = sorted(np.unravel_index(int(np.argmax(sims)), sims.shape))
@@ -111,15 +111,7 @@ class Centroids:
 
 def interest_units(state: InterestState) -> FloatMatrix:
     """The state's interest centroids as unit rows (``(m, dim)``; zero rows stay zero)."""
-    return _units(state.interests.astype(np.float64)).astype(np.float32)
-
-
-def _units(rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    out: npt.NDArray[np.float64] = np.divide(
-        rows, norms, out=np.zeros_like(rows), where=norms > 0.0
-    )
-    return out
+    return unit_rows(state.interests.astype(np.float64)).astype(np.float32)
 
 
 def _unit(vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
