@@ -42,7 +42,7 @@ __all__ = [
     "with_comments",
 ]
 
-SECTIONS = ("stream", "encoder", "rank", "ann", "sequence", "state", "store", "gpu")
+SECTIONS = ("stream", "scale", "encoder", "rank", "ann", "sequence", "state", "store", "gpu")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,19 +9,21 @@ Sections, one module each:
 1. ``stream`` (:mod:`streams.bench.stream`): end-to-end events/s of one real worker through the
    broker against two pass-through Faust apps (:mod:`streams.bench.baseline`), event->output
    latency at fixed input rates (:mod:`streams.bench.latency`), and the processes' RSS.
-2. ``encoder`` (:mod:`streams.bench.encoder`): sentences/s of :class:`encoders.TextEncoder` per
+2. ``scale`` (:mod:`streams.bench.scale`): events/s of two workers of one group against one on
+   the same broker, with each process's CPU; the pause when the second joins; state bytes.
+3. ``encoder`` (:mod:`streams.bench.encoder`): sentences/s of :class:`encoders.TextEncoder` per
    batch size vs torch eager; int8 vs fp32; the host work vs ``tokenizers`` alone.
-3. ``rank`` (:mod:`streams.bench.rank`): users/s of :func:`interest_state.rank` over an
+4. ``rank`` (:mod:`streams.bench.rank`): users/s of :func:`interest_state.rank` over an
    :class:`encoders.ItemIndex` of random unit vectors vs a plain numpy matmul + top-k.
-4. ``ann`` (:mod:`streams.bench.ann`): users/s of ranking over approximate candidates
+5. ``ann`` (:mod:`streams.bench.ann`): users/s of ranking over approximate candidates
    (:mod:`encoders.index.ann`) vs exact ranking, with recall@10, at 10k / 100k / 1M items.
-5. ``sequence`` (:mod:`streams.bench.sequence`): the Transformer's users/s vs a one-event step.
-6. ``state`` (:mod:`streams.bench.state`): bytes of one full-ring user state
+6. ``sequence`` (:mod:`streams.bench.sequence`): the Transformer's users/s vs a one-event step.
+7. ``state`` (:mod:`streams.bench.state`): bytes of one full-ring user state
    (:func:`interest_state.encode_state`) vs pickle.
-7. ``store`` (:mod:`streams.bench.store`): RSS of a process holding N users (1M; ``--quick``
+8. ``store`` (:mod:`streams.bench.store`): RSS of a process holding N users (1M; ``--quick``
    100k) in the worker's RocksDB table store vs faust's default store options, and a real
    worker that recovered them (:mod:`streams.bench.store_worker`).
-8. ``gpu`` (:mod:`streams.bench.gpu`): the encoder and the worker on CUDA vs their baselines.
+9. ``gpu`` (:mod:`streams.bench.gpu`): the encoder and the worker on CUDA vs their baselines.
 
 What the sections share (config, rows, table, timing, data) is in :mod:`streams.bench.common`;
 the child processes they start and watch in :mod:`streams.bench.processes`.
@@ -54,6 +56,7 @@ __all__ = ["Report", "bench_command", "run_bench", "section_rows"]
 #: The line each section prints to stderr as it starts (the others start silently).
 PROGRESS = {
     "stream": "stream: broker, no-op, table+send and worker stages ...",
+    "scale": "scale: one worker, then two of one group, on one broker ...",
     "encoder": "encoder ...",
     "rank": "rank ...",
     "ann": "ann: exact vs approximate ranking at large catalogs ...",
@@ -137,6 +140,10 @@ def section_rows(name: str, settings: Settings, cfg: BenchConfig, tmp: Path,
             from streams.bench.stream import stream_section
 
             return stream_section(settings, cfg, tmp)
+        case "scale":
+            from streams.bench.scale import scale_section
+
+            return scale_section(settings, cfg, tmp)
         case "encoder":
             from streams.bench.encoder import encoder_section, encoder_texts
 
