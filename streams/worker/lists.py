@@ -20,6 +20,10 @@ makes them into the list that is sent, for a whole microbatch at once:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from interest_state import (
     Catalog,
@@ -35,13 +39,50 @@ from interest_state import (
     trending_share,
 )
 
-__all__ = ["MMR_CANDIDATES", "ListMaker"]
+__all__ = ["MMR_CANDIDATES", "ApproxSearch", "ListMaker"]
 
 MMR_CANDIDATES = 50
 """How many of the best items MMR re-ranks (as in the evaluation that chose its lambda)."""
 
 Trending = Callable[[int], Sequence[tuple[str, float]]]
 """Up to ``n`` most trending item ids with their scores, most trending first."""
+
+
+class _Candidates(Protocol):
+    def candidates(self, queries: npt.ArrayLike, count: int) -> Any: ...
+
+
+class ApproxSearch:
+    """``catalog`` searched through a candidate index (faiss or the device: its ``count`` best
+    rows per query, and every row it does not cover yet, rescored exactly; deleted rows left
+    out): what the interest slots search on a catalog the ranking ranks approximately, instead
+    of a product with every item."""
+
+    def __init__(self, catalog: Any, index: _Candidates) -> None:
+        self.catalog, self.index = catalog, index
+
+    def __getattr__(self, name: str) -> Any:  # dim, __len__ lookups, item_id_at, vectors_of ...
+        return getattr(self.catalog, name)
+
+    def __len__(self) -> int:
+        return len(self.catalog)
+
+    def search(self, queries: npt.NDArray[np.float32], k: int
+               ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:  # fmt: skip
+        found = self.index.candidates(queries, k)
+        vectors = self.catalog.vectors_view()
+        rows = np.asarray(found.rows, dtype=np.int64)
+        tail = np.arange(found.covered, len(vectors), dtype=np.int64)  # not in the index yet
+        if len(tail):
+            rows = np.concatenate([rows, np.broadcast_to(tail, (len(rows), len(tail)))], axis=1)
+        usable = (rows >= 0) & (rows < len(vectors))
+        usable[usable] &= ~np.isin(rows[usable], self.catalog.deleted_rows)
+        picked = vectors[np.where(usable, rows, 0)]
+        scores = np.einsum("md,mkd->mk", np.asarray(queries, np.float32), picked)
+        scores = np.where(usable, scores, -np.inf).astype(np.float32)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        rows = np.where(usable, rows, -1)
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
 
 
 class ListMaker:
@@ -90,10 +131,12 @@ class ListMaker:
         ranked: list[list[Recommendation]],
         k: int,
         hide: Sequence[Collection[str]] | None = None,
+        search_in: Catalog | None = None,
     ) -> list[list[Recommendation]]:
         """Each user's list of (up to) ``k`` from their ranked candidates (module docstring);
         ``hide`` (one collection per state) keeps more items than the ring's off the lists (the
-        offline evaluation hides a user's older history)."""
+        offline evaluation hides a user's older history); ``search_in``: where the interests'
+        items are searched (default the catalog, exactly; :class:`ApproxSearch` for a large one)."""
         pools = [push_down_disliked(state, recs, self.catalog)
                  for state, recs in zip(states, ranked, strict=True)]  # fmt: skip
         if self.mmr_lambda < 1.0:
@@ -103,7 +146,7 @@ class ListMaker:
         extra_i = self.interest_slots if k > self.interest_slots + self.explore_slots else 0
         extra_e = self.explore_slots if k > self.explore_slots else 0
         if extra_i or extra_e:
-            hits = interest_hits(states, self.catalog)
+            hits = interest_hits(states, search_in or self.catalog)
             hidden = hide if hide is not None else [() for _ in states]
             lists = [
                 self._with_extras(state, pool, listed, found, set(gone), k, extra_i, extra_e)

@@ -41,7 +41,7 @@ from interest_state.blend_ann import rank_approx, rank_blended_approx
 from streams.contract import ItemRecord
 from streams.worker.candidates import candidate_kind, describe, new_candidate_index
 from streams.worker.items import encode_items, live_known, live_long_items
-from streams.worker.lists import ListMaker
+from streams.worker.lists import ApproxSearch, ListMaker
 from streams.worker.long_term import ActiveSequence, AlignedItems, ring_history
 from streams.worker.outcomes import BatchResult, Updated, UserOutcome, triage
 from streams.worker.vector_cache import VectorCache
@@ -331,7 +331,9 @@ class Pipeline:
         """States (with their long-term vectors), their recommendations (the best
         :meth:`ListMaker.candidates` made into lists of ``k``), the model version."""
         states, ranked, version = self._rank_candidates(states, active, self.lists.candidates(k))
-        return states, self.lists.finish(states, ranked, k), version
+        ann, large = self.text_ann, len(self.index) >= self.ann_min_items > 0
+        near = ApproxSearch(self.index, ann) if ann is not None and large else None
+        return states, self.lists.finish(states, ranked, k, search_in=near), version
 
     def _rank_candidates(
         self, states: list[InterestState], active: ActiveSequence | None, k: int

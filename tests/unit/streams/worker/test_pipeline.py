@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from interest_state import (
     nearest_titles,
 )
 from streams.contract import ItemRecord
+from streams.worker.lists import ApproxSearch
 from streams.worker.pipeline import Pipeline, candidate_kind
 from tests.unit.conftest import SEQ_ITEMS, SEQ_TITLES
 
@@ -160,14 +162,17 @@ def test_large_catalogs_rank_over_candidates_as_exact_ranking_would(
     items = [ItemRecord(i, SEQ_TITLES[i], SEQ_TITLES[i], ()) for i in SEQ_ITEMS]
     events = [ev(f"e{n}", f"u{n % 3}", f"s{n}", ts=1000.0 + n) for n in range(9)]
     approx_calls = count_calls(monkeypatch, "rank_blended_approx")
+    searched = []
+    monkeypatch.setattr(ApproxSearch, "search", _counted(ApproxSearch.search, searched))
     lists = []
     for ann_min_items in (0, 4):  # 0: always exact; 4: this 20-item catalog is "large"
         p = Pipeline(tiny_encoder, UpdateParams(history_len=8), top_k=4, sequence=model,
-                     ann_min_items=ann_min_items, candidate_index=candidate_index)
+                     ann_min_items=ann_min_items, candidate_index=candidate_index,
+                     interest_slots=1)  # the interests' items searched through it too
         p.add_items(items)
         result = p.process(events, {})
         lists.append({u: [r.item_id for r in o.recommendations] for u, o in result.users.items()})
-    assert approx_calls == [3]
+    assert approx_calls == [3] and len(searched) == 1
     assert lists[0] == lists[1]
     assert p.text_ann is not None and p.long_ann is not None
     if candidate_index == "device":
@@ -177,6 +182,14 @@ def test_large_catalogs_rank_over_candidates_as_exact_ranking_would(
         assert p.candidate_summary == "exact search on CPUExecutionProvider (float32) from 4 items"
     else:
         assert isinstance(p.text_ann, AnnIndex) and p.text_ann.covered == 0
+
+
+def _counted(method: Any, calls: list[int]) -> Any:
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return method(self, *args, **kwargs)
+
+    return counted
 
 
 def test_the_candidate_index_follows_the_provider_unless_chosen() -> None:
