@@ -29,7 +29,6 @@ once it is healthy, so its rebalance shows some seconds into the window.
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.bench.scale import longest_gap
 from tests.integration.conftest import Deployment, Worker
 from tests.integration.kill_run import (
     Collected,
@@ -252,7 +252,7 @@ def pauses(plan: Plan) -> tuple[Pause, ...]:
     out = []
     for n, (what, at, sent) in enumerate(plan.changes):
         end = plan.changes[n + 1][1] if n + 1 < len(plan.changes) else sender.done_at or at
-        gap, gap_from = _longest_gap(stamps, at, end)
+        gap, gap_from = longest_gap(stamps, at, end)
         waits: dict[int, float] = defaultdict(float)
         unanswered = 0
         for ev, sent_at in zip(plan.events, sender.sent_at, strict=False):
@@ -267,21 +267,6 @@ def pauses(plan: Plan) -> tuple[Pause, ...]:
         out.append(Pause(what, at - plan.t0, sent, gap, gap_rel, dict(sorted(waits.items())),
                          unanswered))  # fmt: skip
     return tuple(out)
-
-
-def _longest_gap(
-    stamps: Sequence[float], start: float, end: float
-) -> tuple[float | None, float | None]:
-    """The longest gap between consecutive ``stamps`` (sorted) that ends after ``start`` and
-    begins before ``end``; -> (its length, where it began)."""
-    i = max(bisect.bisect_right(stamps, start) - 1, 0)
-    best: tuple[float | None, float | None] = (None, None)
-    while i + 1 < len(stamps) and stamps[i] < end:
-        gap = stamps[i + 1] - stamps[i]
-        if best[0] is None or gap > best[0]:
-            best = (gap, stamps[i])
-        i += 1
-    return best
 
 
 # --------------------------------------------------------------------------- one run
