@@ -1,6 +1,6 @@
 """``interest-stream``: worker, produce, tail, forget, demo, data, export; and, imported when
 run: bench, evaluate, train, trainer (retrain from the log, promote a better model), model
-(list the served model's versions, roll back)."""
+(list the served model's versions, roll back), ab (the A/B test's report)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ class _LazyGroup(click.Group):
     """Commands that live in heavier modules are imported only when they are run."""
 
     lazy = {
+        "ab": ("streams.offline.ab_report", "ab_group"),
         "bench": ("streams.bench.main", "bench_command"),
         "evaluate": ("streams.offline.evaluate", "evaluate_command"),
         "model": ("streams.offline.versions", "model_group"),

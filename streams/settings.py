@@ -106,6 +106,11 @@ class Settings:
     half_life_s: float = 6 * 3600.0
     history_len: int = 50
     sequence_model_dir: Path | None = None
+    #: A/B (:mod:`streams.worker.ab`): variant B's model folder (``None``: no A/B), the share
+    #: of users it serves, and the salt of the users' hash (a new salt, a new split).
+    ab_model_dir: Path | None = None
+    ab_share: float = 0.5
+    ab_salt: str = "interest-stream-ab"
     blend_weight: float = 0.95
     mmr_lambda: float = 0.5
     interests: int = 4
@@ -184,6 +189,7 @@ class Settings:
             (self.broker_wait_s >= 0, "broker_wait_s must be >= 0 (0: do not wait)"),
             (1 <= self.history_len <= 1024, "history_len must be 1..1024"),
             (0.0 <= self.blend_weight <= 1.0, "blend_weight must be in [0, 1]"),
+            (0.0 <= self.ab_share <= 1.0, "ab_share must be in [0, 1] (the share of users in B)"),
             (0.0 <= self.mmr_lambda <= 1.0, "mmr_lambda must be in [0, 1] (1: no re-ranking)"),
             (1 <= self.interests <= 16, "interests must be 1..16"),
             (0 <= self.interest_slots and 0 <= self.explore_slots
@@ -272,6 +278,9 @@ ENV_VARS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "INTEREST_STREAM_HALF_LIFE_S": ("half_life_s", float),
     "INTEREST_STREAM_HISTORY_LEN": ("history_len", int),
     "INTEREST_STREAM_SEQUENCE_MODEL_DIR": ("sequence_model_dir", Path),
+    "INTEREST_STREAM_AB_MODEL_DIR": ("ab_model_dir", Path),
+    "INTEREST_STREAM_AB_SHARE": ("ab_share", float),
+    "INTEREST_STREAM_AB_SALT": ("ab_salt", str),
     "INTEREST_STREAM_BLEND_WEIGHT": ("blend_weight", float),
     "INTEREST_STREAM_MMR_LAMBDA": ("mmr_lambda", float),
     "INTEREST_STREAM_INTERESTS": ("interests", int),

@@ -49,7 +49,15 @@ from streams.worker.kafka_auth import feed_consumer
 from streams.worker.schemas import decode_event, decode_item
 from streams.worker.topics import true_end_offsets
 
-__all__ = ["SINCE", "LogSnapshot", "Since", "log_ends", "parse_since", "read_log"]
+__all__ = [
+    "SINCE",
+    "LogSnapshot",
+    "Since",
+    "log_ends",
+    "parse_since",
+    "read_log",
+    "read_partitions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +256,7 @@ async def _read(
             raise DatasetError(f"none of the event topics {', '.join(topics.events)} exists")
         ends = await true_end_offsets(consumer, tps)
         starts = await _starts(consumer, tps, since)
-        await _read_partitions(consumer, starts, ends, on_event)
+        await read_partitions(consumer, starts, ends, on_event)
         item_tps = [tp for tp in found if tp.topic == topics.items]
         catalog = read_items(items_path) if items_path else await _catalog(consumer, item_tps)
     if not catalog:
@@ -278,7 +286,7 @@ async def _starts(
     }  # -1: no record at or after ``since`` (read nothing)
 
 
-async def _read_partitions(
+async def read_partitions(
     consumer: AIOKafkaConsumer,
     starts: Mapping[TopicPartition, int],
     ends: Mapping[TopicPartition, int],
@@ -332,7 +340,7 @@ async def _catalog(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> lis
             return
         items[item.item_id] = ((record.partition, record.offset), item)
 
-    await _read_partitions(consumer, starts, ends, on_item)
+    await read_partitions(consumer, starts, ends, on_item)
     if bad:
         log.warning("catalog: %d item records do not decode: %s", sum(bad.values()), dict(bad))
     return [item for _, item in sorted(items.values(), key=lambda pair: pair[0])]

@@ -248,8 +248,9 @@ def _write_back(
             wiring.table[key] = encode_state(outcome.state)
         latency_ms = (now - first_arrival[user_id]) * 1000.0
         event_ids = outcome.applied + outcome.duplicates + outcome.redelivered
+        version = outcome.model_version or result.model_version
         payload = encode_recommendations(
-            user_id, event_ids, outcome.recommendations, result.model_version, latency_ms, now
+            user_id, event_ids, outcome.recommendations, version, latency_ms, now, outcome.variant
         )
         outgoing.append(Outgoing(key, payload, tuple(stamps.get(user_id, ()))))
         stats.events_applied += len(outcome.applied)
@@ -257,6 +258,7 @@ def _write_back(
         stats.redelivered += len(outcome.redelivered)
         stats.recommendations_out += 1
         stats.latencies_ms.append(latency_ms)
+        stats.online.sent(outcome.variant, latency_ms)
     if wiring.trending is not None and applied:
         wiring.trending.count(applied)
     return outgoing

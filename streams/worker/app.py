@@ -1,5 +1,5 @@
-"""``create_app(settings, pipeline, watcher) -> faust.App``: the one place where the stream is
-wired.
+"""``create_app(settings, pipeline, watcher, ab_watcher) -> faust.App``: the one place where the
+stream is wired.
 
 Topics, agents, the catalog feed, the control feed, the trending table and web views live in
 their own modules; this factory creates the app with settings that suit a low-latency
@@ -107,11 +107,15 @@ def interest_table(app: faust.App, settings: Settings) -> TableT[bytes, bytes]:
 
 
 def create_app(
-    settings: Settings, pipeline: Pipeline, watcher: ModelWatcher | None = None
+    settings: Settings,
+    pipeline: Pipeline,
+    watcher: ModelWatcher | None = None,
+    ab_watcher: ModelWatcher | None = None,
 ) -> faust.App:
     """Build the Faust app for ``settings`` around a ready :class:`Pipeline`.
 
-    With a ``watcher``, a timer hot-reloads the sequence model it watches.
+    With a ``watcher``, a timer hot-reloads the sequence model it watches; with an
+    ``ab_watcher`` (A/B, :mod:`streams.worker.ab`), another timer variant B's.
     """
     if settings.bootstrap is None:
         raise SettingsError("create_app needs settings.bootstrap (start a broker first)")
@@ -136,17 +140,22 @@ def create_app(
     feed = catalog.CatalogFeed(wiring, pipeline)
     agents.register(wiring, pipeline, feed)
     router = UserRouter(app, changelog_topic_name(settings), settings.partitions)
-    views.register(wiring, pipeline, feed, watcher, router=router)
+    views.register(wiring, pipeline, feed, watcher, router=router, ab_watcher=ab_watcher)
     control.ControlFeed(wiring, table)
-    if watcher is not None:
-        _watch_models(app, watcher, settings.model_poll_s)
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+    for each, name in ((watcher, "sequence-model-watch"), (ab_watcher, "ab-model-watch")):
+        if each is not None:
+            _watch_models(app, each, settings.model_poll_s, loader, name)
     return app
 
 
-def _watch_models(app: faust.App, watcher: ModelWatcher, interval_s: float) -> None:
-    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+def _watch_models(
+    app: faust.App, watcher: ModelWatcher, interval_s: float, loader: ThreadPoolExecutor, name: str
+) -> None:
+    """Poll ``watcher`` every ``interval_s`` in the ``loader`` thread (one for both variants:
+    two models are never loaded at once)."""
 
     async def watch_sequence_model() -> None:
         await asyncio.get_running_loop().run_in_executor(loader, watcher.poll)
 
-    app.timer(interval=interval_s, name="sequence-model-watch")(watch_sequence_model)
+    app.timer(interval=interval_s, name=name)(watch_sequence_model)

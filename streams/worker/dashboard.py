@@ -4,7 +4,8 @@ The server renders the figures of the moment (so the page reads without scripts)
 script in the page then polls ``/metrics.json?history=<t>`` every 2 s, redraws the tables and
 draws the last minutes (the worker's :class:`~streams.worker.history.History`) as inline SVG
 charts: events/s, recommendations/s, dead letters/s by reason, latency p50/p99, consumer lag,
-batch size, online HR@10 by model version. No build step, nothing fetched from elsewhere. Data
+batch size, online HR@10 by model version; and the A/B test's variants side by side (their
+HR, messages and latency). No build step, nothing fetched from elsewhere. Data
 reaches the page as text only (``textContent``, SVG attributes), never as markup.
 
 The "model decisions" table is the tail of the trainer's decisions log
@@ -26,6 +27,7 @@ from streams.worker.inspector import STYLE, search_form
 __all__ = [
     "CHARTS",
     "DECISION_ROWS",
+    "ab_rows",
     "decision_rows",
     "decisions_log",
     "online_rows",
@@ -204,6 +206,7 @@ def state_rows(metrics: dict[str, Any]) -> dict[str, list[tuple[str, Any]]]:
     dlq = sorted(reasons.items(), key=lambda kv: -kv[1]) or [("none", 0)]
     return {"state": state, "flow": flow, "latency": lat, "dlq": dlq,
             "online": online_rows(metrics.get("online") or {}),
+            "ab": ab_rows(metrics.get("ab") or {}, metrics.get("online") or {}),
             "decisions": decision_rows(metrics.get("sequence_model_dir"))}  # fmt: skip
 
 
@@ -218,6 +221,28 @@ def online_rows(online: dict[str, Any]) -> list[tuple[str, Any]]:
                 rows.append((f"{version}, {label}",
                              f"HR {f['hr']} · MRR {f['mrr']} · {f['scored']} events"))  # fmt: skip
     rows.append(("events unscored (user's last list unknown)", online.get("unscored", 0)))
+    return rows
+
+
+def ab_rows(ab: dict[str, Any], online: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Rows of the A/B table (:mod:`streams.worker.ab`): the split, then per variant what it
+    serves, its HR / MRR (last 10 min and all), its messages and their latency."""
+    if not ab.get("enabled"):
+        return [("A/B", "off (set INTEREST_STREAM_AB_MODEL_DIR to serve a second model)")]
+    rows: list[tuple[str, Any]] = [("A/B split", f"{ab.get('share_b')} of users in B, "
+                                                 f"salt {ab.get('salt')!r}")]  # fmt: skip
+    figures = online.get("variants") or {}
+    for variant, served in (ab.get("variants") or {}).items():
+        rows.append((f"{variant}: ranking", served.get("ranking")))
+        f = figures.get(variant) or {}
+        for key, label in (("last_10m", "last 10 min"), ("", "all")):
+            g = f.get(key) if key else f
+            if g and g.get("scored"):
+                rows.append((f"{variant}: online, {label}",
+                             f"HR {g['hr']} · MRR {g['mrr']} · {g['scored']} events"))  # fmt: skip
+        latency = " · ".join(f"{q} {ms} ms" for q, ms in (f.get("latency_ms") or {}).items())
+        rows.append((f"{variant}: messages sent", f"{f.get('recommendations', 0)}"
+                     + (f" · latency {latency}" if latency else "")))  # fmt: skip
     return rows
 
 
@@ -309,6 +334,7 @@ def render_dashboard(metrics: dict[str, Any]) -> str:
 <h2>Dead letters by reason</h2>{tables["dlq"]}
 <h2>Online quality: each event's item in its user's last list (HR@10 · MRR@10)</h2>
 {tables["online"]}
+<h2>A/B test: two models served at once, users split by a hash of their id</h2>{tables["ab"]}
 <h2>Model decisions (the trainer's last {DECISION_ROWS}, newest first)</h2>{tables["decisions"]}
 <h2>User inspector</h2>{search_form()}
 <p><a href=/metrics>/metrics</a> (Prometheus) · <a href=/metrics.json>/metrics.json</a> ·

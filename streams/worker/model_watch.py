@@ -6,7 +6,8 @@ loaded and checked (:func:`streams.worker.long_term.load_checked`) in the caller
 runs :meth:`ModelWatcher.poll` in its own executor thread from a timer), aligned with the item index
 and swapped into the pipeline by one reference assignment: the next batch uses it. A model that
 fails is rejected with its reason (log line, ``/metrics``) and the old one keeps serving; the
-same card is not tried twice.
+same card is not tried twice. With A/B (:mod:`streams.worker.ab`) a second watcher serves
+variant ``B`` from its own folder the same way; its ``/metrics.json`` fields begin with ``ab_``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.errors import ModelRejected
-from streams.worker.long_term import card_fingerprint, load_checked
+from streams.worker.long_term import ActiveSequence, card_fingerprint, load_checked
 from streams.worker.pipeline import Pipeline
 
 __all__ = ["ModelWatcher"]
@@ -31,7 +32,7 @@ class ModelWatcher:
     :meth:`poll` is blocking (run it in an executor thread); it never raises. Counters for
     ``/metrics``: ``loads`` (models put into service, the first included), ``reloads`` (models
     that replaced another), ``rejects`` and
-    ``last_reject``.
+    ``last_reject``. ``variant``: the pipeline slot it serves (``"B"``: the A/B folder).
     """
 
     def __init__(
@@ -41,8 +42,10 @@ class ModelWatcher:
         *,
         provider: str = "auto",
         intra_op_threads: int | None = None,
+        variant: str = "A",
     ) -> None:
         self.folder = Path(folder)
+        self.variant = variant
         self.pipeline = pipeline
         self.provider = provider
         self.intra_op_threads = intra_op_threads
@@ -78,8 +81,8 @@ class ModelWatcher:
                 provider=self.provider,
                 intra_op_threads=self.intra_op_threads,
             )
-            old = self.pipeline.sequence
-            self.pipeline.install_sequence(model)
+            old = self.current
+            self.pipeline.install_sequence(model, self.variant)
         except ModelRejected as exc:
             self._reject(exc.reason)
             return False
@@ -87,9 +90,9 @@ class ModelWatcher:
         if old is not None:
             self.reloads += 1
         log.info(
-            "sequence model %s serving from %s (dim %d, %d items, max_len %d; was %s); "
-            "blend weight %.2f",
-            model.version, self.folder, model.dim, len(model.item_ids), model.max_len,
+            "sequence model %s serving from %s (variant %s, dim %d, %d items, max_len %d; "
+            "was %s); blend weight %.2f",
+            model.version, self.folder, self.variant, model.dim, len(model.item_ids), model.max_len,
             old.version if old else "short-term only", self.pipeline.blend_weight,
         )  # fmt: skip
         if model.max_len > self.pipeline.params.history_len:
@@ -102,14 +105,14 @@ class ModelWatcher:
     def _reject(self, reason: str) -> None:
         self.rejects += 1
         self.last_reject = reason
-        current = self.pipeline.sequence
+        current = self.current
         log.error(
             "sequence model in %s rejected: %s; still serving %s",
             self.folder, reason, current.version if current else "short-term only",
         )  # fmt: skip
 
     def _say_absent(self) -> None:
-        current = self.pipeline.sequence
+        current = self.current
         if current is None:
             log.warning(
                 "no sequence model in %s: ranking with the short-term vector only "
@@ -118,13 +121,20 @@ class ModelWatcher:
         else:
             log.warning("no model card in %s any more; keeping %s", self.folder, current.version)
 
+    @property
+    def current(self) -> ActiveSequence | None:
+        """The model serving this watcher's variant now (``None``: short-term only)."""
+        return self.pipeline.slots[self.variant].sequence
+
     def metrics(self) -> dict[str, Any]:
-        current = self.pipeline.sequence
+        """Its ``/metrics.json`` fields (``ab_``-prefixed for variant ``B``)."""
+        current = self.current
+        prefix = "" if self.variant == "A" else "ab_"
         return {
-            "sequence_model_dir": str(self.folder),
-            "sequence_model_version": current.version if current else None,
-            "model_loads": self.loads,
-            "model_reloads": self.reloads,
-            "model_rejects": self.rejects,
-            "model_last_reject": self.last_reject,
+            f"{prefix}sequence_model_dir": str(self.folder),
+            f"{prefix}sequence_model_version": current.version if current else None,
+            f"{prefix}model_loads": self.loads,
+            f"{prefix}model_reloads": self.reloads,
+            f"{prefix}model_rejects": self.rejects,
+            f"{prefix}model_last_reject": self.last_reject,
         }

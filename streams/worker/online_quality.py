@@ -25,8 +25,13 @@ the versions that served. An empty list is a list: its user's next events are mi
   with ``rate()``), and per-second tallies of the last :data:`WINDOWS_S` (1 and 10 minutes,
   to the second) for the dashboard and ``/metrics.json``.
 
-The figures are on ``/metrics`` (``interest_stream_online_*``), ``/metrics.json`` (``online``)
-and the dashboard's chart; ``docs/monitoring.md`` lists them.
+- **Variants.** With A/B (:mod:`streams.worker.ab`) each list also remembers the variant that
+  served it, and the same tallies are kept per variant (``variants``), beside the messages each
+  variant sent and their latency (:class:`streams.worker.ab.VariantFlow`, fed by
+  :meth:`OnlineQuality.sent`). Without A/B every list is variant ``A``'s.
+
+The figures are on ``/metrics`` (``interest_stream_online_*``, ``interest_stream_ab_*``),
+``/metrics.json`` (``online``) and the dashboard; ``docs/monitoring.md`` lists them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from interest_state import Event
+from streams.worker.ab import VariantFlow
 from streams.worker.outcomes import BatchResult
 
 __all__ = ["K", "MAX_USERS", "WINDOWS_S", "OnlineQuality", "Score", "Tally", "window_name"]
@@ -114,14 +120,19 @@ class OnlineQuality:
         self.k = k
         self.max_users = max_users
         self.windows_s = tuple(sorted(windows_s))
-        #: user -> (model version, item id at rank 1, rank 2, ...): one flat tuple a user
+        #: user -> (model version, variant, item id at rank 1, rank 2, ...): one flat tuple
         self._lists: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         #: model version -> every event scored against its lists since the worker started
         self.totals: dict[str, Tally] = {}
+        #: A/B variant -> the same, by the variant that served the list
+        self.variant_totals: dict[str, Tally] = {}
+        #: the recommendation messages each variant sent, and their latency
+        self.flow = VariantFlow()
         #: events of users whose last list this worker does not know
         self.unscored = 0
-        #: (epoch second, model version -> tally), oldest first, the last max(windows) seconds
-        self._seconds: deque[tuple[int, dict[str, Tally]]] = deque()
+        #: (epoch second, model version -> tally, variant -> tally), oldest first, the last
+        #: max(windows) seconds
+        self._seconds: deque[tuple[int, dict[str, Tally], dict[str, Tally]]] = deque()
 
     def __len__(self) -> int:
         """Users whose last list is remembered."""
@@ -135,18 +146,24 @@ class OnlineQuality:
             self.unscored += 1
             return None
         self._lists.move_to_end(user_id)
-        version, items = remembered[0], remembered[1:]
+        version, variant, items = remembered[0], remembered[1], remembered[2:]
         try:
             score = Score(True, items.index(item_id) + 1)
         except ValueError:
             score = Score(False, None)
         self.totals.setdefault(version, Tally()).add(score)
-        self._second(time.time() if now is None else now).setdefault(version, Tally()).add(score)
+        self.variant_totals.setdefault(variant, Tally()).add(score)
+        _, by_version, by_variant = self._second(time.time() if now is None else now)
+        by_version.setdefault(version, Tally()).add(score)
+        by_variant.setdefault(variant, Tally()).add(score)
         return score
 
-    def remember(self, user_id: str, items: Sequence[str], model_version: str) -> None:
-        """``items`` (best first) were just sent to ``user_id``, ranked by ``model_version``."""
-        self._lists[user_id] = (model_version, *items[: self.k])
+    def remember(
+        self, user_id: str, items: Sequence[str], model_version: str, variant: str = "A"
+    ) -> None:
+        """``items`` (best first) were just sent to ``user_id``, ranked by ``model_version``
+        (A/B ``variant``)."""
+        self._lists[user_id] = (model_version, variant, *items[: self.k])
         self._lists.move_to_end(user_id)
         while len(self._lists) > self.max_users:
             self._lists.popitem(last=False)
@@ -170,18 +187,27 @@ class OnlineQuality:
                 ids[event.event_id] -= 1
                 self.observe(event.user_id, event.item_id, now)
         for user_id in applied:
-            recommendations = result.users[user_id].recommendations
-            self.remember(user_id, [r.item_id for r in recommendations], result.model_version)
+            outcome = result.users[user_id]
+            version = outcome.model_version or result.model_version
+            items = [r.item_id for r in outcome.recommendations]
+            self.remember(user_id, items, version, outcome.variant)
 
-    def window(self, seconds: int, now: float | None = None) -> dict[str, Tally]:
-        """Model version -> the events scored in the last ``seconds`` (to the second, the one
-        under way included); versions with none are left out."""
+    def sent(self, variant: str, latency_ms: float) -> None:
+        """A recommendation message ranked by ``variant`` was sent, ``latency_ms`` after the
+        arrival of its oldest event."""
+        self.flow.sent(variant, latency_ms)
+
+    def window(
+        self, seconds: int, now: float | None = None, *, by_variant: bool = False
+    ) -> dict[str, Tally]:
+        """Model version (or A/B variant) -> the events scored in the last ``seconds`` (to the
+        second, the one under way included); those with none are left out."""
         newest = int(time.time() if now is None else now)
         out: dict[str, Tally] = {}
-        for second, tallies in self._seconds:
+        for second, *tallies in self._seconds:
             if second > newest - seconds:
-                for version, tally in tallies.items():
-                    out.setdefault(version, Tally()).merge(tally)
+                for name, tally in tallies[1 if by_variant else 0].items():
+                    out.setdefault(name, Tally()).merge(tally)
         return out
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
@@ -195,7 +221,20 @@ class OnlineQuality:
             for version, tally in sorted(self.totals.items())
         }  # fmt: skip
         return {"k": self.k, "unscored": self.unscored, "users_remembered": len(self),
-                "models": models}  # fmt: skip
+                "models": models, "variants": self.variant_figures(now)}  # fmt: skip
+
+    def variant_figures(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """variant -> HR/MRR since the start and over each window, messages sent, latency."""
+        windows = {window_name(s): self.window(s, now, by_variant=True) for s in self.windows_s}
+        flow = self.flow.snapshot()
+        names = sorted({*self.variant_totals, *flow})
+        return {
+            variant: {**(self.variant_totals.get(variant) or Tally()).figures(), **{
+                f"last_{name}": (tallies.get(variant) or Tally()).figures()
+                for name, tallies in windows.items()},
+                **(flow.get(variant) or {"recommendations": 0, "latency_ms": {}})}
+            for variant in names
+        }  # fmt: skip
 
     def chart_point(self, now: float | None = None) -> dict[str, float | None]:
         """HR@K of each model version with events scored in the longest window, over each
@@ -209,12 +248,12 @@ class OnlineQuality:
                 out[f"{version} ({name})"] = None if rate is None else round(rate, 4)
         return out
 
-    def _second(self, now: float) -> dict[str, Tally]:
+    def _second(self, now: float) -> tuple[int, dict[str, Tally], dict[str, Tally]]:
         """The tallies of the second ``now`` falls in (a clock stepping back adds to the newest
         second); seconds older than the longest window are dropped."""
         second = int(now)
         if not self._seconds or self._seconds[-1][0] < second:
-            self._seconds.append((second, {}))
+            self._seconds.append((second, {}, {}))
             while self._seconds[0][0] <= second - self.windows_s[-1]:
                 self._seconds.popleft()
-        return self._seconds[-1][1]
+        return self._seconds[-1]

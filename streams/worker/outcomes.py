@@ -5,7 +5,8 @@ already in their user's state (:meth:`interest_state.InterestState.covers`: a re
 after a restart, recognised by its log position however many events came since), and events
 whose item is unknown (dead-lettered). :meth:`Triage.settle` then adds the redeliveries to the
 users' outcomes and records the dead-lettered events' positions in their users' states, so a
-replay neither applies an event twice nor dead-letters it twice.
+replay neither applies an event twice nor dead-letters it twice. :func:`update_users` folds
+the usable events into their users' states (one encoder call for the batch's comments).
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from interest_state import Event, InterestState, Recommendation
+from encoders import TextEncoder
+from interest_state import (
+    Event,
+    InterestState,
+    InterestStateError,
+    Observation,
+    Recommendation,
+    UpdateParams,
+    update,
+)
 
-__all__ = ["BatchResult", "Triage", "Updated", "UserOutcome", "triage"]
+__all__ = ["BatchResult", "Triage", "Updated", "UserOutcome", "triage", "update_users"]
 
 Updated = tuple[InterestState, tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 """A user's new state and the event ids it applied, dropped as duplicates, as redeliveries."""
@@ -35,6 +45,10 @@ class UserOutcome:
     duplicates: tuple[str, ...]
     recommendations: list[Recommendation]
     redelivered: tuple[str, ...] = ()
+    #: The A/B variant that ranked the list (``"A"`` without A/B, :mod:`streams.worker.ab`)
+    #: and the model version that ranked it.
+    variant: str = "A"
+    model_version: str = ""
 
 
 @dataclass(slots=True)
@@ -42,7 +56,8 @@ class BatchResult:
     users: dict[str, UserOutcome] = field(default_factory=dict)
     #: (position in the input batch, reason) of events that cannot be used.
     rejected: list[tuple[int, str]] = field(default_factory=list)
-    #: The model(s) that ranked this batch.
+    #: The model(s) that ranked this batch's variant ``A`` users (each user's own is in their
+    #: :class:`UserOutcome`).
     model_version: str = ""
 
 
@@ -91,3 +106,34 @@ def triage(
         else:
             out.usable.append((position, event, vector))
     return out
+
+
+def update_users(
+    encoder: TextEncoder,
+    params: UpdateParams,
+    usable: Sequence[tuple[int, Event, np.ndarray]],
+    states: Mapping[str, InterestState | None],
+    rejected: list[tuple[int, str]],
+) -> dict[str, Updated]:
+    """Each user's ``usable`` events folded into their state (one update call per user, the
+    batch's comment texts in one encoder call); a user whose update fails has their events
+    appended to ``rejected`` as ``(position, reason)``."""
+    comments = [e for _, e, _ in usable if e.text is not None]
+    vectors = encoder.encode([e.text or "" for e in comments]) if comments else None
+    texts = {e.event_id: vectors[i] for i, e in enumerate(comments)} if vectors is not None else {}
+    per_user: dict[str, list[Observation]] = defaultdict(list)
+    for _, event, vector in usable:
+        per_user[event.user_id].append(
+            Observation(event=event, item_vector=vector, text_vector=texts.get(event.event_id))
+        )
+    positions = {id(e): p for p, e, _ in usable}
+    updated: dict[str, Updated] = {}
+    for user_id, observations in per_user.items():
+        state = states.get(user_id) or InterestState.empty(encoder.dim)
+        try:
+            new_state, outcome = update(state, observations, params)
+        except InterestStateError as exc:
+            rejected.extend((positions[id(o.event)], str(exc)) for o in observations)
+            continue
+        updated[user_id] = (new_state, outcome.applied, outcome.duplicates, outcome.redelivered)
+    return updated

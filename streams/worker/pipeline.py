@@ -10,14 +10,15 @@ With a sequence model (:class:`streams.worker.long_term.ActiveSequence`) a batch
 standardised), and ``model_version`` names both models (``<text>+<sequence>``); without one, by
 :func:`interest_state.rank` on the short-term vector. A model is swapped in between batches by
 one reference assignment (:meth:`Pipeline.install_sequence`): a batch reads it once and uses it
-throughout.
+throughout. With an A/B ``split`` the pipeline serves a second model, variant ``B``
+(:mod:`streams.worker.variants`): each user is ranked by their variant's model, and their
+outcome names the variant and the version that ranked them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -26,24 +27,16 @@ from encoders import EncoderError, ItemIndex, TextEncoder
 from encoders.index.ann import AnnIndex
 from encoders.index.device import DeviceIndex
 from encoders.runtime.sequence import SequenceEvent, SequenceModel
-from interest_state import (
-    Event,
-    InterestState,
-    InterestStateError,
-    Observation,
-    Recommendation,
-    UpdateParams,
-    rank,
-    rank_blended,
-    update,
-)
+from interest_state import Event, InterestState, Recommendation, UpdateParams, rank, rank_blended
 from interest_state.blend_ann import rank_approx, rank_blended_approx
 from streams.contract import ItemRecord
+from streams.worker.ab import Split
 from streams.worker.candidates import candidate_kind, describe, new_candidate_index
 from streams.worker.items import encode_items, live_known, live_long_items
 from streams.worker.lists import ApproxSearch, ListMaker
 from streams.worker.long_term import ActiveSequence, AlignedItems, ring_history
-from streams.worker.outcomes import BatchResult, Updated, UserOutcome, triage
+from streams.worker.outcomes import BatchResult, UserOutcome, triage, update_users
+from streams.worker.variants import Slot, group_by_variant, long_terms, served_version
 from streams.worker.vector_cache import VectorCache
 
 log = logging.getLogger(__name__)
@@ -74,6 +67,7 @@ class Pipeline:
         personal_after: int = 5,
         interest_slots: int = 0,
         explore_slots: int = 0,
+        split: Split | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index or ItemIndex(encoder.dim)
@@ -83,8 +77,13 @@ class Pipeline:
         self.vector_cache = vector_cache
         self.blend_weight = blend_weight
         #: What a list holds beyond the ranking's best (:mod:`streams.worker.lists`).
-        self.lists = ListMaker(self.index, mmr_lambda=mmr_lambda, personal_after=personal_after,
-                               interest_slots=interest_slots, explore_slots=explore_slots)
+        self.lists = ListMaker(
+            self.index,
+            mmr_lambda=mmr_lambda,
+            personal_after=personal_after,
+            interest_slots=interest_slots,
+            explore_slots=explore_slots,
+        )
         #: Catalogs of at least this many items are ranked over candidates (exact
         #: standardisation and rescoring, :mod:`interest_state.blend_ann`) from
         #: ``candidate_index``; smaller ones exactly. 0: always exact.
@@ -92,8 +91,10 @@ class Pipeline:
         self._candidate_choice = candidate_index
         self.candidate_index = candidate_kind(candidate_index, encoder.provider)
         self._index_threads = index_threads  # the device index's, on the CPU provider
+        #: The A/B split (``None``: no A/B, every user is ``A``) and each variant's models.
+        self.split = split
+        self.slots = {v: Slot(v) for v in ("A", "B")[: 1 if split is None else 2]}
         self.text_ann = self._new_index(encoder.dim) if ann_min_items else None
-        self.long_ann: AnnIndex | DeviceIndex | None = None
         #: Batches ranked short-term only because the sequence model failed on them, and user
         #: vectors it returned non-finite (those users ranked short-term only); on /metrics.
         #: Batches ranked exactly because the candidate index failed on them, and catalog
@@ -105,7 +106,6 @@ class Pipeline:
         self._count_lock = threading.Lock()
         self._unsynced: set[int] = set()  # catalog rows a failed sync did not take
         self._replacing = False  # a failed device index (auto) is being replaced by faiss
-        self._sequence: ActiveSequence | None = None
         self._probes: tuple[InterestState, ...] = ()  # states: histories built only on demand
         if sequence is not None:
             self.install_sequence(sequence)
@@ -124,30 +124,50 @@ class Pipeline:
             return "none: every catalog is ranked exactly"
         if self._replacing:
             return "faiss IVF-PQ being built after the device index failed (exact meanwhile)"
-        kinds = dict.fromkeys(describe(i) for i in (self.text_ann, self.long_ann) if i is not None)
+        indexes = (self.text_ann, *(slot.long_ann for slot in self.slots.values()))
+        kinds = dict.fromkeys(describe(i) for i in indexes if i is not None)
         return f"{' + '.join(kinds) or 'none yet'} from {self.ann_min_items:,} items"
 
     @property
     def sequence(self) -> ActiveSequence | None:
-        """The sequence model the next batch ranks with (``None``: short-term only)."""
-        return self._sequence
+        """The sequence model the next batch ranks variant ``A`` with (``None``: short-term)."""
+        return self.slots["A"].sequence
+
+    @property
+    def long_ann(self) -> AnnIndex | DeviceIndex | None:
+        """Variant ``A``'s long-term candidate index."""
+        return self.slots["A"].long_ann
+
+    @long_ann.setter
+    def long_ann(self, index: AnnIndex | DeviceIndex | None) -> None:
+        self.slots["A"].long_ann = index
 
     @property
     def model_version(self) -> str:
-        return _version(self.encoder, self._sequence)
+        return served_version(self.encoder, self.slots["A"].sequence)
 
-    def install_sequence(self, model: SequenceModel) -> ActiveSequence:
-        """Align ``model``'s items with the index and swap it in (the next batch uses it).
+    def model_version_of(self, variant: str) -> str:
+        """What ranks ``variant``'s users now (``<text>`` or ``<text>+<sequence>``)."""
+        return served_version(self.encoder, self.slots[variant].sequence)
+
+    def variant_of(self, user_id: str) -> str:
+        """The user's A/B variant (``"A"`` without A/B)."""
+        return "A" if self.split is None else self.split.variant(user_id)
+
+    def install_sequence(self, model: SequenceModel, variant: str = "A") -> ActiveSequence:
+        """Align ``model``'s items with the index and swap it into ``variant``'s slot (the next
+        batch uses it).
 
         Check the model first (:func:`streams.worker.long_term.load_checked`); rows it cannot give a
         finite vector stay short-term only.
         """
+        slot = self.slots[variant]
         with self._index_lock:  # no catalog item can arrive between alignment and swap
             items = AlignedItems.build(model, self.index)
             if self.text_ann is not None:
-                self.long_ann = self._synced_long_index(items, model.dim)
+                slot.long_ann = self._synced_long_index(items, model.dim, slot.long_ann)
             active = ActiveSequence(model, items)
-            self._sequence = active
+            slot.sequence = active
         missing = len(items) - int(items.snapshot().known.sum())
         if missing:
             log.warning(
@@ -176,15 +196,12 @@ class Pipeline:
         self.lists.set_tags((i.item_id, i.tags) for i in chosen)
         with self._index_lock:
             self.index.upsert(ids, [i.title for i in chosen], vectors)
-            if self._sequence is not None:
-                placed = [
-                    (row, n) for n, i in enumerate(ids) if (row := self.index.row_of(i)) is not None
-                ]
-                self._sequence.items.write(
-                    [row for row, _ in placed],
-                    [ids[n] for _, n in placed],
-                    vectors[[n for _, n in placed]],
-                )
+            placed = [
+                (row, n) for n, i in enumerate(ids) if (row := self.index.row_of(i)) is not None
+            ]
+            for active in (s.sequence for s in self.slots.values() if s.sequence is not None):
+                active.items.write([row for row, _ in placed], [ids[n] for _, n in placed],
+                                   vectors[[n for _, n in placed]])  # fmt: skip
             self._sync_ann([row for i in ids if (row := self.index.row_of(i)) is not None])
         return failed
 
@@ -199,11 +216,12 @@ class Pipeline:
                 self._sync_ann(rows)
         return len(rows)
 
-    def _synced_long_index(self, items: AlignedItems, dim: int) -> AnnIndex | DeviceIndex | None:
-        """The long-term candidate index synced to a new model's ``items`` (under the index
-        lock), or ``None`` when it fails: the model is served anyway, its long-term scores
-        computed exactly (see :meth:`_index_failed`)."""
-        index = self.long_ann
+    def _synced_long_index(
+        self, items: AlignedItems, dim: int, index: AnnIndex | DeviceIndex | None
+    ) -> AnnIndex | DeviceIndex | None:
+        """The long-term candidate index (``index``, or a new one) synced to a new model's
+        ``items`` (under the index lock), or ``None`` when it fails: the model is served anyway,
+        its long-term scores computed exactly (see :meth:`_index_failed`)."""
         snap = items.snapshot()
         try:
             if index is None or index.dim != dim:
@@ -225,10 +243,11 @@ class Pipeline:
         try:
             vectors = self.index.vectors_view()
             self.text_ann.sync(vectors, self._live(None, len(vectors)), touched=touched)
-            if self._sequence is not None and self.long_ann is not None:
-                snap = self._sequence.items.snapshot()
-                self.long_ann.sync(snap.vectors, self._live(snap.known), version=snap.version,
-                                   touched=touched)  # fmt: skip
+            for slot in self.slots.values():
+                if slot.sequence is not None and slot.long_ann is not None:
+                    snap = slot.sequence.items.snapshot()
+                    slot.long_ann.sync(snap.vectors, self._live(snap.known), version=snap.version,
+                                       touched=touched)  # fmt: skip
         except EncoderError as exc:
             self._unsynced.update(rows)
             self._index_failed(f"could not take {len(rows)} catalog rows", exc)
@@ -255,7 +274,9 @@ class Pipeline:
         log.error("the device item index failed: faiss candidates replace it (exact ranking "
                   "until they are built)")  # fmt: skip
         self.candidate_index = "faiss"
-        self.text_ann = self.long_ann = None
+        self.text_ann = None
+        for slot in self.slots.values():
+            slot.long_ann = None
         threading.Thread(target=self._build_faiss, name="faiss-fallback", daemon=True).start()
 
     def _build_faiss(self) -> None:
@@ -266,11 +287,13 @@ class Pipeline:
                 text = self._new_index(self.encoder.dim)
                 vectors = self.index.vectors_view()
                 text.sync(vectors, self._live(None, len(vectors)))
-                long = None
-                if self._sequence is not None:
-                    snap = self._sequence.items.snapshot()
-                    long = self._new_index(int(snap.vectors.shape[1]))
-                    long.sync(snap.vectors, self._live(snap.known), version=snap.version)
+                long: dict[str, AnnIndex | DeviceIndex] = {}
+                for slot in self.slots.values():
+                    if slot.sequence is not None:
+                        snap = slot.sequence.items.snapshot()
+                        long[slot.variant] = self._new_index(int(snap.vectors.shape[1]))
+                        long[slot.variant].sync(snap.vectors, self._live(snap.known),
+                                                version=snap.version)  # fmt: skip
             except Exception:  # faiss too: exact ranking from now on, said once
                 log.exception("faiss candidates could not be built; every batch is ranked "
                               "exactly")  # fmt: skip
@@ -278,122 +301,90 @@ class Pipeline:
                 return
             finally:
                 self._replacing = False
-            self.text_ann, self.long_ann = text, long
+            self.text_ann = text
+            for slot in self.slots.values():
+                slot.long_ann = long.get(slot.variant)
             self._unsynced.clear()
         log.info("faiss candidates in place of the device index (%d items)", len(self.index))
 
     def process(
         self, events: Sequence[Event], states: Mapping[str, InterestState | None]
     ) -> BatchResult:
-        result = BatchResult()
+        result = BatchResult(model_version=self.model_version)
         sorted_ = triage(events, states, self.index.vector, result.rejected)
-        updated = self._update(sorted_.usable, states, result)
+        updated = update_users(self.encoder, self.params, sorted_.usable, states, result.rejected)
         sorted_.settle(updated)
         users = list(updated)
-        ranked_states, ranked, result.model_version = self._rank(
-            [updated[u][0] for u in users], self._sequence, self.top_k
-        )
-        for user_id, state, recs in zip(users, ranked_states, ranked, strict=True):
-            _, applied, duplicates, redelivered = updated[user_id]
-            result.users[user_id] = UserOutcome(state, applied, duplicates, recs, redelivered)
-        fresh = tuple(s for s in ranked_states[:2] if s.recent_items)
-        self._probes = (*fresh, *self._probes)[:PROBES_KEPT]
+        fresh: list[InterestState] = []
+        for variant, members in group_by_variant(users, self.split).items():
+            ranked_states, ranked, version = self._rank(
+                [updated[users[n]][0] for n in members], self.slots[variant], self.top_k
+            )
+            if variant == "A":
+                result.model_version = version
+            for n, state, recs in zip(members, ranked_states, ranked, strict=True):
+                _, applied, duplicates, redelivered = updated[users[n]]
+                result.users[users[n]] = UserOutcome(state, applied, duplicates, recs, redelivered,
+                                                     variant, version)  # fmt: skip
+            fresh.extend(s for s in ranked_states[:2] if s.recent_items)
+        self._probes = (*fresh[:2], *self._probes)[:PROBES_KEPT]
         return result
 
-    def _update(
-        self,
-        usable: Sequence[tuple[int, Event, np.ndarray]],
-        states: Mapping[str, InterestState | None],
-        result: BatchResult,
-    ) -> dict[str, Updated]:
-        """Each user's events folded into their state (one update call per user)."""
-        texts = self._encode_comments([e for _, e, _ in usable])
-        per_user: dict[str, list[Observation]] = defaultdict(list)
-        for _, event, vector in usable:
-            per_user[event.user_id].append(
-                Observation(event=event, item_vector=vector, text_vector=texts.get(event.event_id))
-            )
-        positions = {id(e): p for p, e, _ in usable}
-        updated: dict[str, Updated] = {}
-        for user_id, observations in per_user.items():
-            state = states.get(user_id) or InterestState.empty(self.encoder.dim)
-            try:
-                new_state, outcome = update(state, observations, self.params)
-            except InterestStateError as exc:
-                result.rejected.extend((positions[id(o.event)], str(exc)) for o in observations)
-                continue
-            updated[user_id] = (new_state, outcome.applied, outcome.duplicates, outcome.redelivered)
-        return updated
-
     def _rank(
-        self, states: list[InterestState], active: ActiveSequence | None, k: int
+        self, states: list[InterestState], slot: Slot, k: int
     ) -> tuple[list[InterestState], list[list[Recommendation]], str]:
-        """States (with their long-term vectors), their recommendations (the best
-        :meth:`ListMaker.candidates` made into lists of ``k``), the model version."""
-        states, ranked, version = self._rank_candidates(states, active, self.lists.candidates(k))
+        """States (with their long-term vectors from ``slot``'s model), their recommendations
+        (the best :meth:`ListMaker.candidates` made into lists of ``k``), the model version."""
+        states, ranked, version = self._rank_candidates(states, slot, self.lists.candidates(k))
         ann, large = self.text_ann, len(self.index) >= self.ann_min_items > 0
         near = ApproxSearch(self.index, ann) if ann is not None and large else None
         return states, self.lists.finish(states, ranked, k, search_in=near), version
 
     def _rank_candidates(
-        self, states: list[InterestState], active: ActiveSequence | None, k: int
+        self, states: list[InterestState], slot: Slot, k: int
     ) -> tuple[list[InterestState], list[list[Recommendation]], str]:
+        active, long_ann = slot.sequence, slot.long_ann  # each read once for the batch
         if active is not None and states:
-            states, active = self._long_terms(states, active)
+            found = long_terms(states, active)
+            states, active = found.states, found.active
+            self.sequence_failures += int(found.active is None)
+            self.sequence_nonfinite += found.nonfinite
         text_ann, deleted = self.text_ann, self.index.deleted_rows
-        approx = text_ann is not None and len(self.index) >= self.ann_min_items and (
-            not len(deleted) or (not self._unsynced and int(deleted[-1]) < text_ann.covered))
+        approx = (
+            text_ann is not None
+            and len(self.index) >= self.ann_min_items
+            and (not len(deleted) or (not self._unsynced and int(deleted[-1]) < text_ann.covered))
+        )
+        version = served_version(self.encoder, active)
         if approx:  # (deleted rows a candidate index may still hold: ranked exactly meanwhile)
             try:
-                return states, self._rank_approx(states, active, k), _version(self.encoder, active)
+                return states, self._rank_approx(states, active, long_ann, k), version
             except EncoderError as exc:  # e.g. the GPU index out of memory: exact, slower
                 self._index_failed("failed on a batch, ranked exactly", exc)
         if active is None:
-            return states, rank(states, self.index, k), _version(self.encoder, None)
+            return states, rank(states, self.index, k), version
         ranked = rank_blended(states, self.index, active.long_items(), k, weight=self.blend_weight)
-        return states, ranked, _version(self.encoder, active)
+        return states, ranked, version
 
-    def _rank_approx(self, states: list[InterestState], active: ActiveSequence | None, k: int
+    def _rank_approx(self, states: list[InterestState], active: ActiveSequence | None,
+                     long_ann: AnnIndex | DeviceIndex | None, k: int
                      ) -> list[list[Recommendation]]:  # fmt: skip
         if active is None:
             return rank_approx(states, self.index, self.text_ann, k)
         long_items = live_long_items(self.index.deleted_rows, active.long_items())
-        return rank_blended_approx(states, self.index, long_items, self.text_ann,
-                                   self.long_ann, k, weight=self.blend_weight)
+        return rank_blended_approx(
+            states, self.index, long_items, self.text_ann, long_ann, k, weight=self.blend_weight
+        )
 
-    def _long_terms(
-        self, states: list[InterestState], active: ActiveSequence
-    ) -> tuple[list[InterestState], ActiveSequence | None]:
-        """Run the sequence model; on failure the batch is ranked short-term only (no event is
-        lost for it), a non-finite user vector leaves that user short-term only."""
-        try:
-            with_long, nonfinite = active.with_long_terms(states)
-        except (EncoderError, InterestStateError) as exc:
-            log.error("sequence model %s failed on a batch: %s", active.version, exc)
-            self.sequence_failures += 1
-            return states, None
-        if nonfinite:
-            log.warning("sequence model %s: %d non-finite user vectors, ranked short-term only",
-                        active.version, nonfinite)  # fmt: skip
-            self.sequence_nonfinite += nonfinite
-        return with_long, active
-
-    def _encode_comments(self, events: Sequence[Event]) -> dict[str, np.ndarray]:
-        comments = [e for e in events if e.text is not None]
-        if not comments:
-            return {}
-        vectors = self.encoder.encode([e.text or "" for e in comments])
-        return {e.event_id: vectors[i] for i, e in enumerate(comments)}
-
-    def recommend(self, state: InterestState, k: int | None = None) -> list[Recommendation]:
-        """What the stream would send this user now (the long-term vector recomputed)."""
-        return self._rank([state], self._sequence, k or self.top_k)[1][0]
+    def recommend(
+        self, state: InterestState, k: int | None = None, *, user_id: str | None = None
+    ) -> list[Recommendation]:
+        """What the stream would send this user now (the long-term vector recomputed), by
+        ``user_id``'s variant (``A`` when not given)."""
+        slot = self.slots[self.variant_of(user_id) if user_id is not None else "A"]
+        return self._rank([state], slot, k or self.top_k)[1][0]
 
     def recommend_new_user(self, k: int | None = None) -> list[Recommendation]:
         """What a user the worker has never seen gets: the trending list (empty without a
         trending source)."""
         return self.lists.for_new_user(k or self.top_k)
-
-
-def _version(encoder: TextEncoder, active: ActiveSequence | None) -> str:
-    return encoder.model_version if active is None else f"{encoder.model_version}+{active.version}"

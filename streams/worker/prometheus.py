@@ -20,6 +20,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
@@ -92,6 +93,7 @@ class WorkerCollector(Collector):
         yield from self._flow()
         yield from self._latency()
         yield from self._online()
+        yield from self._variants()
         yield from self._state()
         yield from self._runtime(self.runtime())
 
@@ -113,9 +115,7 @@ class WorkerCollector(Collector):
         for reason, n in sorted(s.dead_letters.items()):
             dead.add_metric([reason], n)
         yield dead
-        yield _counter(
-            "recommendations", "Recommendation messages sent.", s.recommendations_out
-        )
+        yield _counter("recommendations", "Recommendation messages sent.", s.recommendations_out)
         yield _counter("batches", "Microbatches handled.", s.batches)
         yield _counter("forgets", "Forget requests carried out.", s.forgets)
         yield _counter(
@@ -191,8 +191,58 @@ class WorkerCollector(Collector):
                 mrr.add_metric(labels, tally.mrr or 0.0)
         yield hr
         yield mrr
-        yield _gauge("online_users_remembered",
-                     "Users whose last recommendation list this worker keeps.", len(online))
+        yield _gauge(
+            "online_users_remembered",
+            "Users whose last recommendation list this worker keeps.",
+            len(online),
+        )
+
+    def _variants(self) -> Iterator[Metric]:
+        """Per A/B variant (:mod:`streams.worker.ab`; only ``A`` without A/B): the online
+        tallies by the variant that served the list, its sliding-window HR@k, its messages and
+        their latency (a summary: p50/p90/p99 of the last 10,000, sum and count of all)."""
+        online = self.stats.online
+        k = str(online.k)
+        names = {
+            "scored": (
+                "ab_scored_events",
+                "Scored events, by the A/B variant that served the list.",
+            ),
+            "hits": ("ab_hits", "Scored events whose item was in the first k, by variant."),
+            "rr": ("ab_reciprocal_rank", "Sum of 1/rank over the hits, by variant."),
+        }
+        families = {key: CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["variant", "k"])
+                    for key, (name, doc) in names.items()}  # fmt: skip
+        for variant, tally in sorted(online.variant_totals.items()):
+            families["scored"].add_metric([variant, k], tally.scored)
+            families["hits"].add_metric([variant, k], tally.hits)
+            families["rr"].add_metric([variant, k], tally.reciprocal_ranks)
+        yield from families.values()
+        hr = GaugeMetricFamily(
+            f"{PREFIX}_ab_hit_rate", "HR@k by A/B variant over the worker's sliding window.",
+            labels=["variant", "k", "window"],
+        )  # fmt: skip
+        for seconds in online.windows_s:
+            for variant, tally in sorted(online.window(seconds, by_variant=True).items()):
+                hr.add_metric([variant, k, window_name(seconds)], tally.hit_rate or 0.0)
+        yield hr
+        sent = CounterMetricFamily(f"{PREFIX}_ab_recommendations",
+                                   "Recommendation messages sent, by A/B variant.",
+                                   labels=["variant"])  # fmt: skip
+        latency = SummaryMetricFamily(
+            f"{PREFIX}_ab_latency_seconds",
+            "Oldest event's arrival -> the recommendation message, by A/B variant.",
+            labels=["variant"],
+        )
+        for variant, figures in sorted(online.flow.variants.items()):
+            sent.add_metric([variant], figures.sent)
+            for name, ms in figures.percentiles().items():
+                quantile = str(int(name[1:]) / 100)
+                latency.add_sample(latency.name, {"variant": variant, "quantile": quantile},
+                                   ms / 1000.0)  # fmt: skip
+            latency.add_metric([variant], figures.sent, figures.total_ms / 1000.0)
+        yield sent
+        yield latency
 
     def _state(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
@@ -225,9 +275,7 @@ class WorkerCollector(Collector):
             "broker_up", "1 while the broker answers the probes.",
             float(runtime.get("broker", "reachable") == "reachable"),
         )  # fmt: skip
-        info = InfoMetricFamily(
-            f"{PREFIX}_model", "The models serving now and where they run."
-        )
+        info = InfoMetricFamily(f"{PREFIX}_model", "The models serving now and where they run.")
         info.add_metric(
             [],
             {

@@ -31,6 +31,7 @@ from encoders import (
 from interest_state import UpdateParams
 from streams.errors import SettingsError, StreamError
 from streams.settings import Settings
+from streams.worker.ab import Split
 from streams.worker.app import create_app, topic_specs
 from streams.worker.kafka_auth import client_options
 from streams.worker.model_watch import ModelWatcher
@@ -39,6 +40,8 @@ from streams.worker.topics import ensure_topics
 from streams.worker.vector_cache import VectorCache
 
 __all__ = [
+    "ab_split",
+    "build_ab_watcher",
     "build_pipeline",
     "build_watcher",
     "check_guarantee",
@@ -106,7 +109,17 @@ def build_pipeline(settings: Settings) -> Pipeline:
                     index_threads=settings.blas_threads or None, vector_cache=cache,
                     mmr_lambda=settings.mmr_lambda, personal_after=settings.personal_after,
                     interest_slots=settings.interest_slots,
-                    explore_slots=settings.explore_slots)
+                    explore_slots=settings.explore_slots, split=ab_split(settings))
+
+
+def ab_split(settings: Settings) -> Split | None:
+    """The A/B split of ``settings`` (``None`` without ``INTEREST_STREAM_AB_MODEL_DIR``)."""
+    if settings.ab_model_dir is None:
+        return None
+    split = Split(settings.ab_share, settings.ab_salt)
+    log.info("A/B: %.1f %% of users served by variant B from %s (salt %r)",
+             100 * split.share, settings.ab_model_dir, split.salt)  # fmt: skip
+    return split
 
 
 def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:
@@ -119,10 +132,24 @@ def build_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher:
     alternating runs: 1.41-1.59 vs 1.56-1.67 ms per 8-event batch, 2.81-3.46 vs 3.25-3.54 ms
     per 64. Bigger machines keep onnxruntime's default (not measured there).
     """
+    return _polled(settings, pipeline, settings.resolved_sequence_model_dir, "A")
+
+
+def build_ab_watcher(settings: Settings, pipeline: Pipeline) -> ModelWatcher | None:
+    """The watcher of variant B's folder (``None`` without A/B), polled once now, like
+    :func:`build_watcher`."""
+    if settings.ab_model_dir is None:
+        return None
+    if pipeline.split is None:
+        raise SettingsError("INTEREST_STREAM_AB_MODEL_DIR is set but the pipeline has no split")
+    return _polled(settings, pipeline, settings.ab_model_dir, "B")
+
+
+def _polled(settings: Settings, pipeline: Pipeline, folder: Path, variant: str) -> ModelWatcher:
     watcher = ModelWatcher(
-        settings.resolved_sequence_model_dir, pipeline, provider=settings.provider,
-        intra_op_threads=1 if usable_cpu_count() <= 2 else None,
-    )
+        folder, pipeline, provider=settings.provider,
+        intra_op_threads=1 if usable_cpu_count() <= 2 else None, variant=variant,
+    )  # fmt: skip
     watcher.poll()
     return watcher
 
@@ -215,7 +242,8 @@ def run_worker(settings: Settings) -> None:
     ensure_model(settings)  # the export, its int8 copy when asked for, the fp16 graph on CUDA
     limit_blas_threads(settings.blas_threads)
     pipeline = build_pipeline(settings)
-    app = create_app(settings, pipeline, build_watcher(settings, pipeline))
+    watcher, ab_watcher = build_watcher(settings, pipeline), build_ab_watcher(settings, pipeline)
+    app = create_app(settings, pipeline, watcher, ab_watcher)
     os.makedirs(settings.data_dir, exist_ok=True)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     log.info("web view on http://%s:%d/", settings.web_host, settings.web_port)

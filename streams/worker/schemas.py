@@ -88,7 +88,10 @@ def encode_recommendations(
     model_version: str,
     latency_ms: float,
     now: float,
+    variant: str = "A",
 ) -> bytes:
+    """One ``recommendations`` message: ``model_version`` names the models that ranked this
+    user's list, ``variant`` their A/B variant (``"A"`` without A/B, :mod:`streams.worker.ab`)."""
     body = {
         "user_id": user_id,
         "ts": now,
@@ -99,6 +102,7 @@ def encode_recommendations(
             for r in items
         ],
         "model_version": model_version,
+        "variant": variant,
         "latency_ms": round(latency_ms, 3),
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

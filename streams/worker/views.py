@@ -42,7 +42,7 @@ from streams.worker.stats import since_param
 from streams.worker.trending import TABLE_NAME as TRENDING_TABLE
 from streams.worker.wiring import Wiring
 
-__all__ = ["ranking_summary", "register", "user_summary"]
+__all__ = ["ab_summary", "ranking_summary", "register", "user_summary"]
 
 RECENT_SHOWN = 10
 
@@ -63,6 +63,7 @@ def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[st
     """The JSON body of ``/users/{user_id}``. A user with no state (``found`` false) gets what
     a new user gets: the trending items (empty while nothing trends)."""
     index = pipeline.index
+    variant = pipeline.variant_of(user_id)
     if raw is None:
         return {"user_id": user_id, "found": False, "events": 0,
                 "recommendations": _listed(pipeline.recommend_new_user(), index),
@@ -82,7 +83,7 @@ def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[st
             state.recent_items, state.recent_types, state.recent_ts, strict=True
         )
     ][::-1][:RECENT_SHOWN]
-    recs = pipeline.recommend(state)
+    recs = pipeline.recommend(state, user_id=user_id)
     return {
         "user_id": user_id,
         "found": True,
@@ -95,16 +96,29 @@ def user_summary(user_id: str, raw: bytes | None, pipeline: Pipeline) -> dict[st
         "interest_summary": nearest_titles(state, index, k=5),
         "recent_events": recent,
         "recommendations": _listed(recs, index),
-        "model_version": pipeline.model_version,
+        "model_version": pipeline.model_version_of(variant),
+        "variant": variant,
     }
 
 
-def ranking_summary(pipeline: Pipeline) -> str:
-    """How the worker ranks now, in words (``/metrics.json`` and the dashboard)."""
-    active = pipeline.sequence
+def ranking_summary(pipeline: Pipeline, variant: str = "A") -> str:
+    """How the worker ranks ``variant``'s users now, in words (``/metrics.json``, dashboard)."""
+    active = pipeline.slots[variant].sequence
     if active is None:
         return "short-term only (no sequence model)"
     return f"blend {pipeline.blend_weight:g} x sequence {active.version} + short-term"
+
+
+def ab_summary(pipeline: Pipeline) -> dict[str, Any]:
+    """The ``ab`` field of ``/metrics.json``: the split and what each variant serves
+    (``{"enabled": false}`` without A/B)."""
+    split = pipeline.split
+    if split is None:
+        return {"enabled": False}
+    return {"enabled": True, "share_b": split.share, "salt": split.salt,
+            "variants": {v: {"model_version": pipeline.model_version_of(v),
+                             "ranking": ranking_summary(pipeline, v)}
+                         for v in pipeline.slots}}  # fmt: skip
 
 
 def register(
@@ -114,9 +128,11 @@ def register(
     watcher: ModelWatcher | None = None,
     *,
     router: UserRouter | None = None,
+    ab_watcher: ModelWatcher | None = None,
 ) -> None:
     """Register the views on ``wiring.app``; with a ``router``, the per-user views ask the
-    worker that holds a user this one does not (without, they answer from this one alone)."""
+    worker that holds a user this one does not (without, they answer from this one alone).
+    ``ab_watcher``: variant B's model watcher (A/B), whose fields ``/metrics.json`` adds."""
     app = wiring.app
     settings = wiring.settings
     if settings.bootstrap is None:
@@ -143,7 +159,9 @@ def register(
             "candidate_failures": pipeline.candidate_failures,
             "sequence_failures": pipeline.sequence_failures,
             "sequence_nonfinite": pipeline.sequence_nonfinite,
+            "ab": ab_summary(pipeline),
             **(watcher.metrics() if watcher is not None else {}),
+            **(ab_watcher.metrics() if ab_watcher is not None else {}),
             **broker.metrics(),
         }
 

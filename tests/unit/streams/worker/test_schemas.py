@@ -221,5 +221,8 @@ def test_recommendation_message_has_the_documented_fields() -> None:
         "event_ids": ["e1", "e2"],
         "items": [{"item_id": "i9", "score": 0.5, "reason": "like x"}],
         "model_version": "m-1",
+        "variant": "A",
         "latency_ms": 3.2,
     }
+    b = json.loads(encode_recommendations("u1", ["e1"], [], "m-2", 1.0, 10.0, "B"))
+    assert (b["variant"], b["model_version"]) == ("B", "m-2")
