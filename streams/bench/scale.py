@@ -372,9 +372,9 @@ def scale_rows(one: tuple[Burst, Pause], two: tuple[Burst, Pause], state: dict[s
         users = f"{len(sizes)} ml-100k users replayed"
         rows += [
             row(f"state bytes/user p50, {users}", percentile(sizes, 50), "B",
-                "store section's state", full_ring, note),
-            row("state bytes/user max, replayed", max(sizes), "B", "store section's state",
-                full_ring),
+                "store section's 4-centroid state", full_ring, note),
+            row("state bytes/user max, replayed", max(sizes), "B",
+                "store section's 4-centroid state", full_ring),
         ]  # fmt: skip
     return rows
 

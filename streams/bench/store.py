@@ -7,8 +7,8 @@ per partition. No broker: states go in through the store's mapping API in their 
 ``table[key] = value`` does minus the changelog message) and come out as the agent reads them
 (``get`` in the partition, then :func:`interest_state.decode_state`).
 
-Each user's state is distinct and has the shape of ``bench --sections state``' "full ring +
-long-term" (50 recent items, 64 event-id hashes, two 384-d vectors; about 2.9 KB encoded;
+Each user's state is distinct and has the shape the worker stores for an ml-100k user (full
+rings, a 64-d long-term vector, up to 4 interest centroids; about 4.7 KB encoded on average;
 :mod:`streams.bench.store_data`).
 After N writes the child reads N random users (with replacement: about 63% of them; ``--quick``:
 N/2; the worker reads every user of every batch), then reads a sample back and compares it byte

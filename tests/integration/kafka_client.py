@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -59,6 +61,19 @@ def produce(
     remaining = producer.flush(30)
     assert remaining == 0 and not errors, (remaining, errors)
     return delivered
+
+
+def catalog_records(
+    topic: str, catalog: Sequence[Any], *, text: bool = True
+) -> list[tuple[str, bytes, bytes]]:
+    """``items`` records of ``catalog`` (``ItemRecord``s), keyed by item id: id and title, and
+    with ``text`` their text and tags too."""
+
+    def body(item: Any) -> dict[str, Any]:
+        extra = {"text": item.text, "tags": list(item.tags)} if text else {}
+        return {"item_id": item.item_id, "title": item.title, **extra}
+
+    return [(topic, i.item_id.encode(), json.dumps(body(i)).encode()) for i in catalog]
 
 
 def consume(

@@ -16,7 +16,7 @@ import pytest
 from interest_state import TRENDING_REASON
 from streams.settings import Settings
 from tests.integration.conftest import Deployment, Worker
-from tests.integration.kafka_client import Record, consume, produce
+from tests.integration.kafka_client import Record, catalog_records, consume, produce
 
 pytestmark = pytest.mark.integration
 
@@ -71,11 +71,7 @@ def test_a_new_user_gets_trending_items_that_turn_personal_and_survive_restarts(
 ) -> None:
     dep = deployment
     dep.extra_env["INTEREST_STREAM_TRENDING_HOP_S"] = str(HOP_S)
-    produce(dep.bootstrap, [
-        (dep.topics.items, i.item_id.encode(),
-         json.dumps({"item_id": i.item_id, "title": i.title}).encode())
-        for i in catalog
-    ])  # fmt: skip
+    produce(dep.bootstrap, catalog_records(dep.topics.items, catalog, text=False))
     first = dep.start_worker("first")
     hot = [catalog[n].item_id for n in range(len(HOT))]
     crowd = [

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Deployment, Worker
-from tests.integration.kafka_client import produce
+from tests.integration.kafka_client import catalog_records, produce
 from tests.unit.streams.worker.test_prometheus import one, samples
 
 pytestmark = pytest.mark.integration
@@ -120,11 +120,7 @@ def test_metrics_dashboard_and_inspector_show_a_worker_with_traffic(
     deployment: Deployment, catalog: list[Any], tmp_path: Path
 ) -> None:
     dep = deployment
-    produce(dep.bootstrap, [
-        (dep.topics.items, i.item_id.encode(),
-         json.dumps({"item_id": i.item_id, "title": i.title}).encode())
-        for i in catalog
-    ])  # fmt: skip
+    produce(dep.bootstrap, catalog_records(dep.topics.items, catalog, text=False))
     worker = dep.start_worker("w1")
     before = _scrape(worker)
     assert one(before, "interest_stream_events_in_total") == 0

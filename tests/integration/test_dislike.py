@@ -12,7 +12,7 @@ import pytest
 
 from encoders import TextEncoder
 from tests.integration.conftest import Deployment
-from tests.integration.kafka_client import Record, consume, produce
+from tests.integration.kafka_client import Record, catalog_records, consume, produce
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,7 @@ def test_a_dislike_removes_the_item_and_moves_its_neighbours_down(
     deployment: Deployment, catalog: list[Any], model_dir: Path
 ) -> None:
     dep = deployment
-    produce(dep.bootstrap, [
-        (dep.topics.items, i.item_id.encode(),
-         json.dumps({"item_id": i.item_id, "title": i.title, "text": i.text,
-                     "tags": list(i.tags)}).encode())
-        for i in catalog
-    ])  # fmt: skip
+    produce(dep.bootstrap, catalog_records(dep.topics.items, catalog))
     worker = dep.start_worker("w1")
     now = time.time() - 600
     clicks = [
