@@ -33,6 +33,7 @@ from interest_state import CodecError, Event, InterestState, decode_state, encod
 from streams.errors import EventRejected
 from streams.worker.batching import take_batches
 from streams.worker.catalog import CatalogFeed
+from streams.worker.commits import generation_live
 from streams.worker.dlq import dead_letters
 from streams.worker.outcomes import BatchResult
 from streams.worker.pipeline import Pipeline
@@ -183,7 +184,7 @@ async def _process(
     states = _load_states(wiring, events, sources)
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(executor, pipeline.process, events, states)
-    if wiring.app.consumer_generation_id != generation:
+    if not generation_live(wiring.app, generation):
         # a rebalance came meanwhile: the partitions may be another worker's, or recovering
         # here; nothing is written or sent, and the batch is not acked (take_batches): the
         # owner reads its events again from the committed offsets

@@ -11,11 +11,11 @@ its *first* event has waited ``within`` seconds, whichever comes first. Events t
 during the previous batch therefore go at once when their time is up, and under load the
 batch size follows the arrival rate by itself. Acks are manual: an event is acked only after
 the caller has finished with its batch (the generator resumed), so a crash mid-batch replays
-it. Events still buffered when a rebalance starts a new consumer generation are dropped
+it. Events still buffered when a rebalance revokes their consumer generation are dropped
 unacked, as Faust drops such events when it reads them: the partition's owner after the
 rebalance reads them again from the last committed offset. So is a batch during which a
 rebalance came (its acks would land in the new generation's bookkeeping, where faust would
-commit them over offsets nobody processed).
+commit them over offsets nobody processed): :func:`streams.worker.commits.generation_live`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import Any, cast
 
 import faust
 from faust.types import EventT
+
+from streams.worker.commits import generation_live
 
 __all__ = ["take_batches"]
 
@@ -79,7 +81,8 @@ async def take_batches(
                 filler.result()
                 return
             generation = app.consumer_generation_id
-            batch = [e for e in buffer if e.message.generation_id == generation]
+            live = generation_live(app, generation)
+            batch = [e for e in buffer if live and e.message.generation_id == generation]
             if len(batch) < len(buffer):
                 log.info("%d events read before a rebalance dropped unacked (read again by "
                          "their partition's owner)", len(buffer) - len(batch))
@@ -90,7 +93,7 @@ async def take_batches(
             if not batch:
                 continue
             yield batch
-            if app.consumer_generation_id != generation:
+            if not generation_live(app, generation):
                 log.info("a rebalance came while a batch of %d events was processed: left "
                          "unacked (read again by their partitions' owners)", len(batch))
                 continue

@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with five corrections, as the ``interest-kafka://`` scheme.
+"""Faust's aiokafka transport with its corrections, as the ``interest-kafka://`` scheme.
 
 1. ``fetch_max_wait_ms``: faust hard-codes 1500 ms; a fetch that waits that long for data
    dominates event->recommendation latency. We use ``Settings.fetch_max_wait_ms`` (10 ms),
@@ -13,11 +13,10 @@
    and records fetched before a seek are not delivered after it (:meth:`_Consumer._drain_messages`:
    faust's loop lost and stalled partitions after a rebalance).
 4. The producer's flush before an offset commit waits for every message buffered before it
-   (:class:`_Producer`): faust's gives up after 0.1 s without a message sent, and a message
-   taken from its buffer but not yet handed to aiokafka is not waited for at all, so offsets
-   could be committed before the changelog records of their events' state were sent (a kill
-   then lost those events). It does not wait for the buffer to be empty: under load it never
-   is, and no offset would ever be committed again.
+   (:mod:`streams.worker.flush`).
+5. Acks and commits never pass over an event nobody processed across a rebalance
+   (:mod:`streams.worker.commits`), and nothing is delivered in a generation before its seek
+   to the committed offsets is done (:meth:`_Consumer._deliverable`).
 
 The scheme is declared under the ``faust.transports`` entry point in ``pyproject.toml``.
 """
@@ -25,7 +24,6 @@ The scheme is declared under the ``faust.transports`` entry point in ``pyproject
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any, ClassVar
@@ -35,11 +33,12 @@ import faust
 from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.transport.producer import ProducerBuffer
-from faust.types import TP, AppT, FutureMessage
+from faust.types import TP, AppT
 from mode import ServiceT
 
 from streams.settings import Settings
+from streams.worker.commits import GenerationGuard, generation_live
+from streams.worker.flush import FlushProducer
 from streams.worker.kafka_auth import app_client_options, faust_credentials
 from streams.worker.topics import true_end_offsets
 
@@ -55,6 +54,8 @@ class KafkaApp(faust.App):
     def __init__(self, id: str, *, fetch_max_wait_ms: int, **options: Any) -> None:
         super().__init__(id, **options)
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        #: from a rebalance's revoke to its assignment (:mod:`streams.worker.commits`)
+        self.revoked = False
 
 
 def fetch_max_wait_ms(app: AppT) -> int:
@@ -106,20 +107,27 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             await probe.stop()
 
 
-class _Consumer(faust_aiokafka.Consumer):
+class _Consumer(GenerationGuard, faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: partition -> the offset a seek put it at (``None``: the log's start, no commit yet),
         #: until the first record read after that seek
         self._sought: dict[TP, int | None] = {}
+        #: the generation whose seek to the committed offsets is done (nothing is delivered
+        #: before it: faust resumes the flow first, and a record delivered in between left a
+        #: stale ``_sought`` entry that later took every offset up to a record as a gap)
+        self._seeked_generation: int | None = None
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
+        generation = self.app.consumer_generation_id
         offsets = await super().seek_to_committed()
         self._sought.update({tp: o if o is not None and o >= 0 else None
                              for tp, o in offsets.items()})  # fmt: skip
+        if self.app.consumer_generation_id == generation:
+            self._seeked_generation = generation
         return offsets
 
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
@@ -146,12 +154,15 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _deliverable(self, tp: TP, generation: int) -> bool:
         """Whether a record of ``tp`` fetched in consumer ``generation`` may go to its stream
-        now: the flow is on, no rebalance came since, and ``tp`` is not paused (a rebalance
-        pauses every partition until its tables are recovered and it is sought to its committed
-        offset; a partition whose stream buffer is full stays deliverable, as in faust)."""
+        now: the flow is on, no rebalance came since, an event topic's partitions have been
+        sought to their committed offsets in this generation (faust resumes the flow before that
+        seek), and ``tp`` is not paused (a rebalance pauses every partition until its tables are
+        recovered; a partition whose stream buffer is full stays deliverable, as in faust)."""
         return (
             self.flow_active
-            and self.app.consumer_generation_id == generation
+            and generation_live(self.app, generation)
+            and (self._seeked_generation == generation
+                 or not self.app.topics.acks_enabled_for(tp.topic))  # e.g. a changelog's recovery
             and (tp in self._get_active_partitions() or tp in self._buffered_partitions)
         )
 
@@ -246,7 +257,7 @@ class _Consumer(faust_aiokafka.Consumer):
                         if expected is not None and offset > expected and (
                             acks_enabled_for(message.topic)
                         ):
-                            await self._add_gap(tp, expected, offset)
+                            await self._add_gap(tp, expected, offset - 1)
                     elif last and offset - last > 1 and acks_enabled_for(message.topic):
                         if await self._stale(tp, offset):
                             log.info("%s: record %d after %d fetched before a seek dropped",
@@ -254,7 +265,7 @@ class _Consumer(faust_aiokafka.Consumer):
                             continue
                         log.warning("%s: offsets %d..%d skipped by the log", tp, last + 1,
                                     offset - 1)
-                        await self._add_gap(tp, last + 1, offset)
+                        await self._add_gap(tp, last + 1, offset - 1)
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
                         self._n_acked = 0
                         await self.commit()
@@ -315,50 +326,12 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
             return
 
 
-class _Buffer(ProducerBuffer):
-    """Faust's producer buffer, counting the messages put in and the ones its drain task has
-    handed to aiokafka, so a flush can wait for exactly those put before it."""
-
-    put_total: int = 0
-    handed_total: int = 0
-
-    def put(self, fut: FutureMessage) -> None:
-        super().put(fut)
-        self.put_total += 1
-
-    async def _send_pending(self, fut: FutureMessage) -> None:
-        try:
-            await super()._send_pending(fut)
-        finally:
-            self.handed_total += 1
-
-    async def flush(self) -> None:
-        """Wait until every message put before this call is in aiokafka's hands (messages put
-        meanwhile are not waited for: under load the buffer is never empty). Raises, as
-        faust's does, when the producer stops with messages left."""
-        target = self.put_total
-        while self.handed_total < target:
-            if self.state != "running":
-                raise RuntimeError("Cannot flush: Producer not Running")
-            self.message_sent.clear()
-            with contextlib.suppress(asyncio.TimeoutError):  # re-check the state now and then
-                await asyncio.wait_for(self.message_sent.wait(), timeout=1.0)
-
-
-class _Producer(faust_aiokafka.Producer):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        buffer = _Buffer(loop=self.loop, beacon=self.beacon)
-        buffer.app = self.app
-        self.buffer = buffer
-
-
 class Transport(faust_aiokafka.Transport):
     """aiokafka transport with a short fetch wait, exact high-water marks, a fetch loop
     without a task per message and a flush that waits for every buffered message."""
 
     Consumer: ClassVar[Any] = _Consumer
-    Producer: ClassVar[Any] = _Producer
+    Producer: ClassVar[Any] = FlushProducer
 
 
 def faust_app(settings: Settings, **overrides: Any) -> faust.App:

@@ -91,6 +91,8 @@ class Pause:
     to the next) waited for its first recommendation."""
     unanswered: int
     """Events sent then that no recommendation lists."""
+    unanswered_at: str = ""
+    """Where they are: ``topic[partition] first..last offset (count)``."""
 
 
 @dataclass
@@ -255,17 +257,22 @@ def pauses(plan: Plan) -> tuple[Pause, ...]:
         gap, gap_from = longest_gap(stamps, at, end)
         waits: dict[int, float] = defaultdict(float)
         unanswered = 0
+        missing: dict[tuple[str, int], list[int]] = defaultdict(list)
         for ev, sent_at in zip(plan.events, sender.sent_at, strict=False):
             if not at - LOOKBACK_S <= sent_at < end or ev.event_id not in sender.where:
                 continue
             partition = sender.where[ev.event_id][1]
             if ev.event_id not in first:
                 unanswered += 1
+                topic, _, offset = sender.where[ev.event_id]
+                missing[topic.rsplit(".", 1)[-1], partition].append(offset)
                 continue
             waits[partition] = max(waits[partition], first[ev.event_id] - sent_at)
         gap_rel = None if gap_from is None else gap_from - at
+        where = ", ".join(f"{t}[{p}] {min(o)}..{max(o)} ({len(o)})"
+                          for (t, p), o in sorted(missing.items()))  # fmt: skip
         out.append(Pause(what, at - plan.t0, sent, gap, gap_rel, dict(sorted(waits.items())),
-                         unanswered))  # fmt: skip
+                         unanswered, where))  # fmt: skip
     return tuple(out)
 
 
@@ -325,7 +332,8 @@ def format_scale(r: ScaleResult) -> str:
                      f"longest gap between recommendations {_s(p.gap_s)} s (from "
                      f"{p.gap_from_s or 0:+.1f} s); longest wait of an event for its first "
                      f"recommendation, by event partition (owner before the change): {waits}; "
-                     f"unanswered {p.unanswered}")  # fmt: skip
+                     f"unanswered {p.unanswered}"
+                     + (f" at {p.unanswered_at}" if p.unanswered_at else ""))  # fmt: skip
     lines.extend(f"  {note}" for note in r.notes)
     return "\n".join(lines)
 

@@ -7,15 +7,10 @@ timeout, 6 s here); then C joins on an empty state folder and receives partition
 user's final state (the last changelog record) must equal that of one undisturbed worker fed
 the same events, no event may be lost or applied twice, C must hold partitions and serve
 users. The pause at each change is printed (run with ``-s`` to see it as it comes).
-
-Not in the default run: it still fails in about one run of three (events lost around a
-rebalance, docs/benchmarks.md "Two workers under kill -9"). Run it with
-``INTEREST_STREAM_SCALE_TEST=1`` (or ``scripts/scale_runs.py``) until that is fixed.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +30,6 @@ from tests.integration.scale_run import ScalePlan, format_scale, format_scale_ta
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(420),
-    pytest.mark.skipif(not os.environ.get("INTEREST_STREAM_SCALE_TEST"),
-                       reason="loses events in ~1 run of 3 (an open bug); "
-                       "INTEREST_STREAM_SCALE_TEST=1 runs it"),
 ]
 
 SCENARIO = Scenario(rate=100.0)

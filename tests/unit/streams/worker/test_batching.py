@@ -210,3 +210,30 @@ def test_events_read_before_a_rebalance_are_dropped_unacked() -> None:
     batches, acked = run(go())
     assert batches == [[1, 3]]
     assert acked == [1, 3]
+
+
+def test_events_of_a_revoked_generation_are_dropped_unacked() -> None:
+    """Between a rebalance's revoke and its assignment the generation id is still the old one;
+    its events are not processed (the partitions may be another worker's by now)."""
+
+    async def go() -> tuple[list[list[int]], list[int]]:
+        stream = QueueStream()
+        stream.app.revoked = True  # type: ignore[attr-defined]
+        for item in (0, 1, STOP):
+            stream.queue.put_nowait(item)
+        batches = [b async for b in take_batches(stream, 10, 0.05)]  # type: ignore[arg-type]
+        return batches, stream.acked
+
+    assert run(go()) == ([], [])
+
+
+def test_a_batch_whose_generation_is_revoked_while_it_is_processed_is_not_acked() -> None:
+    async def go() -> list[int]:
+        stream = QueueStream()
+        for item in (0, 1, STOP):
+            stream.queue.put_nowait(item)
+        async for _ in take_batches(stream, 10, 0.05):  # type: ignore[arg-type]
+            stream.app.revoked = True  # type: ignore[attr-defined]
+        return stream.acked
+
+    assert run(go()) == []
