@@ -20,8 +20,6 @@ the worker works on :class:`interest_state.Event` (:meth:`EventRecord.to_event`)
 
 from __future__ import annotations
 
-import codecs
-import json
 import math
 import re
 import time
@@ -31,16 +29,16 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-
 from interest_state import Event, EventType
 from streams.errors import EventRejected
+from streams.json_bytes import MAX_DEPTH, MAX_INT_DIGITS, load_json, long_int
 
 __all__ = [
     "EVENT_TYPES", "MAX_CONTEXT_FIELDS", "MAX_DEPTH", "MAX_DWELL_MS", "MAX_FUTURE_S",
     "MAX_ID_CHARS", "MAX_INT_DIGITS", "MAX_TEXT_CHARS", "MAX_TITLE_CHARS", "MAX_USER_ID_LEN",
-    "MAX_VALUE_BYTES", "EventRecord", "ItemRecord", "event_to_obj", "item_to_obj", "load_json",
-    "parse_event", "parse_item", "parse_ts", "parse_type",
+    "MAX_VALUE_BYTES", "MAX_VECTOR_LEN", "EventRecord", "ItemRecord", "catalog_vector_length",
+    "event_to_obj", "item_to_obj", "load_json", "parse_event", "parse_item", "parse_ts",
+    "parse_type",
 ]
 
 EVENT_TYPES: Mapping[str, EventType] = MappingProxyType({k.name.lower(): k for k in EventType})
@@ -57,12 +55,11 @@ MAX_TEXT_CHARS = 65_536
 """The most characters of a comment's or an item's ``text`` (the encoder reads a few hundred)."""
 MAX_DWELL_MS = 2**53 - 1
 """The largest ``dwell_ms``: the largest integer that every JSON reader holds exactly."""
-MAX_INT_DIGITS = 20
-"""The most digits of any JSON integer in a record (every 64-bit integer has at most 20)."""
-MAX_DEPTH = 64
-"""The deepest nesting of JSON arrays and objects in a record (an event's own is 2)."""
 MAX_VALUE_BYTES = 1_048_576
 """The largest record value :mod:`streams.worker.schemas` parses (1 MiB), checked before parsing."""
+MAX_VECTOR_LEN = 4096
+"""The most numbers in an item's ``vector`` (one length per catalog: the catalog feed and the
+training data check that every item's has the same)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +70,8 @@ class ItemRecord:
     title: str
     text: str
     tags: tuple[str, ...] = ()
+    vector: tuple[float, ...] | None = None
+    """Optional finite floats (e.g. an image embedding), the same length for every item."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,73 +103,6 @@ class EventRecord:
                      context=self.context or {})  # fmt: skip
 
 
-# --------------------------------------------------------------------------- bytes -> JSON
-
-_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % (MAX_INT_DIGITS + 1))  # none: no int can be too long
-# A string, or an unterminated one up to the end (the parser fails there): always matches, in
-# one pass, so no input makes the scan quadratic.
-_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def load_json(raw: bytes) -> object:
-    """The JSON value of one record (a topic's value, a file's line), within the limits.
-
-    Strict UTF-8 (a leading BOM is skipped; UTF-16/32 JSON is refused, not guessed), nesting at
-    most :data:`MAX_DEPTH` deep (checked before parsing), integers of at most
-    :data:`MAX_INT_DIGITS` digits (a longer one is rejected naming its field). Raises
-    ``EventRejected`` and nothing else, whatever the bytes; the caller bounds their size.
-    """
-    if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise EventRejected(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if "\x00" in text:
-        raise EventRejected("not UTF-8 JSON: it holds NUL bytes (UTF-16 or UTF-32?)")
-    if _nested_deeper(raw, MAX_DEPTH):
-        raise EventRejected(f"JSON nested deeper than {MAX_DEPTH} levels")
-    if _LONG_DIGITS.search(raw) is None:  # no integer can be too long: json's own speed
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise EventRejected(f"not JSON: {exc}") from None
-    too_long: list[str] = []
-
-    def parse_int(literal: str) -> object:
-        if len(literal.lstrip("-")) <= MAX_INT_DIGITS:
-            return int(literal)
-        too_long.append(literal)
-        return too_long  # a marker: never left in a value that is returned
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        for name, value in items:
-            if value is too_long:
-                raise EventRejected(_long_int(name))
-        return dict(items)
-
-    try:
-        value = json.loads(text, parse_int=parse_int, object_pairs_hook=pairs)
-    except json.JSONDecodeError as exc:
-        raise EventRejected(f"not JSON: {exc}") from None
-    if too_long:  # in an array, or the whole value
-        raise EventRejected(f"out of range: an integer of more than {MAX_INT_DIGITS} digits")
-    return value
-
-
-def _nested_deeper(raw: bytes, limit: int) -> bool:
-    """Whether arrays/objects nest deeper than ``limit`` (brackets inside strings don't count;
-    counting every bracket over-estimates, so most records need nothing more)."""
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return False
-    brackets = np.frombuffer(_JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKET), np.uint8)
-    if brackets.size == 0:
-        return False
-    steps = np.where((brackets & 0x0F) == 0x0B, 1, -1)  # [ { open (0x5B, 0x7B); ] } close
-    return bool(np.cumsum(steps).max() > limit)
-
-
 # --------------------------------------------------------------------------- fields
 
 
@@ -185,10 +117,6 @@ def _show(value: object) -> str:
     except ValueError:  # an int too long for str()
         return "<a very long integer>"
     return shown if len(shown) <= 64 else shown[:60] + "..."
-
-
-def _long_int(name: str) -> str:
-    return f"field {name!r} is out of range: an integer of more than {MAX_INT_DIGITS} digits"
 
 
 def _object(value: object) -> dict[str, Any]:
@@ -237,7 +165,7 @@ def parse_ts(value: Any) -> float:
     if isinstance(value, bool):
         raise EventRejected("field 'ts' must be epoch seconds or ISO-8601, got a boolean")
     if isinstance(value, int) and abs(value) >= _INT_LIMIT:
-        raise EventRejected(_long_int("ts"))
+        raise EventRejected(long_int("ts"))
     if isinstance(value, int | float):
         ts = float(value)
     elif isinstance(value, str):
@@ -286,7 +214,7 @@ def _dwell(obj: Mapping[str, Any]) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise EventRejected(f"field 'dwell_ms' must be an integer >= 0, got {_show(value)}")
     if abs(value) >= _INT_LIMIT:
-        raise EventRejected(_long_int("dwell_ms"))
+        raise EventRejected(long_int("dwell_ms"))
     if value < 0:
         raise EventRejected(f"field 'dwell_ms' must be an integer >= 0, got {value}")
     if value > MAX_DWELL_MS:
@@ -372,13 +300,43 @@ def parse_item(obj: object) -> ItemRecord:
         raise EventRejected("field 'tags' must be a list of strings")
     for tag in tags:
         _unicode("tags", tag)
-    return ItemRecord(item_id, title, _text("text", text, MAX_TEXT_CHARS), tuple(tags))
+    return ItemRecord(item_id, title, _text("text", text, MAX_TEXT_CHARS), tuple(tags),
+                      _vector(fields.get("vector")))  # fmt: skip
+
+
+def _vector(value: object) -> tuple[float, ...] | None:
+    """An item's optional ``vector``: 1..MAX_VECTOR_LEN finite numbers (``null``: none)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise EventRejected(f"field 'vector' must be a non-empty list of numbers: {_show(value)}")
+    if len(value) > MAX_VECTOR_LEN:
+        raise EventRejected(f"field 'vector' has {len(value)} numbers, at most {MAX_VECTOR_LEN}")
+    for n, x in enumerate(value):
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise EventRejected(f"field 'vector' must hold numbers, got {_show(x)} at {n}")
+        if (isinstance(x, int) and abs(x) >= _INT_LIMIT) or not math.isfinite(x):
+            raise EventRejected(f"field 'vector' must hold finite numbers, got {_show(x)} at {n}")
+    return tuple(float(x) for x in value)
+
+
+def catalog_vector_length(item: ItemRecord, length: int | None) -> int | None:
+    """The catalog's vector length after ``item`` (``length``: the one so far, ``None``: no
+    item had a vector yet); ``EventRejected`` when the item's ``vector`` has another length."""
+    if item.vector is None:
+        return length
+    if length is not None and len(item.vector) != length:
+        raise EventRejected(
+            f"field 'vector' has {len(item.vector)} numbers, the catalog's vectors {length}"
+        )
+    return len(item.vector)
 
 
 def item_to_obj(item: ItemRecord) -> dict[str, Any]:
-    """The JSON object of an item (all four fields)."""
-    return {"item_id": item.item_id, "title": item.title, "text": item.text,
-            "tags": list(item.tags)}  # fmt: skip
+    """The JSON object of an item (``vector`` only when it has one)."""
+    obj: dict[str, Any] = {"item_id": item.item_id, "title": item.title, "text": item.text,
+           "tags": list(item.tags)}  # fmt: skip
+    return obj if item.vector is None else {**obj, "vector": list(item.vector)}
 
 
 def event_to_obj(event: EventRecord) -> dict[str, Any]:

@@ -33,6 +33,14 @@ class TrainConfig:
     patience: int = 10
     """Evaluations without a better validation NDCG@10 before training stops."""
     seed: int = 0
+    tags: bool = False
+    """Fuse the items' tags into their vectors (a learned embedding per tag of the catalog,
+    averaged over an item's tags). Off: measured on ml-100k, see docs/evaluation.md."""
+    context: bool = False
+    """Feed the hour of day and day of week of each event (UTC, from ``ts``) to the model."""
+    item_vectors: bool = False
+    """Fuse the items' ``vector`` (a fixed-length float list, e.g. an image embedding) into
+    their vectors through a learned projection; needs :attr:`TrainingData.item_vectors`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +52,8 @@ class TrainingData:
     train: tuple[tuple[SequenceEvent, ...], ...]
     validation: tuple[tuple[tuple[SequenceEvent, ...], str], ...]
     """(context, target item id) per validation user."""
+    item_tags: tuple[tuple[str, ...], ...] = ()
+    """Each catalog item's tags, in ``item_ids`` order (empty: no item has tags)."""
+    item_vectors: np.ndarray | None = None
+    """float32 [n_items, V]: each catalog item's ``vector``, a zero row for an item without one
+    (``None``: no item has one)."""

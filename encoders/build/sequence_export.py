@@ -1,10 +1,13 @@
 """ONNX export of the sequence (interest) Transformer, validated against torch; needs torch.
 
-The exported graph takes the four padded feature arrays and returns the user vector (the
-hidden state at the last position; the final block computes that position only). After every
-export torch and ONNX Runtime are compared on real batches, and :class:`ExportMismatchError` is
-raised beyond the tolerance; only then is the graph renamed into place, and the model card,
-with the digests of every file, is written last. Model and training:
+The exported graph takes the padded feature arrays (the four of every model, plus ``hours``
+and ``weekdays`` for a model with context) and returns the user vector (the hidden state at
+the last position; the final block computes that position only). After every export torch and
+ONNX Runtime are compared on real batches, and the runtime's vectors of new items (text, tags,
+item vector: :meth:`SequenceModel.item_vectors_from_text`) with torch's for every catalog item;
+:class:`ExportMismatchError` is raised beyond the tolerance; only then is the graph renamed into
+place, and the model card (with the inputs the model uses, and the digests of every file) is
+written last. Model and training:
 :mod:`encoders.build.sequence_train`. Runtime (:mod:`encoders.runtime.sequence`) needs none of this.
 """
 
@@ -17,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -36,10 +39,10 @@ from encoders.errors import (
 )
 from encoders.runtime.sequence import (
     CARD_FILE,
-    INPUT_NAMES,
     ITEMS_FILE,
     SEQUENCE_FILE,
     TEXT_PROJ_FILE,
+    ItemProjection,
     SequenceFeatures,
 )
 
@@ -56,6 +59,7 @@ __all__ = [
     "TrainingData",
     "export_sequence_model",
     "train_sequence_model",
+    "validate_item_vectors",
     "validate_sequence_export",
 ]
 
@@ -94,10 +98,12 @@ def validate_sequence_export(
     onnx_path: Path,
     batches: Sequence[SequenceFeatures],
     atol: float = 1e-4,
+    names: Sequence[str] | None = None,
 ) -> float:
     """Max |torch - ONNX Runtime| over ``batches``; :class:`ExportMismatchError` above ``atol``.
 
-    The tolerance is relative to the largest reference value when that exceeds 1.
+    The tolerance is relative to the largest reference value when that exceeds 1. ``names``:
+    the graph's inputs (default: the session's own).
     """
     import onnxruntime as ort
 
@@ -107,10 +113,11 @@ def validate_sequence_export(
         raise ExportError(f"ONNX Runtime cannot load the export {onnx_path}: {exc}") from exc
     worst = 0.0
     model.eval()
+    names = tuple(names or (i.name for i in session.get_inputs()))
     for batch in batches:
         with torch.inference_mode():
             expected = model(*tensors(batch, slice(None)))[:, -1, :].numpy()
-        got = session.run(None, batch.feeds())[0]
+        got = session.run(None, batch.feeds(names))[0]
         if got.shape != expected.shape:
             raise ExportMismatchError(math.inf, atol, f"shape {got.shape} != {expected.shape}")
         scale = max(1.0, float(np.abs(expected).max()))
@@ -120,29 +127,57 @@ def validate_sequence_export(
     return worst
 
 
+def validate_item_vectors(
+    model: SequenceTransformer, projection: dict[str, np.ndarray], result: TrainResult,
+    tags: Sequence[Sequence[str]] = (), vectors: np.ndarray | None = None, atol: float = 1e-4,
+) -> float:  # fmt: skip
+    """Max |torch - runtime| of every catalog item's vector without its id embedding: torch's
+    text projection + tags + item vector against :meth:`SequenceModel.item_vectors_from_text`
+    on the exported ``projection`` (what a new item gets at serve time), so the two formulas
+    cannot drift apart. :class:`ExportMismatchError` above ``atol`` (relative beyond 1)."""
+    runtime = ItemProjection(projection, result.inputs)
+    with torch.inference_mode():
+        text = cast(torch.Tensor, model.text)[1:].numpy()
+        expected = (model.text_proj(model.text) + model.feature_vectors())[1:].numpy()
+    got = runtime(
+        text, tags=list(tags) or None,
+        vectors=list(vectors) if vectors is not None else None,
+    )  # fmt: skip
+    scale = max(1.0, float(np.abs(expected).max()))
+    worst = float(np.abs(got - expected).max()) / scale
+    if not np.isfinite(worst) or worst > atol:
+        raise ExportMismatchError(worst, atol, "the item vectors of new items (text, tags, vector)")
+    return worst
+
+
 def export_sequence_model(
-    result: TrainResult, out_dir: Path, *, card: dict[str, Any] | None = None, atol: float = 1e-4
-) -> dict[str, Any]:
+    result: TrainResult, out_dir: Path, *, card: dict[str, Any] | None = None,
+    atol: float = 1e-4, item_tags: Sequence[Sequence[str]] = (),
+    item_vectors: np.ndarray | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Write the ONNX graph, item matrix, text projection and model card; returns the card.
 
     The graph is written under a temporary name and only renamed into place once it matches
-    torch, so a failed export never leaves a loadable but wrong model behind.
+    torch, so a failed export never leaves a loadable but wrong model behind. ``item_tags`` and
+    ``item_vectors``: the training catalog's (``TrainingData``), for the check of new items'
+    vectors of a model that uses them.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = result.model.eval()
     batches = _check_batches(result)
     tmp = out_dir / (SEQUENCE_FILE + ".tmp")
-    axes = {name: {0: "batch", 1: "length"} for name in INPUT_NAMES}
+    names = result.inputs.graph_inputs
+    axes = {name: {0: "batch", 1: "length"} for name in names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
                 _UserVectors(model),
-                tuple(tensors(batches[0], slice(None))),
+                tuple(tensors(batches[0], slice(None))[: len(names)]),
                 str(tmp),
                 dynamo=False,
-                input_names=list(INPUT_NAMES),
+                input_names=list(names),
                 output_names=["user"],
                 dynamic_axes={**axes, "user": {0: "batch"}},
                 opset_version=OPSET,
@@ -150,13 +185,13 @@ def export_sequence_model(
             )
         except (RuntimeError, TypeError, ValueError) as exc:
             raise ExportError(f"torch.onnx.export failed: {exc}") from exc
-    max_diff = validate_sequence_export(model, tmp, batches, atol)
+    max_diff = validate_sequence_export(model, tmp, batches, atol, names)
+    projection = _projection(model)
+    item_diff = validate_item_vectors(model, projection, result, item_tags, item_vectors, atol)
     with torch.inference_mode():
         items = model.item_vectors()[1:].numpy().astype(np.float32)
-        weight = model.text_proj.weight.detach().numpy().T.astype(np.float32)
-        bias = model.text_proj.bias.detach().numpy().astype(np.float32)
     np.save(out_dir / ITEMS_FILE, items)
-    np.savez(out_dir / TEXT_PROJ_FILE, weight=weight, bias=bias)
+    np.savez(out_dir / TEXT_PROJ_FILE, allow_pickle=False, **projection)
     tmp.replace(out_dir / SEQUENCE_FILE)
     digest = hashlib.sha256((out_dir / SEQUENCE_FILE).read_bytes()).hexdigest()
     full_card = {
@@ -172,7 +207,13 @@ def export_sequence_model(
             "epochs_run": len(result.history),
             "history": result.history,
         },
-        "export": {"opset": OPSET, "atol": atol, "max_abs_diff": max_diff},
+        "inputs": result.inputs.to_card(),
+        "export": {
+            "opset": OPSET,
+            "atol": atol,
+            "max_abs_diff": max_diff,
+            "item_vectors_max_abs_diff": item_diff,
+        },  # fmt: skip
         **(card or {}),
     }
     full_card["sha256_files"] = {
@@ -185,3 +226,14 @@ def export_sequence_model(
     tmp_card.write_text(json.dumps(full_card, indent=2) + "\n", encoding="utf-8")
     tmp_card.replace(out_dir / CARD_FILE)
     return full_card
+
+
+def _projection(model: SequenceTransformer) -> dict[str, np.ndarray]:
+    """The arrays of ``text_proj.npz``: what a new item's vector is made of at serve time."""
+    with torch.inference_mode():
+        out = {"weight": model.text_proj.weight.numpy().T, "bias": model.text_proj.bias.numpy()}
+        if model.tag_emb is not None:
+            out["tag_weight"] = model.tag_emb.weight[1:].numpy()
+        if model.vector_proj is not None:
+            out["vector_weight"] = model.vector_proj.weight.numpy().T
+    return {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in out.items()}

@@ -4,10 +4,14 @@ The model: a causal pre-LayerNorm Transformer over a user's last ``max_len`` eve
 position is the item vector (a projection of the item's text vector plus a learned id embedding
 for items seen in training; index 0 = cold, text only) plus event-type, time-gap-bucket and
 position embeddings (position = count of real events before it in the window, so left padding
-changes nothing). The output at the last position is the user vector; scores are inner products
-with the same item vectors (input and output share them). Training: full softmax cross-entropy
-over all items at every position (next-item targets), Adam, early stopping on validation
-NDCG@10 with the user's seen items masked. Export: :mod:`encoders.build.sequence_export`.
+changes nothing). Optional inputs (:class:`TrainConfig`, off by default): the mean of a learned
+embedding of each of the item's tags and a projection of the item's ``vector`` join the item
+vector (so they reach new items through :meth:`SequenceModel.item_vectors_from_text` too), and
+hour-of-day and day-of-week embeddings join each position. The output at the last position is
+the user vector; scores are inner products with the same item vectors (input and output share
+them). Training: full softmax cross-entropy over all items at every position (next-item
+targets), Adam, early stopping on validation NDCG@10 with the user's seen items masked.
+Export: :mod:`encoders.build.sequence_export`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -23,10 +28,12 @@ from encoders.build.sequence_data import TrainConfig, TrainingData
 from encoders.errors import (
     EXPORT_INSTALL_HINT,
     ExportDependencyError,
+    InputError,
 )
 from encoders.runtime.sequence import (
     EVENT_TYPES,
     N_GAP_BUCKETS,
+    ModelInputs,
     SequenceEvent,
     SequenceFeatures,
     features,
@@ -43,6 +50,8 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingData",
+    "model_inputs",
+    "tag_index",
     "tensors",
     "train_sequence_model",
 ]
@@ -60,6 +69,7 @@ class TrainResult:
     seconds: float = 0.0
     n_warm: int = 0
     validation_batch: SequenceFeatures | None = None
+    inputs: ModelInputs = field(default_factory=ModelInputs)
 
 
 # --------------------------------------------------------------------------- the model
@@ -92,11 +102,32 @@ class _Block(nn.Module):
         return out
 
 
+def tag_index(item_tags: Sequence[Sequence[str]], vocabulary: Sequence[str]) -> np.ndarray:
+    """int64 [n_items + 1, K]: each item's known tags as rows 1.. of the vocabulary, left-aligned,
+    0 = none (row 0, the padding item, has none); K = the most known tags of one item (>= 1)."""
+    row = {tag: n + 1 for n, tag in enumerate(vocabulary)}
+    rows = [sorted({row[t] for t in tags if t in row}) for tags in item_tags]
+    out = np.zeros((len(rows) + 1, max([1, *map(len, rows)])), dtype=np.int64)
+    for n, known in enumerate(rows, start=1):
+        out[n, : len(known)] = known
+    return out
+
+
 class SequenceTransformer(nn.Module):
-    """Hidden states [B, L, D] from padded event features; item vectors shared in and out."""
+    """Hidden states [B, L, D] from padded event features; item vectors shared in and out.
+
+    ``tags`` (``tag_index`` rows, :func:`tag_index`) and ``vectors`` (float32 [n_items, V]) are
+    the optional item inputs; ``config.context`` adds the hour and weekday embeddings."""
 
     def __init__(
-        self, text_vectors: np.ndarray, id_index: np.ndarray, n_ids: int, config: TrainConfig
+        self,
+        text_vectors: np.ndarray,
+        id_index: np.ndarray,
+        n_ids: int,
+        config: TrainConfig,
+        *,
+        tags: tuple[np.ndarray, int] | None = None,
+        vectors: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         dim = config.dim
@@ -119,10 +150,43 @@ class SequenceTransformer(nn.Module):
             if emb.padding_idx is not None:
                 with torch.no_grad():
                     emb.weight[emb.padding_idx].zero_()
+        # The optional parts come last, so a model without them is initialised as before.
+        self.tag_emb = self.vector_proj = self.hour_emb = self.weekday_emb = None
+        if tags is not None:
+            index, n_tags = tags
+            self.register_buffer("tag_rows", torch.from_numpy(index.astype(np.int64)))
+            self.tag_emb = self._embedding(n_tags + 1, dim)
+        if vectors is not None:
+            extra = np.vstack([np.zeros((1, vectors.shape[1]), np.float32), vectors])
+            self.register_buffer("extra", torch.from_numpy(extra.astype(np.float32)))
+            self.vector_proj = nn.Linear(extra.shape[1], dim, bias=False)
+        if config.context:
+            self.hour_emb, self.weekday_emb = self._embedding(25, dim), self._embedding(8, dim)
+
+    @staticmethod
+    def _embedding(rows: int, dim: int) -> nn.Embedding:
+        emb = nn.Embedding(rows, dim, padding_idx=0)
+        nn.init.normal_(emb.weight, std=0.02)
+        with torch.no_grad():
+            emb.weight[0].zero_()
+        return emb
 
     def item_vectors(self) -> torch.Tensor:
         """All rows [n_items + 1, D]; row 0 (padding) is never a candidate."""
         out: torch.Tensor = self.text_proj(self.text) + self.id_emb(self.id_index)
+        if self.tag_emb is not None or self.vector_proj is not None:
+            out = out + self.feature_vectors()
+        return out
+
+    def feature_vectors(self) -> torch.Tensor:
+        """The tags' and item vectors' part of every item row (0 for a model without them)."""
+        out = torch.zeros(())
+        if self.tag_emb is not None:
+            rows = cast(torch.Tensor, self.tag_rows)
+            known = (rows > 0).sum(dim=1, keepdim=True).clamp(min=1)
+            out = out + self.tag_emb(rows).sum(dim=1) / known
+        if self.vector_proj is not None:
+            out = out + self.vector_proj(self.extra)
         return out
 
     def forward(
@@ -131,13 +195,20 @@ class SequenceTransformer(nn.Module):
         event_types: torch.Tensor,
         gap_buckets: torch.Tensor,
         mask: torch.Tensor,
+        hours: torch.Tensor | None = None,
+        weekdays: torch.Tensor | None = None,
         last_only: bool = False,
     ) -> torch.Tensor:
         """Hidden states [B, L, D]; with ``last_only`` [B, 1, D], the last position only (the
-        final block then computes one query per user: what the stream and export need)."""
+        final block then computes one query per user: what the stream and export need).
+        ``hours`` and ``weekdays`` are read by a model with context only."""
         real = mask > 0
         pos = (torch.cumsum(real.long(), dim=1) - 1).clamp(min=0, max=self.max_len - 1)
         x = self.item_vectors()[item_rows] + self.type_emb(event_types)
+        if self.hour_emb is not None and self.weekday_emb is not None:
+            if hours is None or weekdays is None:
+                raise InputError("a model with context needs hours and weekdays")
+            x = x + self.hour_emb(hours) + self.weekday_emb(weekdays)
         x = self.drop(x + self.gap_emb(gap_buckets) + self.pos_emb(pos))
         order = torch.cumsum(torch.ones_like(item_rows), dim=1)
         query, key = order.unsqueeze(2), order.unsqueeze(1)
@@ -153,13 +224,16 @@ class SequenceTransformer(nn.Module):
 
 
 def _windows(
-    sequences: Sequence[Sequence[SequenceEvent]], row_of: dict[str, int], max_len: int
+    sequences: Sequence[Sequence[SequenceEvent]],
+    row_of: dict[str, int],
+    max_len: int,
+    context: bool = False,
 ) -> tuple[SequenceFeatures, np.ndarray]:
     """Every training position once: windows of ``max_len`` inputs with next-item targets."""
     inputs: list[SequenceFeatures] = []
     targets: list[np.ndarray] = []
     for seq in sequences:
-        full = features([seq], row_of, len(seq) or 1)
+        full = features([seq], row_of, len(seq) or 1, context=context)
         n = int(full.mask.sum())
         if n < 2:
             continue
@@ -217,14 +291,20 @@ def train_sequence_model(
     warm = sorted({row_of[e.item_id] for seq in data.train for e in seq if e.item_id in row_of})
     id_index = np.zeros(len(data.item_ids) + 1, dtype=np.int64)
     id_index[warm] = np.arange(1, len(warm) + 1)
-    model = SequenceTransformer(data.text_vectors, id_index, len(warm), config)
-    inputs, targets = _windows(data.train, row_of, config.max_len)
+    uses = model_inputs(data, config)
+    model = SequenceTransformer(
+        data.text_vectors, id_index, len(warm), config,
+        tags=(tag_index(data.item_tags, uses.tags), len(uses.tags)) if config.tags else None,
+        vectors=data.item_vectors if config.item_vectors else None,
+    )  # fmt: skip
+    inputs, targets = _windows(data.train, row_of, config.max_len, config.context)
     val_batch = features([c for c, _ in data.validation], row_of, config.max_len,
-                         width=config.max_len)  # fmt: skip
+                         width=config.max_len, context=config.context)  # fmt: skip
     val_targets = np.array([row_of[t] for _, t in data.validation], dtype=np.int64)
     val_seen = _seen_matrix([c for c, _ in data.validation], row_of, len(data.item_ids))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    result = TrainResult(model, config, row_of, data.item_ids, 0, -1.0, n_warm=len(warm))
+    result = TrainResult(model, config, row_of, data.item_ids, 0, -1.0, n_warm=len(warm),
+                         inputs=uses)  # fmt: skip
     best_state: dict[str, torch.Tensor] = {}
     stale = 0
     for epoch in range(1, config.epochs + 1):
@@ -250,6 +330,26 @@ def train_sequence_model(
     result.seconds = time.perf_counter() - start
     result.validation_batch = val_batch
     return result
+
+
+def model_inputs(data: TrainingData, config: TrainConfig) -> ModelInputs:
+    """The inputs ``config`` asks for, from ``data``; :class:`InputError` when the data lacks
+    them (tags asked for and no item has one, item vectors asked for and none given)."""
+    vocabulary: tuple[str, ...] = ()
+    if config.tags:
+        vocabulary = tuple(sorted({tag for tags in data.item_tags for tag in tags}))
+        if not vocabulary:
+            raise InputError("training with tags, but no catalog item has tags")
+    vector_dim = 0
+    if config.item_vectors:
+        vectors = data.item_vectors
+        if vectors is None or vectors.ndim != 2 or vectors.shape[1] < 1:
+            raise InputError("training with item vectors, but the catalog has none")
+        if vectors.shape[0] != len(data.item_ids) or not np.isfinite(vectors).all():
+            raise InputError(f"item vectors of shape {vectors.shape} for {len(data.item_ids)} "
+                             "items, or not finite")  # fmt: skip
+        vector_dim = int(vectors.shape[1])
+    return ModelInputs(vocabulary, vector_dim, config.context)
 
 
 def _epoch(

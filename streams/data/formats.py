@@ -3,13 +3,13 @@
 Each line is the same JSON object a Kafka topic carries, checked by the one contract the
 worker's topic decoder uses (:mod:`streams.contract`; see ``docs/data-formats.md``):
 
-* items file  -> ``items`` topic:  ``{"item_id", "title", "text", "tags"}``
+* items file  -> ``items`` topic:  ``{"item_id", "title", "text", "tags", optional "vector"}``
 * events file -> ``events.*`` topics: ``{"event_id", "user_id", "item_id", "type", "ts",
   optional "dwell_ms", "text", "context"}``, in chronological order.
 
-On top of the contract a file has two rules of its own: item ids are unique, and events never
-go back in time. Errors name the file and the line. No faust or aiokafka here, so the offline
-tools and tests load data without a broker.
+On top of the contract a file has three rules of its own: item ids are unique, every item's
+``vector`` has the same length, and events never go back in time. Errors name the file and
+the line. No faust or aiokafka here, so the offline tools and tests load data without a broker.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from streams.contract import (
     MAX_USER_ID_LEN,
     EventRecord,
     ItemRecord,
+    catalog_vector_length,
     event_to_obj,
     item_to_obj,
     load_json,
@@ -140,9 +141,11 @@ def read_items(path: Path) -> list[ItemRecord]:
     path = Path(path)
     items: list[ItemRecord] = []
     first_line: dict[str, int] = {}
+    vector_length: int | None = None
     for lineno, obj in _iter_json_lines(path):
         try:
             item = parse_item(obj)
+            vector_length = catalog_vector_length(item, vector_length)
         except EventRejected as exc:
             raise DatasetError(f"{path}:{lineno}: {exc.reason}") from None
         if item.item_id in first_line:

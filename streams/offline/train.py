@@ -21,15 +21,17 @@ import logging
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import numpy as np
 
 from encoders import EncoderError, TextEncoder, is_exported
 from encoders.build.sequence_data import TrainConfig, TrainingData
-from streams.contract import EventRecord
+from encoders.errors import InputError
+from streams.contract import EventRecord, ItemRecord
 from streams.offline.evaluate import Dataset, data_paths, load_dataset
 from streams.offline.from_kafka import SINCE, Since, read_log
 from streams.offline.rankers import events_fingerprint, to_sequence
@@ -42,6 +44,7 @@ __all__ = [
     "train_command",
     "train_config",
     "train_dataset",
+    "item_vector_matrix",
     "train_sequence",
     "training_data",
 ]
@@ -52,7 +55,9 @@ log = logging.getLogger(__name__)
 
 
 def training_data(dataset: Dataset, encoder: TextEncoder) -> TrainingData:
-    """Text vectors of the catalog, per-user training sequences, validation (context, target)."""
+    """Text vectors, tags and ``vector``s of the catalog, per-user training sequences,
+    validation (context, target). The items' vectors must share one length (that of the
+    first); an item without one gets a zero row (no contribution)."""
     items = dataset.train.items
     vectors = encoder.encode([item.text for item in items])
     by_user: dict[str, list[EventRecord]] = defaultdict(list)
@@ -66,7 +71,25 @@ def training_data(dataset: Dataset, encoder: TextEncoder) -> TrainingData:
         text_vectors=vectors,
         train=tuple(to_sequence(events) for events in by_user.values()),
         validation=validation,
+        item_tags=tuple(item.tags for item in items),
+        item_vectors=item_vector_matrix(items),
     )
+
+
+def item_vector_matrix(items: Sequence[ItemRecord]) -> np.ndarray | None:
+    """float32 [n_items, V] of the items' ``vector`` (zeros for an item without one), or
+    ``None`` when no item has one; :class:`EncoderError` when two lengths differ."""
+    lengths = {len(item.vector) for item in items if item.vector is not None}
+    if not lengths:
+        return None
+    if len(lengths) > 1:
+        raise InputError(f"the items' vectors have different lengths {sorted(lengths)}: one "
+                         "length per catalog")  # fmt: skip
+    out = np.zeros((len(items), lengths.pop()), dtype=np.float32)
+    for n, item in enumerate(items):
+        if item.vector is not None:
+            out[n] = item.vector
+    return out
 
 
 def train_sequence(
@@ -118,7 +141,8 @@ def train_dataset(
         },
         "seconds_total": round(time.perf_counter() - start, 2),
     }
-    return export_sequence_model(result, out_dir, card=card)
+    return export_sequence_model(result, out_dir, card=card, item_tags=data.item_tags,
+                                 item_vectors=data.item_vectors)  # fmt: skip
 
 
 def _show(record: dict[str, float] | None) -> str:
@@ -148,6 +172,13 @@ def model_options(command: F) -> F:
                      show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=128,
                      show_default=True),
+        click.option("--tags/--no-tags", default=TrainConfig().tags, show_default=True,
+                     help="Fuse the items' tags into their vectors (docs/model.md)."),
+        click.option("--context/--no-context", default=TrainConfig().context,
+                     show_default=True, help="Hour of day and day of week (UTC) of each "
+                     "event as model inputs."),
+        click.option("--item-vectors/--no-item-vectors", default=TrainConfig().item_vectors,
+                     show_default=True, help="Fuse the items' `vector` into their vectors."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)

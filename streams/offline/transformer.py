@@ -93,7 +93,12 @@ class TransformerModel:
         if self.encoder is None:
             self._index_model_items(data.items)
         self.short.fit(data)
-        self._active = ActiveSequence(self.model, AlignedItems.build(self.model, index))
+        catalog = {item.item_id: item for item in data.items}  # a new item: text + tags + vector
+        aligned = AlignedItems.build(
+            self.model, index, tags={i: item.tags for i, item in catalog.items()},
+            vectors={i: item.vector for i, item in catalog.items() if item.vector is not None},
+        )  # fmt: skip
+        self._active = ActiveSequence(self.model, aligned)
         if data is not self._cache.fitted_on:  # in place: the blends share this cache
             self._cache.states.clear()
             self._cache.fitted_on = data

@@ -13,6 +13,8 @@ with it, and so does an item whose text cannot be encoded (the other items of it
 indexed). A tombstone (a record with a key and no value: Kafka's delete on a compacted topic)
 deletes the item of that key (:meth:`Pipeline.delete_items`); one for an unknown item changes
 nothing, one without a key is dead-lettered. Within a batch the last record of an item wins.
+An item's ``vector`` must have the length of the first one the feed accepted (one length per
+catalog); an item whose vector has another is dead-lettered with the two lengths.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from streams.contract import ItemRecord
+from streams.contract import ItemRecord, catalog_vector_length
 from streams.errors import EventRejected
 from streams.worker.dlq import dead_letter
 from streams.worker.items import failure_reason
@@ -46,6 +48,8 @@ class CatalogFeed:
         self.wiring = wiring
         self.pipeline = pipeline
         self.ready = asyncio.Event()
+        #: The length of the catalog's item vectors: the first accepted ``vector``'s.
+        self.vector_length: int | None = None
         wiring.app.task(self.run)
 
     async def run(self) -> None:
@@ -113,6 +117,7 @@ class CatalogFeed:
                     changes[tombstone_item_id(record.key)] = (record, None)
                 else:
                     item = decode_item(record.value)
+                    self.vector_length = catalog_vector_length(item, self.vector_length)
                     changes[item.item_id] = (record, item)
                 continue
             except EventRejected as exc:

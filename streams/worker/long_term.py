@@ -5,9 +5,12 @@ A user's history for the model is their state's ring (``recent_items`` / ``recen
 ``recent_ts``, ``history_len`` events). :class:`ActiveSequence` is one loaded model with its
 item matrix aligned row for row with the stream's :class:`ItemIndex`: items the model knows take
 their row of ``items.npy``, the others their vector from text (``item_vectors_from_text``), so
-a brand-new catalog item is scored at once. The pipeline and the offline evaluator both call
-:meth:`ActiveSequence.with_long_terms` (one ``encode_users`` per batch) and then
-:func:`interest_state.rank_blended`.
+a brand-new catalog item is scored at once. A model trained with tags or item vectors adds them
+to a new item's text vector when the caller passes them (``tags`` / ``vectors`` of
+:meth:`AlignedItems.write` and :meth:`AlignedItems.build`); an item without them (or a caller
+that passes none) gets its text vector alone, the documented fallback. The pipeline and the
+offline evaluator both call :meth:`ActiveSequence.with_long_terms` (one ``encode_users`` per
+batch) and then :func:`interest_state.rank_blended`.
 
 :func:`load_checked` loads a model folder and checks it can serve (the hot reload of
 :mod:`streams.worker.model_watch` swaps in only models that pass). ``interest-stream train --out``
@@ -23,12 +26,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from encoders import EncoderError, ItemIndex
 from encoders.runtime.sequence import (
@@ -89,19 +93,40 @@ class AlignedItems:
         self._view: tuple[np.ndarray, np.ndarray, int] = (buffer, np.zeros(len(buffer), bool), 0)
 
     @classmethod
-    def build(cls, model: SequenceModel, index: ItemIndex) -> AlignedItems:
-        """Rows for every item the index holds now (hold the index lock)."""
-        vectors = index.vectors_view()  # rows [0, n) as they are now, no copy
-        n = len(vectors)
+    def build(
+        cls,
+        model: SequenceModel,
+        index: ItemIndex,
+        *,
+        tags: Mapping[str, Sequence[str]] | None = None,
+        vectors: Mapping[str, npt.ArrayLike] | None = None,
+    ) -> AlignedItems:
+        """Rows for every item the index holds now (hold the index lock); ``tags`` and
+        ``vectors``: the catalog's, by item id, for the items the model never saw."""
+        text = index.vectors_view()  # rows [0, n) as they are now, no copy
+        n = len(text)
         aligned = cls(model, capacity=max(1024, n))
         if n:
             ids = [index.item_id_at(row) for row in range(n)]
-            aligned.write(list(range(n)), ids, vectors)
+            aligned.write(
+                list(range(n)), ids, text,
+                tags=[tags.get(i, ()) for i in ids] if tags is not None else None,
+                vectors=[vectors.get(i) for i in ids] if vectors is not None else None,
+            )  # fmt: skip
         return aligned
 
-    def write(self, rows: Sequence[int], item_ids: Sequence[str], text_vectors: np.ndarray) -> None:
-        """Set the rows of these items: their model row, else their vector from text."""
-        vectors, known = self._vectors_for(item_ids, text_vectors)
+    def write(
+        self,
+        rows: Sequence[int],
+        item_ids: Sequence[str],
+        text_vectors: np.ndarray,
+        *,
+        tags: Sequence[Sequence[str]] | None = None,
+        vectors: Sequence[npt.ArrayLike | None] | None = None,
+    ) -> None:
+        """Set the rows of these items: their model row, else their vector from text (plus
+        their ``tags`` and ``vectors``, in ``item_ids`` order, for a model that uses them)."""
+        values, known = self._vectors_for(item_ids, text_vectors, tags, vectors)
         buffer, flags, n = self._view
         top = max([n, *(r + 1 for r in rows)])
         if top > len(buffer):
@@ -112,12 +137,16 @@ class AlignedItems:
             grown[:n], grown_flags[:n] = buffer[:n], flags[:n]
             buffer, flags = grown, grown_flags
         index = np.asarray(rows, dtype=np.int64)
-        buffer[index] = vectors
+        buffer[index] = values
         flags[index] = known
         self._view = (buffer, flags, top)  # publish
 
     def _vectors_for(
-        self, item_ids: Sequence[str], text_vectors: np.ndarray
+        self,
+        item_ids: Sequence[str],
+        text_vectors: np.ndarray,
+        tags: Sequence[Sequence[str]] | None,
+        extra: Sequence[npt.ArrayLike | None] | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         model = self.model
         vectors = np.zeros((len(item_ids), model.dim), dtype=np.float32)
@@ -131,7 +160,11 @@ class AlignedItems:
                 vectors[n], known[n] = model.items[row - 1], True
         if cold:
             try:
-                vectors[cold] = model.item_vectors_from_text(np.asarray(text_vectors)[cold])
+                vectors[cold] = model.item_vectors_from_text(
+                    np.asarray(text_vectors)[cold],
+                    tags=[tags[n] for n in cold] if tags is not None else None,
+                    vectors=[extra[n] for n in cold] if extra is not None else None,
+                )
                 known[cold] = True
             except EncoderError as exc:  # no text projection: those items stay short-term only
                 log.debug("no long-term vectors for %d new items: %s", len(cold), exc)

@@ -75,6 +75,8 @@ class Pipeline:
         self.top_k = top_k
         #: Catalog text vectors by content (``None``: every catalog text is encoded).
         self.vector_cache = vector_cache
+        #: item id -> the catalog's ``vector``, for sequence models that take item vectors
+        self.item_vectors: dict[str, np.ndarray] = {}
         self.blend_weight = blend_weight
         #: What a list holds beyond the ranking's best (:mod:`streams.worker.lists`).
         self.lists = ListMaker(
@@ -163,7 +165,8 @@ class Pipeline:
         """
         slot = self.slots[variant]
         with self._index_lock:  # no catalog item can arrive between alignment and swap
-            items = AlignedItems.build(model, self.index)
+            items = AlignedItems.build(model, self.index, tags=self.lists.tags,
+                                       vectors=self.item_vectors)  # fmt: skip
             if self.text_ann is not None:
                 slot.long_ann = self._synced_long_index(items, model.dim, slot.long_ann)
             active = ActiveSequence(model, items)
@@ -194,6 +197,11 @@ class Pipeline:
             return failed
         ids = [i.item_id for i in chosen]
         self.lists.set_tags((i.item_id, i.tags) for i in chosen)
+        for i in chosen:  # for the models that take item vectors, when one is (re)installed
+            if i.vector is None:
+                self.item_vectors.pop(i.item_id, None)
+            else:
+                self.item_vectors[i.item_id] = np.asarray(i.vector, np.float32)
         with self._index_lock:
             self.index.upsert(ids, [i.title for i in chosen], vectors)
             placed = [
@@ -201,7 +209,9 @@ class Pipeline:
             ]
             for active in (s.sequence for s in self.slots.values() if s.sequence is not None):
                 active.items.write([row for row, _ in placed], [ids[n] for _, n in placed],
-                                   vectors[[n for _, n in placed]])  # fmt: skip
+                                   vectors[[n for _, n in placed]],
+                                   tags=[chosen[n].tags for _, n in placed],
+                                   vectors=[chosen[n].vector for _, n in placed])  # fmt: skip
             self._sync_ann([row for i in ids if (row := self.index.row_of(i)) is not None])
         return failed
 

@@ -136,3 +136,22 @@ def test_an_item_that_cannot_be_encoded_is_dead_lettered_and_its_batch_indexed(
     assert f.dead() == [(2, "could not be encoded: InferenceError: ONNX Runtime failed on a "
                             "batch: out of memory")]
     assert [m.key for m in f.dlq.sent] == [b"3"]
+
+
+def test_an_item_vector_of_another_length_or_not_finite_is_dead_lettered(
+    tiny_encoder: TextEncoder,
+) -> None:
+    feed = _Feed(tiny_encoder)
+
+    def with_vector(item_id: str, vector: object) -> ConsumerRecord[bytes, bytes]:
+        body = {"item_id": item_id, "title": TITLES[item_id], "vector": vector}
+        return feed.record(item_id.encode(), json.dumps(body).encode())
+
+    nan = b'{"item_id": "3", "title": "war drama", "vector": [1, NaN, 2]}'
+    feed.apply(with_vector("1", [0.5, 1.0, 2.0]), with_vector("2", [1.0, 2.0]),
+               feed.record(b"3", nan))  # fmt: skip
+    assert feed.items() == {"1"} and feed.feed.vector_length == 3
+    assert feed.dead() == [
+        (2, "field 'vector' has 2 numbers, the catalog's vectors 3"),
+        (3, "field 'vector' must hold finite numbers, got nan at 1"),
+    ]
