@@ -180,3 +180,24 @@ def deployment(bootstrap: str, model_dir: Path, tmp_path: Path) -> Iterator[Depl
     dep = Deployment(bootstrap, model_dir, tmp_path)
     yield dep
     dep.stop_all()
+
+
+@pytest.fixture(scope="session")
+def undisturbed(
+    bootstrap: str, model_dir: Path, catalog: list[Any], tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """One worker fed the kill and scale tests' events without disturbance (at 300/s: the final
+    states do not depend on the rate, see ``test_scale.CALM``): their common baseline, run once.
+    Asserted whole, or a comparison with it would prove nothing."""
+    from tests.integration.kill_run import Scenario, build_events, format_result, run_scenario
+
+    calm = Scenario(rate=300.0)
+    dep = Deployment(bootstrap, model_dir, tmp_path_factory.mktemp("undisturbed"),
+                     partitions=calm.partitions)  # fmt: skip
+    try:
+        run = run_scenario(dep, catalog, build_events(catalog, calm), calm, "undisturbed")
+    finally:
+        dep.stop_all()
+    assert run.sent >= 3000 and not run.produce_errors, format_result(run)
+    assert (run.lost, run.applied_twice, run.unfetched) == (0, 0, 0), format_result(run)
+    return run

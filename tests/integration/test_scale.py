@@ -23,7 +23,6 @@ from tests.integration.kill_run import (
     build_events,
     format_result,
     judge,
-    run_scenario,
 )
 from tests.integration.scale_run import ScalePlan, format_scale, format_scale_table, run_scale
 
@@ -35,27 +34,14 @@ pytestmark = [
 SCENARIO = Scenario(rate=100.0)
 """100 events/s: the ~4,700 events last ~47 s, long enough for B's kill (at 15 % of them), A's
 takeover (10-12 s) and C's start and join (15-23 s) to happen while they flow."""
-CALM = Scenario(rate=300.0)
-"""The undisturbed run: the same events, faster. The final states do not depend on the rate:
-runs at 100/s and 300/s differed in no user (``short_term`` by 2.3e-3, as two runs at one rate
-do; see ``kill_run.FLOAT_RTOL``)."""
+# The baseline is conftest.py's ``undisturbed`` worker: the same events at 300/s. The final
+# states do not depend on the rate: runs at 100/s and 300/s differed in no user (``short_term``
+# by 2.3e-3, as two runs at one rate do; see ``kill_run.FLOAT_RTOL``).
 
 
 def _deployment(bootstrap: str, model_dir: Path, tmp: Path) -> Deployment:
     tmp.mkdir()
     return Deployment(bootstrap, model_dir, tmp, partitions=SCENARIO.partitions)
-
-
-@pytest.fixture(scope="module")
-def undisturbed(
-    bootstrap: str, model_dir: Path, catalog: list[Any], tmp_path_factory: pytest.TempPathFactory
-) -> RunResult:
-    dep = _deployment(bootstrap, model_dir, tmp_path_factory.mktemp("scale") / "calm")
-    calm = run_scenario(dep, catalog, build_events(catalog, SCENARIO), CALM, "undisturbed")
-    # the baseline itself must be whole, or the comparison proves nothing
-    assert calm.sent >= 3000 and not calm.produce_errors, format_result(calm)
-    assert (calm.lost, calm.applied_twice, calm.unfetched) == (0, 0, 0), format_result(calm)
-    return calm
 
 
 def test_a_survivor_takes_over_a_killed_worker_and_a_newcomer_gets_partitions(
