@@ -257,6 +257,8 @@ class _Consumer(GenerationGuard, faust_aiokafka.Consumer):
                         if expected is not None and offset > expected and (
                             acks_enabled_for(message.topic)
                         ):
+                            log.info("%s: the first record after the seek to %d is %d: %d..%d "
+                                     "taken as a gap", tp, expected, offset, expected, offset - 1)
                             await self._add_gap(tp, expected, offset - 1)
                     elif last and offset - last > 1 and acks_enabled_for(message.topic):
                         if await self._stale(tp, offset):
