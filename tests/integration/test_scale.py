@@ -9,8 +9,9 @@ the same events, no event may be lost or applied twice, C must hold partitions a
 users. The pause at each change is printed (run with ``-s`` to see it as it comes).
 
 Not in the default run: after the fix of 2026-12-02 (``streams/worker/commits.py``) 11 of 12 runs
-lost nothing, one lost 31 events around the third worker's join (docs/benchmarks.md "Two workers
-under kill -9"); a test that fails one run in ten would block every landing. Run it with
+lost nothing, one lost 31 events around the third worker's join; with the seek lock since, 8 of 8
+(docs/benchmarks.md "Two workers under kill -9"): too few runs yet for a test whose failure would
+block every landing. Run it with
 ``INTEREST_STREAM_SCALE_TEST=1`` (or ``scripts/scale_runs.py``).
 """
 
