@@ -89,6 +89,15 @@ class Deployment:
     def changelog(self) -> str:
         return f"{self.app_id}-user_interest-changelog"
 
+    def start_cli(self, home: Path, *args: str) -> subprocess.Popen[str]:
+        """``interest-stream <args>`` of this deployment, on the CPU, running (see
+        :func:`cli_output`)."""
+        return subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "streams.cli", *args],
+            env={**self.env(home, free_port()), "INTEREST_STREAM_PROVIDER": "cpu"}, cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
     def env(self, home: Path, web_port: int) -> dict[str, str]:
         t = self.topics
         return {
@@ -201,3 +210,11 @@ def undisturbed(
     assert run.sent >= 3000 and not run.produce_errors, format_result(run)
     assert (run.lost, run.applied_twice, run.unfetched) == (0, 0, 0), format_result(run)
     return run
+
+
+def cli_output(proc: subprocess.Popen[str]) -> str:
+    """The standard output of a command started by :meth:`Deployment.start_cli`, which must
+    succeed (its output and errors in the failure)."""
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    return out

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -24,7 +22,7 @@ import pytest
 
 from streams.worker.ab import Split
 from streams.worker.topics import TopicSpec, ensure_topics
-from tests.integration.conftest import REPO, Deployment, Worker, free_port
+from tests.integration.conftest import Deployment, Worker, cli_output
 from tests.integration.kafka_client import consume, produce
 
 pytestmark = pytest.mark.integration
@@ -60,20 +58,6 @@ def _fill(dep: Deployment, catalog: list[Any]) -> None:
               for s in range(STEPS) for n in range(N_USERS)]  # fmt: skip
     produce(dep.bootstrap, [(t.click, e["user_id"].encode(), json.dumps(e).encode())
                             for e in events])  # fmt: skip
-
-
-def _cli(dep: Deployment, home: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "streams.cli", *args],
-        env={**dep.env(home, free_port()), "INTEREST_STREAM_PROVIDER": "cpu"}, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def _done(proc: subprocess.Popen[str]) -> str:
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out + err
-    return out
 
 
 def _round(dep: Deployment, catalog: list[Any], tag: str) -> list[dict[str, Any]]:
@@ -123,9 +107,9 @@ def test_two_variants_split_by_user_across_workers_and_restarts(
         "INTEREST_STREAM_AB_SALT": SPLIT.salt, "INTEREST_STREAM_MODEL_POLL_S": "1",
     })  # fmt: skip
     _fill(dep, catalog)
-    training = _cli(dep, tmp_path / "cli", "train", "--from-kafka", "--out", str(b_dir), *TINY)
+    training = dep.start_cli(tmp_path / "cli", "train", "--from-kafka", "--out", str(b_dir), *TINY)
     workers = [dep.start_worker("w1"), dep.start_worker("w2")]  # meanwhile
-    _done(training)
+    cli_output(training)
     b_version = json.loads((b_dir / "sequence.json").read_text(encoding="utf-8"))["version"]
     _until_b_serves(workers, b_version)
     expected = {_user(n): SPLIT.variant(_user(n)) for n in range(N_USERS)}
@@ -157,7 +141,7 @@ def test_two_variants_split_by_user_across_workers_and_restarts(
     assert all(len(variants) == 1 for variants in seen.values())
     assert set(seen) == set(expected)
 
-    out = _done(_cli(dep, tmp_path / "cli", "ab", "report", "--resamples", "500"))
+    out = cli_output(dep.start_cli(tmp_path / "cli", "ab", "report", "--resamples", "500"))
     rows = [line.split() for line in out.splitlines()]
     lines = {r[0]: r for r in rows if len(r) > 4 and r[0] in ("A", "B") and r[1] != "-"}
     for variant in ("A", "B"):

@@ -14,8 +14,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from streams.offline.from_kafka import parse_since, read_log
 from streams.settings import Settings
 from streams.worker.dashboard import decisions_log
 from streams.worker.topics import TopicSpec, ensure_topics
-from tests.integration.conftest import REPO, Deployment, Worker, free_port
+from tests.integration.conftest import Deployment, Worker, cli_output
 from tests.integration.kafka_client import consume, produce
 
 pytestmark = pytest.mark.integration
@@ -65,22 +63,8 @@ def _fill(dep: Deployment, catalog: list[Any]) -> None:
     produce(dep.bootstrap, records)
 
 
-def _start(dep: Deployment, home: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**dep.env(home, free_port()), "INTEREST_STREAM_PROVIDER": "cpu"}
-    return subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "streams.cli", *args], env=env, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
-def _done(proc: subprocess.Popen[str]) -> str:
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out + err
-    return out
-
-
 def _cli(dep: Deployment, home: Path, *args: str) -> str:
-    return _done(_start(dep, home, *args))
+    return cli_output(dep.start_cli(home, *args))
 
 
 def _serving(worker: Worker) -> str | None:
@@ -129,9 +113,9 @@ def test_train_from_the_log_promote_a_better_model_every_worker_serves_it_roll_b
     monkeypatch.setenv("INTEREST_STREAM_SEQUENCE_MODEL_DIR", str(live))
     monkeypatch.setenv("INTEREST_STREAM_MODEL_POLL_S", POLL_S)
     _fill(dep, catalog)
-    training = _start(dep, tmp_path / "cli", "train", "--from-kafka", "--out", str(live), *BAD)
+    training = dep.start_cli(tmp_path / "cli", "train", "--from-kafka", "--out", str(live), *BAD)
     workers = [dep.start_worker("w1"), dep.start_worker("w2")]  # meanwhile
-    out = _done(training)
+    out = cli_output(training)
     assert f"{N_USERS * STEPS + 2} records read" in out, out
     assert "1 that do not decode" in out and "1 repeated event ids" in out
     assert f"{N_ITEMS} items" in out
