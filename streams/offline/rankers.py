@@ -89,7 +89,8 @@ class Recommender(Protocol):
 
 
 class PopularityModel:
-    """Items by how often they occur in the training events; ties go by catalog order."""
+    """Items by how often they occur in the training events (dislikes not counted); ties go by
+    catalog order."""
 
     name = "popularity"
 
@@ -97,7 +98,7 @@ class PopularityModel:
         self._order: list[str] = []
 
     def fit(self, data: TrainData) -> None:
-        counts = Counter(event.item_id for event in data.events)
+        counts = Counter(e.item_id for e in data.events if e.event_type != "dislike")
         position = {item.item_id: n for n, item in enumerate(data.items)}
         self._order = sorted(position, key=lambda item_id: (-counts[item_id], position[item_id]))
 

@@ -179,6 +179,9 @@ def model_options(command: F) -> F:
                      "event as model inputs."),
         click.option("--item-vectors/--no-item-vectors", default=TrainConfig().item_vectors,
                      show_default=True, help="Fuse the items' `vector` into their vectors."),
+        click.option("--dislikes/--no-dislikes", default=TrainConfig().dislikes,
+                     show_default=True, help="Dislike events as model inputs (never targets); "
+                     "off: left out of its inputs."),
     ]  # fmt: skip
     for option in reversed(options):
         command = option(command)

@@ -61,16 +61,17 @@ _EVENT_NAMES: dict[int, str] = {  # keyed by EventType, looked up by the int in 
     EventType.BROWSE: "browse",
     EventType.CLICK: "click",
     EventType.COMMENT: "comment",
+    EventType.DISLIKE: "dislike",
 }
 MODEL_FILES = (SEQUENCE_FILE, ITEMS_FILE, TEXT_PROJ_FILE, CARD_FILE)
 """In publishing order: the card last."""
 
 
 def ring_history(state: InterestState) -> tuple[SequenceEvent, ...]:
-    """The state's ring as the sequence model reads it, oldest first. Dislikes are left out:
-    the models are trained on positive histories (MovieLens has no dislikes), so a dislike
-    acts through the short-term vector, the interests and the list (its neighbours move down)
-    instead."""
+    """The state's ring as the sequence model reads it, oldest first. Dislikes are in it; a
+    model trained without them leaves them out (:func:`encoders.runtime.sequence.features`), and
+    for such a model a dislike acts through the short-term vector, the interests and the list
+    (its neighbours move down) only."""
     return tuple(
         SequenceEvent(item, _EVENT_NAMES[kind], ts)
         for item, kind, ts in zip(

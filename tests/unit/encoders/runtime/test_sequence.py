@@ -85,10 +85,11 @@ def test_gap_buckets_are_log_spaced_and_the_first_event_has_its_own() -> None:
 
 
 def test_event_types_are_the_streams_names_in_the_models_embedding_order() -> None:
-    # the trained models' type embedding rows: 1 click, 2 browse, 3 comment, 4 any other
+    # the trained models' type embedding rows: 1 click, 2 browse, 3 comment, 4 any other, and
+    # 5 dislike in a model trained with dislikes (others are never fed one: test_sequence_dislikes)
     assert EVENT_TYPES == ("click", "browse", "comment")
-    # dislike: "any other"
-    assert [event_type_index(kind.name.lower()) for kind in EventType] == [2, 1, 3, 4]
+    assert [event_type_index(kind.name.lower()) for kind in EventType] == [2, 1, 3, 5]
+    assert event_type_index("share") == 4
 
 
 def test_features_left_pad_truncate_and_skip_unknown_items() -> None:

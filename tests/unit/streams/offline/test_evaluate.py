@@ -125,6 +125,28 @@ def test_split_by_time_skips_short_users_and_drops_unknown_items(tmp_path: Path)
     assert data.stats["users_evaluated"] == 1
 
 
+def test_a_dislike_is_never_a_target_and_later_ones_are_left_out(tmp_path: Path) -> None:
+    items, events = tmp_path / "items.jsonl", tmp_path / "events.jsonl"
+    write_items(items, _items(CATALOG))
+    kinds = ["click", "dislike", "click", "click", "dislike", "click", "dislike"]
+    records = [EventRecord(f"e{n}", "u", f"f0{n + 1}", kind, 1000.0 + n)
+               for n, kind in enumerate(kinds)]  # fmt: skip
+    records += [EventRecord("s0", "short", "p1", "click", 2000.0),
+                EventRecord("s1", "short", "p2", "dislike", 2001.0),
+                EventRecord("s2", "short", "p3", "click", 2002.0)]  # fmt: skip
+    write_events(events, records)
+    data = load_dataset(items, events)
+    (user,) = data.users  # "short": two events that are not dislikes, none before them
+    assert [(e.item_id, e.event_type) for e in user.history] == [
+        ("f01", "click"), ("f02", "dislike"), ("f03", "click")]  # fmt: skip
+    assert (user.target("validation"), user.target("test")) == ("f04", "f06")
+    assert [e.item_id for e in user.context("test").events] == ["f01", "f02", "f03", "f04"]
+    assert sorted(e.item_id for e in data.train.events) == ["f01", "f02", "f03", "p1", "p2", "p3"]
+    model = PopularityModel()  # a dislike is no sign of popularity
+    model.fit(data.train)
+    assert "f02" not in model.rank(data.contexts("test"), 10, exclude_seen=False)[0][:5]
+
+
 def test_max_users_limits_evaluation_not_training(tmp_path: Path) -> None:
     items, events = _write(tmp_path, POPULARITY_USERS)
     full, some = load_dataset(items, events), load_dataset(items, events, max_users=2)

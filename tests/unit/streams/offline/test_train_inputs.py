@@ -30,7 +30,8 @@ def test_the_flags_map_onto_the_config_and_default_off() -> None:
         seen.append(train_config(params))
 
     assert CliRunner().invoke(command, []).exit_code == 0
-    assert CliRunner().invoke(command, ["--tags", "--context", "--item-vectors"]).exit_code == 0
-    assert (seen[0].tags, seen[0].context, seen[0].item_vectors) == (False, False, False)
+    flags = ["--tags", "--context", "--item-vectors", "--dislikes"]
+    assert CliRunner().invoke(command, flags).exit_code == 0
+    assert (seen[0].tags, seen[0].context, seen[0].item_vectors, seen[0].dislikes) == (False,) * 4
     assert seen[0] == TrainConfig()
-    assert (seen[1].tags, seen[1].context, seen[1].item_vectors) == (True, True, True)
+    assert (seen[1].tags, seen[1].context, seen[1].item_vectors, seen[1].dislikes) == (True,) * 4

@@ -318,14 +318,15 @@ def test_a_non_finite_user_vector_is_not_stored_and_that_user_ranks_short_term(
 def test_ring_history_reads_the_state_ring_oldest_first() -> None:
     state = dataclasses.replace(
         InterestState.empty(4),
-        recent_items=("a", "b", "c"),
-        recent_types=(1, 0, 2),
-        recent_ts=(1.0, 2.0, 3.0),
+        recent_items=("a", "b", "c", "d"),
+        recent_types=(1, 0, 2, 3),
+        recent_ts=(1.0, 2.0, 3.0, 4.0),
     )
     assert ring_history(state) == (
         SequenceEvent("a", "click", 1.0),
         SequenceEvent("b", "browse", 2.0),
         SequenceEvent("c", "comment", 3.0),
+        SequenceEvent("d", "dislike", 4.0),  # a model without dislikes leaves it out
     )
 
 
