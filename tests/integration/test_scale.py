@@ -8,16 +8,13 @@ user's final state (the last changelog record) must equal that of one undisturbe
 the same events, no event may be lost or applied twice, C must hold partitions and serve
 users. The pause at each change is printed (run with ``-s`` to see it as it comes).
 
-Not in the default run: after the fix of 2026-12-02 (``streams/worker/commits.py``) 11 of 12 runs
-lost nothing, one lost 31 events around the third worker's join; with the seek lock since, 8 of 8
-(docs/benchmarks.md "Two workers under kill -9"): too few runs yet for a test whose failure would
-block every landing. Run it with
-``INTEREST_STREAM_SCALE_TEST=1`` (or ``scripts/scale_runs.py``).
+In the default run since 2026-12-02: with the commit guard (``streams/worker/commits.py``) and the
+seek lock, 24 of 24 runs lost nothing (docs/benchmarks.md "Two workers under kill -9";
+``scripts/scale_runs.py`` repeats it).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +33,6 @@ from tests.integration.scale_run import ScalePlan, format_scale, format_scale_ta
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(420),
-    pytest.mark.skipif(not os.environ.get("INTEREST_STREAM_SCALE_TEST"),
-                       reason="loses events in about 1 run of 12 (an open bug); "
-                       "INTEREST_STREAM_SCALE_TEST=1 runs it"),
 ]
 
 SCENARIO = Scenario(rate=100.0)
