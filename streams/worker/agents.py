@@ -3,7 +3,8 @@
 Each batch from :func:`streams.worker.batching.take_batches` is decoded (bad records go to the
 dead-letter topic: every failure to decode one record, expected or not, is that record's alone,
 and a dead letter that cannot be sent is logged, never raised; a batch's dead letters are sent
-together, while its good events are processed, and logged in one line, not one a record),
+together once its good events are answered, and logged in one line, not one a record; none is
+sent when a rebalance overtook the batch, whose records the partition's owner reads again),
 handed to :meth:`Pipeline.process` in an executor thread, and then written back: one table
 write and one recommendation message per user touched (coalescing), in the partition that
 received that user's events, whatever hash the producer used to put them there. The table and
@@ -34,7 +35,7 @@ from streams.errors import EventRejected
 from streams.worker.batching import take_batches
 from streams.worker.catalog import CatalogFeed
 from streams.worker.commits import generation_live
-from streams.worker.dlq import dead_letters
+from streams.worker.dlq import DeadRecord, dead_letters
 from streams.worker.outcomes import BatchResult
 from streams.worker.pipeline import Pipeline
 from streams.worker.schemas import decode_event, encode_recommendations
@@ -151,22 +152,17 @@ async def handle_batch(
     stats.batch_sizes.append(len(batch))
     stats.waits_ms.extend((started - ev.message.timestamp) * 1000.0 for ev in batch)
     try:
+        generation = wiring.app.consumer_generation_id
         events, sources, bad = _decode(wiring, batch)
-        # the dead letters go out while the good events are processed: both are done before
-        # this returns, and the batch is acked (so its offsets can be committed) only then
-        letters = [(ev.message, reason) for ev, reason in bad]
-        if not events:
+        letters: list[tuple[DeadRecord, str]] = [(ev.message, reason) for ev, reason in bad]
+        if events:
+            letters += await _process(wiring, pipeline, executor, events, sources, generation)
+        # sent once the good events are answered, and before this returns: the batch is acked
+        # (so its offsets can be committed) only then. After a rebalance nothing is sent: the
+        # batch is not acked, and whoever owns the partition now reads its records again and
+        # dead-letters them (sending them here too would put each in the topic twice).
+        if letters and generation_live(wiring.app, generation):
             await dead_letters(wiring, letters)
-            return
-        sending = asyncio.ensure_future(dead_letters(wiring, letters)) if letters else None
-        try:
-            await _process(wiring, pipeline, executor, events, sources)
-        except BaseException:
-            if sending is not None:
-                sending.cancel()  # the batch is not acked: its records are read again
-            raise
-        if sending is not None:
-            await sending
     finally:
         stats.batch_ms.append((time.time() - started) * 1000.0)
 
@@ -177,10 +173,11 @@ async def _process(
     executor: ThreadPoolExecutor,
     events: Sequence[Event],
     sources: Sequence[EventT[bytes]],
-) -> None:
-    """Update the states of ``events``' users, store them and send their recommendations."""
+    generation: int | None,
+) -> list[tuple[DeadRecord, str]]:
+    """Update the states of ``events``' users, store them and send their recommendations;
+    returns the dead letters of the events the pipeline rejected."""
     read_at = time.monotonic()
-    generation = wiring.app.consumer_generation_id
     states = _load_states(wiring, events, sources)
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(executor, pipeline.process, events, states)
@@ -190,11 +187,10 @@ async def _process(
         # owner reads its events again from the committed offsets
         log.info("a rebalance came while %d events were processed: results dropped",
                  len(events))  # fmt: skip
-        return
+        return []
     outgoing = _write_back(wiring, events, sources, result, read_at)
     await _publish(wiring, outgoing)
-    rejected = [(sources[position].message, reason) for position, reason in result.rejected]
-    await dead_letters(wiring, rejected)
+    return [(sources[position].message, reason) for position, reason in result.rejected]
 
 
 @dataclass(frozen=True, slots=True)
