@@ -155,14 +155,15 @@ async def handle_batch(
         generation = wiring.app.consumer_generation_id
         events, sources, bad = _decode(wiring, batch)
         letters: list[tuple[DeadRecord, str]] = [(ev.message, reason) for ev, reason in bad]
-        if events:
-            letters += await _process(wiring, pipeline, executor, events, sources, generation)
-        # sent once the good events are answered, and before this returns: the batch is acked
-        # (so its offsets can be committed) only then. After a rebalance nothing is sent: the
-        # batch is not acked, and whoever owns the partition now reads its records again and
-        # dead-letters them (sending them here too would put each in the topic twice).
-        if letters and generation_live(wiring.app, generation):
-            await dead_letters(wiring, letters)
+        rejected = await _process(wiring, pipeline, executor, events, sources, generation)
+        # Sent once the good events are answered, and before this returns: the batch is acked
+        # (so its offsets can be committed) only then. Records that did not decode are sent only
+        # if no rebalance came: else the batch is not acked, and the partition's owner reads them
+        # again and dead-letters them (sent here too, each would be in the topic twice). The
+        # rejected events are always sent: the states written back record them as handled.
+        if not generation_live(wiring.app, generation):
+            letters = []
+        await dead_letters(wiring, letters + rejected)
     finally:
         stats.batch_ms.append((time.time() - started) * 1000.0)
 
@@ -176,7 +177,10 @@ async def _process(
     generation: int | None,
 ) -> list[tuple[DeadRecord, str]]:
     """Update the states of ``events``' users, store them and send their recommendations;
-    returns the dead letters of the events the pipeline rejected."""
+    returns the dead letters of the events the pipeline rejected (none when a rebalance came
+    first: then nothing is written)."""
+    if not events:
+        return []
     read_at = time.monotonic()
     states = _load_states(wiring, events, sources)
     loop = asyncio.get_running_loop()

@@ -327,3 +327,24 @@ def test_a_batch_overtaken_by_a_rebalance_sends_no_dead_letter(
     setup.run(pipeline, batch)
     assert [dict(m.headers)["dlq.offset"] for m in setup.dlq.sent] == [b"0", b"2"]
     assert [m.key for m in setup.recommendations.sent] == [b"u1"]
+
+
+def test_a_rebalance_after_the_write_back_still_sends_the_rejected_events_dead_letters(
+    tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state written back records the rejected event as handled, so its owner will not
+    dead-letter it when the batch is read again: it is sent here. A record that did not decode
+    is in no state: its owner sends it."""
+    setup = _setup()
+    publish = agents._publish
+
+    async def rebalanced(*args: Any) -> None:
+        await publish(*args)
+        setup.wiring.app.revoked = True  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(agents, "_publish", rebalanced)
+    setup.run(_pipeline(tiny_encoder), [
+        setup.record(b"u9", b"not json", offset=0), setup.event("a", "u1", "0", offset=1),
+        setup.event("b", "u1", "unknown-item", offset=2)])  # fmt: skip
+    assert [dict(m.headers)["dlq.offset"] for m in setup.dlq.sent] == [b"2"]
+    assert decode_state(setup.table.get(b"u1") or b"").n_events == 1
