@@ -245,6 +245,8 @@ def _windows(
         following = next_targets(arrays[0], arrays[1])
         for end in range(n - 1, 0, -max_len):
             start = max(0, end - max_len)
+            if not following[start:end].any():
+                continue  # nothing but dislikes follow: no target (a batch of such: a NaN loss)
             pad = max_len - (end - start)
             window = [np.pad(a[start:end], (pad, 0)) for a in arrays]
             inputs.append(SequenceFeatures(*(w[None, :] for w in window)))

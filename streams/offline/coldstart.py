@@ -4,9 +4,9 @@ Each evaluated user of the main split with at least ``max(ns) + 1`` events (the 
 every column), for each ``n`` in ``ns``: the first ``n`` events (time order) are the context,
 replayed through the very same :func:`interest_state.update` as the main rows; the list is the
 one the stream would show at the (n+1)-th event's time, seen items masked. Two targets:
-``next``, the (n+1)-th event's item (issue 18's question; that event is training data of the
-main split, so training popularity counts it and the sequence model learned it from these very
-events), and ``test``, the user's held-out test item (the main table's target: leak-free).
+``next``, the (n+1)-th event's item (or the first after it that is not a dislike; issue 18's
+question; training data of the main split, so training popularity counts it and the sequence
+model learned it from these very events), and ``test``, the held-out test item (leak-free).
 
 Rows: ``popularity`` (training events); ``recent-popularity-<w>``, the stream's trending as it
 stood then (:class:`TrendingWindow`), filled up by training popularity; the personal rankings
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from encoders.runtime.sequence import DISLIKE
 from interest_state import Recommendation
 from streams.contract import EventRecord
 from streams.data.formats import read_events
@@ -222,7 +223,7 @@ class ColdStart:
             lists = run.lists(users, n)
             kept.update(((name, n), ranked) for name, ranked in lists.items())
             targets = {
-                "next": [t[n].item_id for t in users],
+                "next": [next(e.item_id for e in t[n:] if e.event_type != DISLIKE) for t in users],
                 "test": [t[-1].item_id for t in users],
             }
             rows.extend(_scores(lists, targets, n, k))

@@ -1,20 +1,20 @@
 """A candidate sequence model against the serving one, on the same most recent held-out events.
 
 The split is the evaluator's (:func:`streams.offline.evaluate.load_dataset`): each user's newest
-event is the test target, the one before it the validation target (the candidate's early
-stopping), the rest training data. Both models rank the whole catalog for every user from the
-events before the test target, as the workers serve: the blend of the standardised Transformer
-and short-term scores at the served weight (``INTEREST_STREAM_BLEND_WEIGHT``), the user's own
-items masked, through the evaluator's own models (:class:`BlendModel`, :class:`ShortTermModel`)
-and metrics (:func:`score_ranks`). With no serving model the workers rank by the short-term vector
-alone, and so does the comparison.
+event (that is not a dislike) is the test target, the one before it the validation target (the
+candidate's early stopping), the rest training data. Both models rank the whole catalog for every
+user from the events before the test target, as the workers serve: the blend of the standardised
+Transformer and short-term scores at the served weight (``INTEREST_STREAM_BLEND_WEIGHT``), the
+user's own items masked, through the evaluator's own models (:class:`BlendModel`,
+:class:`ShortTermModel`) and metrics (:func:`score_ranks`). With no serving model the workers rank
+by the short-term vector alone, and so does the comparison.
 
-The serving model was trained on an older log. The evaluator refuses a model whose card names
-other training events than the split's (it could have learned the targets); that check is lifted
-for the serving model only (:func:`as_serving`): every test target is its user's newest event,
+The serving model was trained on an older log. The evaluator refuses a model whose card names other
+training events than the split's (it could have learned the targets); that check is lifted for the
+serving model only (:func:`as_serving`): every test target is its user's newest event but dislikes,
 and a model trained earlier held out each user's two newest events of its own time, so it never
-trained on a target (an event that arrives late with an older ``ts`` than the user's newest is
-the exception). The candidate keeps the check: it must have been trained on this very split.
+trained on a target (an event that arrives late with an older ``ts`` than the user's newest is the
+exception). The candidate keeps the check: it must have been trained on this very split.
 
 A candidate is promoted when its NDCG@10 beats the serving one's by the relative ``margin``:
 ``candidate >= serving x (1 + margin)`` and ``candidate > serving`` (:func:`decide`).

@@ -152,7 +152,8 @@ def write_outputs(
 def _as_json(report: EvaluationReport) -> dict[str, Any]:
     return {
         "protocol": {
-            "split": "leave-one-out by time: last event test, previous validation, rest history",
+            "split": "leave-one-out by time: last event test, previous validation, rest history "
+                     "(dislikes never targets)",
             "ranking": "full ranking over all catalog items",
             "masked": "items in the user's context (events before the target) excluded",
             "k_values": list(report.k_values),

@@ -2,9 +2,10 @@
 or from the event topics (``--from-kafka``).
 
 The split is the evaluator's (:func:`streams.offline.evaluate.load_dataset`): per user the last
-event is the test target, the one before the validation target (early stopping), the rest training
-data. The catalog is encoded once by the ONNX text encoder; the model is trained with torch (the
-``export`` extra), exported to ONNX, checked against torch, and written with its model card.
+event that is not a dislike is the test target, the one before the validation target (early
+stopping), the earlier events training data. The catalog is encoded once by the ONNX text encoder;
+the model is trained with torch (the ``export`` extra), exported to ONNX, checked against torch, and
+written with its model card.
 The card carries a fingerprint of the training events, which the evaluator checks so that a
 model is never scored on events it was trained on.
 
@@ -132,7 +133,8 @@ def train_dataset(
             "text_encoder": encoder.model_version,
             **({"source": dict(source)} if source else {}),
         },
-        "split": "leave-one-out by time: last event test, previous validation, rest training",
+        "split": "leave-one-out by time: last event test, previous validation, rest training "
+                 "(dislikes never targets)",
         "metrics": {
             "validation_masked_ndcg10": result.best_ndcg10,
             "validation_masked_hr10": next(

@@ -3,8 +3,9 @@
 Each batch from :func:`streams.worker.batching.take_batches` is decoded (bad records go to the
 dead-letter topic: every failure to decode one record, expected or not, is that record's alone,
 and a dead letter that cannot be sent is logged, never raised; a batch's dead letters are sent
-together once its good events are answered, and logged in one line, not one a record; none is
-sent when a rebalance overtook the batch, whose records the partition's owner reads again),
+together and logged in one line, not one a record: those of records that did not decode once
+its good events are answered, and none when a rebalance overtook the batch, whose records the
+partition's owner reads again; those of rejected events before their users' states are written),
 handed to :meth:`Pipeline.process` in an executor thread, and then written back: one table
 write and one recommendation message per user touched (coalescing), in the partition that
 received that user's events, whatever hash the producer used to put them there. The table and
@@ -35,7 +36,7 @@ from streams.errors import EventRejected
 from streams.worker.batching import take_batches
 from streams.worker.catalog import CatalogFeed
 from streams.worker.commits import generation_live
-from streams.worker.dlq import DeadRecord, dead_letters
+from streams.worker.dlq import dead_letters
 from streams.worker.outcomes import BatchResult
 from streams.worker.pipeline import Pipeline
 from streams.worker.schemas import decode_event, encode_recommendations
@@ -154,16 +155,13 @@ async def handle_batch(
     try:
         generation = wiring.app.consumer_generation_id
         events, sources, bad = _decode(wiring, batch)
-        letters: list[tuple[DeadRecord, str]] = [(ev.message, reason) for ev, reason in bad]
-        rejected = await _process(wiring, pipeline, executor, events, sources, generation)
-        # Sent once the good events are answered, and before this returns: the batch is acked
-        # (so its offsets can be committed) only then. Records that did not decode are sent only
+        await _process(wiring, pipeline, executor, events, sources, generation)
+        # Records that did not decode are sent once the good events are answered, and before
+        # this returns: the batch is acked (so its offsets can be committed) only then; and only
         # if no rebalance came: else the batch is not acked, and the partition's owner reads them
-        # again and dead-letters them (sent here too, each would be in the topic twice). The
-        # rejected events are always sent: the states written back record them as handled.
-        if not generation_live(wiring.app, generation):
-            letters = []
-        await dead_letters(wiring, letters + rejected)
+        # again and dead-letters them (sent here too, each would be in the topic twice).
+        if bad and generation_live(wiring.app, generation):
+            await dead_letters(wiring, [(ev.message, reason) for ev, reason in bad])
     finally:
         stats.batch_ms.append((time.time() - started) * 1000.0)
 
@@ -175,26 +173,31 @@ async def _process(
     events: Sequence[Event],
     sources: Sequence[EventT[bytes]],
     generation: int | None,
-) -> list[tuple[DeadRecord, str]]:
-    """Update the states of ``events``' users, store them and send their recommendations;
-    returns the dead letters of the events the pipeline rejected (none when a rebalance came
-    first: then nothing is written)."""
+) -> None:
+    """Update the states of ``events``' users, store them and send their recommendations.
+
+    The dead letters of the events the pipeline rejected are handed to the producer first: the
+    states written back record those events as handled, so a worker that died after writing
+    them and before sending the letters would leave them unsent for good (a read again skips
+    them). In this order a death in between costs a second dead letter, not a lost one."""
     if not events:
-        return []
+        return
     read_at = time.monotonic()
     states = _load_states(wiring, events, sources)
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(executor, pipeline.process, events, states)
+    if result.rejected and generation_live(wiring.app, generation):
+        await dead_letters(wiring, [(sources[position].message, reason)
+                                    for position, reason in result.rejected])  # fmt: skip
     if not generation_live(wiring.app, generation):
         # a rebalance came meanwhile: the partitions may be another worker's, or recovering
         # here; nothing is written or sent, and the batch is not acked (take_batches): the
         # owner reads its events again from the committed offsets
         log.info("a rebalance came while %d events were processed: results dropped",
                  len(events))  # fmt: skip
-        return []
+        return
     outgoing = _write_back(wiring, events, sources, result, read_at)
     await _publish(wiring, outgoing)
-    return [(sources[position].message, reason) for position, reason in result.rejected]
 
 
 @dataclass(frozen=True, slots=True)

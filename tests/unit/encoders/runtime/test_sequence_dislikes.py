@@ -132,3 +132,13 @@ def test_a_model_without_dislikes_is_never_fed_one(tmp_path: Path) -> None:
 def test_training_with_dislikes_needs_some() -> None:
     with pytest.raises(InputError, match="no training event is a dislike"):
         train_sequence_model(_data(with_dislikes=False), replace(TINY, dislikes=True))
+
+
+def test_a_window_followed_by_dislikes_only_is_no_training_batch() -> None:
+    """A user whose only events after the first are dislikes gives a window without any target;
+    alone in a batch it would make the loss NaN."""
+    data = _data()
+    lonely = (SequenceEvent("i1", "click", 1.0), SequenceEvent("i2", "dislike", 2.0))
+    result = train_sequence_model(replace(data, train=(*data.train, lonely)),
+                                  replace(TINY, dislikes=True, batch_size=1))  # fmt: skip
+    assert all(np.isfinite(h["loss"]) for h in result.history)

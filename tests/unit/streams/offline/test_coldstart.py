@@ -131,6 +131,24 @@ def test_popularity_wins_when_every_user_takes_the_popular_items(tmp_path: Path)
     assert table.ahead_from("popularity", "next") is None  # never above itself
 
 
+def test_a_dislike_is_never_the_next_target(tmp_path: Path) -> None:
+    """The followers above, each with a dislike of a genre-B item after their first item: the
+    next target after one event is still p0, the most popular item."""
+    items, events = _write(tmp_path, POPULAR_FOLLOWERS)
+    records = list(read_events(events))
+    for n in range(6):
+        first = next(i for i, e in enumerate(records) if e.user_id == f"u{n}")
+        ts = (records[first].ts + records[first + 1].ts) / 2
+        records.insert(first + 1, EventRecord(f"d{n}", f"u{n}", GENRE_B[n], "dislike", ts))
+    write_events(events, records)
+    data = load_dataset(items, events)
+    short = ShortTermModel(GenreEncoder(), UpdateParams())  # type: ignore[arg-type]
+    short.fit(data.train)
+    timelines = [(*u.history, u.validation, u.test) for u in data.users]
+    table = ColdStart(personal_after=(3,)).run(timelines, data.train, events, [short], 10)
+    assert table.score("popularity", "next", 1).metrics["NDCG@10"].mean == 1.0
+
+
 def test_personal_wins_when_users_stay_in_their_genre(tmp_path: Path) -> None:
     table = _table(tmp_path, GENRE_KEEPERS, ColdStart(personal_after=(1,)))
     assert table.n_users == 8

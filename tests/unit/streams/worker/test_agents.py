@@ -239,6 +239,13 @@ def test_good_events_are_answered_before_their_batchs_dead_letters_go_out(
     dlq = setup.wiring.dlq = GatedSink()
     batch = [setup.record(b"u9", b"not json", offset=n) for n in range(100)]
     batch.insert(50, setup.event("a", "u1", "0"))
+    order: list[str] = []
+    for sink, what in ((setup.recommendations, "recommendation"), (dlq, "dead letter")):
+        def logged(send: Any = sink.send, what: str = what, **kwargs: Any) -> Any:
+            order.append(what)
+            return send(**kwargs)
+
+        setattr(sink, "send", logged)  # noqa: B010  # an instance's send, logged
 
     async def scenario() -> None:
         with ThreadPoolExecutor(max_workers=1) as executor:
@@ -255,6 +262,7 @@ def test_good_events_are_answered_before_their_batchs_dead_letters_go_out(
                     break
                 await asyncio.sleep(0.01)
             assert len(dlq.sent) == 100  # all handed over together
+            assert order[0] == "recommendation" and set(order[1:]) == {"dead letter"}
             await asyncio.sleep(0.05)
             assert not handling.done()  # still waits for its dead letters
             dlq.gate.set()
@@ -325,7 +333,8 @@ def test_a_batch_overtaken_by_a_rebalance_sends_no_dead_letter(
     setup.wiring.app.revoked = False  # type: ignore[attr-defined]  # the owner reads them again
     monkeypatch.setattr(pipeline, "process", process)
     setup.run(pipeline, batch)
-    assert [dict(m.headers)["dlq.offset"] for m in setup.dlq.sent] == [b"0", b"2"]
+    # the rejected event's before the write-back, the undecodable record's after the answer
+    assert [dict(m.headers)["dlq.offset"] for m in setup.dlq.sent] == [b"2", b"0"]
     assert [m.key for m in setup.recommendations.sent] == [b"u1"]
 
 
@@ -333,10 +342,18 @@ def test_a_rebalance_after_the_write_back_still_sends_the_rejected_events_dead_l
     tiny_encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The state written back records the rejected event as handled, so its owner will not
-    dead-letter it when the batch is read again: it is sent here. A record that did not decode
-    is in no state: its owner sends it."""
+    dead-letter it when the batch is read again: it is sent here, before the state is written.
+    A record that did not decode is in no state: its owner sends it."""
     setup = _setup()
     publish = agents._publish
+    send = setup.dlq.send
+    written_before: list[bool] = []
+
+    async def sending(**kwargs: Any) -> Any:
+        written_before.append(setup.table.get(b"u1") is not None)
+        return await send(**kwargs)
+
+    monkeypatch.setattr(setup.dlq, "send", sending)
 
     async def rebalanced(*args: Any) -> None:
         await publish(*args)
@@ -347,4 +364,5 @@ def test_a_rebalance_after_the_write_back_still_sends_the_rejected_events_dead_l
         setup.record(b"u9", b"not json", offset=0), setup.event("a", "u1", "0", offset=1),
         setup.event("b", "u1", "unknown-item", offset=2)])  # fmt: skip
     assert [dict(m.headers)["dlq.offset"] for m in setup.dlq.sent] == [b"2"]
+    assert written_before == [False]  # sent before the state that records it as handled
     assert decode_state(setup.table.get(b"u1") or b"").n_events == 1
