@@ -9,7 +9,7 @@ the same events, no event may be lost or applied twice, C must hold partitions a
 users. The pause at each change is printed (run with ``-s`` to see it as it comes).
 
 In the default run since 2026-12-02: with the commit guard (``streams/worker/commits.py``) and the
-seek lock, 24 of 24 runs lost nothing (docs/benchmarks.md "Two workers under kill -9";
+seek lock, 32 of 32 runs lost nothing (docs/benchmarks.md "Two workers under kill -9";
 ``scripts/scale_runs.py`` repeats it).
 """
 
