@@ -32,7 +32,7 @@ from typing import Any
 import click
 
 from encoders import is_exported
-from encoders.runtime.sequence import is_sequence_model
+from encoders.runtime.sequence import DISLIKE, is_sequence_model
 from interest_state import UpdateParams
 from interest_state.params import MAX_RING_LEN
 from streams.contract import EventRecord
@@ -176,7 +176,7 @@ def _split(per_user: Iterable[list[EventRecord]]) -> tuple[list[UserSplit], list
     train: list[EventRecord] = []
     for events in per_user:
         ordered = sorted(events, key=lambda e: e.ts)  # stable: file order breaks ties
-        targets = [n for n, e in enumerate(ordered) if e.event_type != "dislike"][-2:]
+        targets = [n for n, e in enumerate(ordered) if e.event_type != DISLIKE][-2:]
         if len(targets) < 2 or targets[0] < 1:
             train.extend(ordered)
             continue

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from encoders import ItemIndex, TextEncoder
-from encoders.runtime.sequence import SequenceEvent
+from encoders.runtime.sequence import DISLIKE, SequenceEvent
 from interest_state import (
     Event,
     EventType,
@@ -98,7 +98,7 @@ class PopularityModel:
         self._order: list[str] = []
 
     def fit(self, data: TrainData) -> None:
-        counts = Counter(e.item_id for e in data.events if e.event_type != "dislike")
+        counts = Counter(e.item_id for e in data.events if e.event_type != DISLIKE)
         position = {item.item_id: n for n, item in enumerate(data.items)}
         self._order = sorted(position, key=lambda item_id: (-counts[item_id], position[item_id]))
 

@@ -32,7 +32,7 @@ offset. :func:`generation_live` is the same test for the agent (:mod:`streams.wo
 :mod:`streams.worker.agents`): a batch whose generation is no longer live writes, sends and acks
 nothing, and its events are read again by their partition's owner (idempotent:
 ``InterestState.applied_offsets``). Afterwards 11 of 12 runs lost nothing; the twelfth lost 31
-events at a join; with the transport's seek lock (``_Consumer._seek_lock``) 8 of 8 runs lost
+events at a join; with the transport's seek lock (``_Consumer._seek_lock``) 32 of 32 runs lost
 nothing (docs/benchmarks.md "Two workers under kill -9").
 """
 

@@ -57,12 +57,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_EVENT_NAMES: dict[int, str] = {  # keyed by EventType, looked up by the int in a state
-    EventType.BROWSE: "browse",
-    EventType.CLICK: "click",
-    EventType.COMMENT: "comment",
-    EventType.DISLIKE: "dislike",
-}
+_EVENT_NAMES = {int(kind): kind.name.lower() for kind in EventType}
+"""A state's stored event type (the int) -> the event's name, as the sequence model reads it."""
 MODEL_FILES = (SEQUENCE_FILE, ITEMS_FILE, TEXT_PROJ_FILE, CARD_FILE)
 """In publishing order: the card last."""
 
@@ -77,7 +73,6 @@ def ring_history(state: InterestState) -> tuple[SequenceEvent, ...]:
         for item, kind, ts in zip(
             state.recent_items, state.recent_types, state.recent_ts, strict=True
         )
-        if kind in _EVENT_NAMES
     )
 
 
